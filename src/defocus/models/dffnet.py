@@ -16,20 +16,23 @@ class DFFNetDecoder(nn.Module):
       * ``dffm=False``        -> "DFFNet w/o DFFM": T_k = R_k, S1 on R4 at 1/32, top branch upsampled after attention.
       * ``attention=False``   -> "DFFNet w/o spatial attention" (also the VGG16 variant's decoder).
       * ``depth_heads=True``  -> R-DFFNet: four 1x1 depth heads on T1..T4 (before attention).
-      * ``final_depth_head``  -> R-DFFNet's full-resolution depth head (paper App. B; absent from the reference code).
+      * ``final_depth_head``  -> R-DFFNet's final depth head (paper App. B; absent from the reference code): a 1x1
+        conv (128 -> 1) on CB128(G4), returned at the resolution of R1 (``DBDNet`` upsamples it like the logit).
     """
 
     def __init__(self, ch: int = 32, dffm: bool = True, attention: bool = True, depth_heads: bool = False,
                  final_depth_head: bool = False):
         super().__init__()
         self.dffm, self.attention, self.depth_heads = dffm, attention, depth_heads
-        # DFFM (METHOD §1.3); the two "shared" convolutions are r4_up2 (CB_c) and r3_up (CB_d).
-        self.r4_to_t2 = ConvBN(ch, ch)        # CB_b
-        self.r4_up2 = ConvBN(ch, ch)          # CB_c, shared by T3 and T4
-        self.r3_up = ConvBN(ch, ch)           # CB_d, shared by T3 and T4
+        if dffm:
+            # DFFM (METHOD §1.3); the two "shared" convolutions are r4_up2 (CB_c) and r3_up (CB_d).
+            # Without DFFM they would be unused, so they are not built.
+            self.r4_to_t2 = ConvBN(ch, ch)    # CB_b
+            self.r4_up2 = ConvBN(ch, ch)      # CB_c, shared by T3 and T4
+            self.r3_up = ConvBN(ch, ch)       # CB_d, shared by T3 and T4
+            self.r2_up = ConvBN(ch, ch)       # CB_e
         self.top = ConvBN(ch, ch)             # CB_a: T1 (or, without DFFM, the post-attention top branch)
         self.g2_up = ConvBN(2 * ch, 2 * ch)
-        self.r2_up = ConvBN(ch, ch)           # CB_e
         self.g3_up = ConvBN(3 * ch, 3 * ch)
         self.g2_fuse = ConvBN(2 * ch, 2 * ch)
         self.g3_fuse = ConvBN(3 * ch, 3 * ch)
@@ -49,7 +52,7 @@ class DFFNetDecoder(nn.Module):
         return t * torch.sigmoid(self.attention_convs[k](side))
 
     def forward(self, r1, r2, r3, r4):
-        """Return (P at the resolution of R1, [S1..S4], depth logits or None)."""
+        """Return (P at the resolution of R1, [S1..S4], depth logits [D1..D4(, D_final)] or None)."""
         if self.dffm:
             t1 = self.top(up2(r4))
             t2 = self.r4_to_t2(up2(r4)) * r3
@@ -102,12 +105,13 @@ class DBDNet(nn.Module):
 
     ``forward(x)`` returns ``(logit, features, sides)`` as the reference does: the final logit (B,1,H,W, no sigmoid;
     1 = in focus), the raw backbone features deepest first ``[X4, X3, X2, X1]`` (what stage 2 distils), and the side
-    logits ``[S1..S4]`` at their native resolutions. Models with depth heads return a fourth element, the depth
-    logits ``[D1..D4(, D_final)]``.
+    logits ``[S1..S4]`` at their native resolutions (PDNet has no sides: ``[]``). Models with depth heads return a
+    fourth element, the depth maps ``[D1..D4]`` at the side resolutions, followed (R-DFFNet's final depth head)
+    by ``D_final`` upsampled to the input size like the logit.
 
     Inputs whose sides are not multiples of the backbone's total stride are padded (replicate, bottom/right) to
-    the next multiple; the final logit is cropped back to the input size, features and sides refer to the padded
-    image.
+    the next multiple; the final logit (and ``D_final``) is cropped back to the input size, features and sides
+    refer to the padded image.
     """
 
     def __init__(self, backbone: nn.Module, decoder: nn.Module, use_rfb: bool, config: dict):
@@ -131,9 +135,14 @@ class DBDNet(nn.Module):
         feats = self.backbone(x)  # shallow -> deep
         levels = [rfb(f) for rfb, f in zip(self.rfbs, feats)] if self.rfbs is not None else feats
         p, sides, depths = self.decoder(*levels)
-        logit = F.interpolate(p, scale_factor=int(self.backbone.reductions[0]), mode="bilinear", align_corners=True)
-        logit = logit[..., :h, :w]
-        out = (logit, feats[::-1], sides)
+        out = (self._to_input(p, h, w), feats[::-1], sides)
         if depths is not None:
+            if getattr(self.decoder, "depth_head", None) is not None:
+                depths = depths[:-1] + [self._to_input(depths[-1], h, w)]
             out = out + (depths,)
         return out
+
+    def _to_input(self, p: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Upsample a map at the first level's resolution to the (padded) input size, then crop to ``h`` x ``w``."""
+        s = int(self.backbone.reductions[0])
+        return F.interpolate(p, scale_factor=s, mode="bilinear", align_corners=True)[..., :h, :w]

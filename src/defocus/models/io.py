@@ -49,19 +49,42 @@ def read_metadata(path) -> dict:
     return meta
 
 
-def load_model(path, device="cpu", dtype: torch.dtype = torch.float32):
-    """Rebuild a model from a defocus safetensors checkpoint alone (config from metadata, strict weights).
+def is_safetensors(path) -> bool:
+    """Whether ``path`` is a safetensors file (by content: an 8-byte header length followed by a JSON header)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
 
-    The model is returned in eval mode on ``device``, with floating tensors in ``dtype``.
+
+def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str | None = None):
+    """Rebuild a model from a checkpoint file alone, strictly.
+
+    ``path`` is a defocus safetensors file (config from its metadata) or one of the authors' released ``.pth``
+    files, converted on the fly (see :mod:`defocus.convert`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
+    for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
+    floating tensors in ``dtype``.
     """
     from safetensors.torch import load_file
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not is_safetensors(path):
+        from ..convert import load_authors_checkpoint
+
+        model, _ = load_authors_checkpoint(path, arch)
+        return model.to(device=device, dtype=dtype).eval()
     cfg = dict(read_metadata(path)["config"])
     name, backbone = cfg.pop("name"), cfg.pop("backbone")
     cfg.pop("mean", None)
     cfg.pop("std", None)
-    model = create_model(name, backbone=backbone, pretrained=False, **cfg)
     sd = load_file(str(path))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True)
+    # Built without storage (skips the random initialisation), then the file's tensors become the weights.
+    with torch.device("meta"):
+        model = create_model(name, backbone=backbone, pretrained=False, **cfg)
+    model.load_state_dict(sd, strict=True, assign=True)
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        # a backbone with buffers outside the state dict: build it normally
+        model = create_model(name, backbone=backbone, pretrained=False, **cfg)
+        model.load_state_dict(sd, strict=True)
     return model.to(device=device, dtype=dtype).eval()

@@ -27,6 +27,11 @@ def describe_model(name: str) -> str:
     return _MODELS[name][0]
 
 
+def default_backbone(name: str) -> str:
+    """The backbone a registered model uses when ``create_model`` is given none (the paper's choice)."""
+    return _MODELS[name][3]
+
+
 def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=False, **kwargs):
     """Build a registered model.
 
@@ -47,6 +52,8 @@ def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=F
     backbone = backbone or default_backbone
     bb = create_backbone(backbone, pretrained)
     if dec_kwargs is None:
+        if kwargs:
+            raise TypeError(f"{name!r} takes no decoder options (got {', '.join(kwargs)})")
         decoder = PDNetDecoder(bb.channels)
     else:
         decoder = DFFNetDecoder(**{**dec_kwargs, **kwargs})

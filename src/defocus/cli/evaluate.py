@@ -1,0 +1,113 @@
+"""`defocus evaluate`: score saved maps of any method, or run a checkpoint on datasets."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+class ProtocolName(str, Enum):
+    paper = "paper"
+    paper_external = "paper-external"
+    standard = "standard"
+
+
+class Polarity(str, Enum):
+    in_focus = "in-focus"
+    blur = "blur"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` command."""
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        pred: Optional[List[Path]] = typer.Option(None, "--pred", help="Folder of prediction maps (repeat for "
+                                                  "several methods)."),
+        gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of masks (maps mode; with --model and "
+                                          "--images: a local dataset)."),
+        list_file: Optional[Path] = typer.Option(None, "--list", help="Stems to score, one per line."),
+        pred_suffix: str = typer.Option("", "--pred-suffix", help="End of the map file stems to drop before "
+                                        "pairing (e.g. _prob for 'defocus predict' outputs)."),
+        label: Optional[List[str]] = typer.Option(None, "--label", help="Method label per --pred / for --model."),
+        protocol: ProtocolName = typer.Option(ProtocolName.paper, "--protocol", help="Evaluation protocol."),
+        pred_polarity: Polarity = typer.Option(Polarity.in_focus, "--pred-polarity",
+                                               help="What white means in the maps."),
+        gt_polarity: Polarity = typer.Option(Polarity.in_focus, "--gt-polarity",
+                                             help="What white means in the masks."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+        curves: Optional[Path] = typer.Option(None, "--curves", help="Write PR / F-threshold curves (.json/.csv)."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Save a PR + F-threshold figure (.png/.svg)."),
+        skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip (and report) missing or unreadable "
+                                          "files instead of failing."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run (model mode)."),
+        dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Registry dataset (repeatable); in "
+                                                    "maps mode, the dataset's label."),
+        root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
+        images: Optional[Path] = typer.Option(None, "--images", help="Folder of images paired with --gt masks "
+                                              "(model mode)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        drop_mismatched: bool = typer.Option(False, "--drop-mismatched", help="Leave out images whose size "
+                                             "differs from their mask's (the reference's behaviour)."),
+        markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
+        csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
+    ):
+        """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
+        from ..evaluation import (EvaluationInputError, FolderDataset, ReportTable, default_labels, evaluate,
+                                  write_curves)
+
+        want_curves = curves is not None or plot is not None
+        labels = list(label or [])
+        try:
+            if (model is None) == (not pred):
+                raise typer.BadParameter("give --pred (maps mode) or --model (model mode)")
+            if model is None:
+                if gt is None:
+                    raise typer.BadParameter("--pred needs --gt")
+                if labels and len(labels) != len(pred):
+                    raise typer.BadParameter("give one --label per --pred")
+                if dataset and len(dataset) > 1:
+                    raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
+                labels = labels or default_labels(pred)
+                reports = [evaluate(pred=p, gt=gt, list_file=list_file, protocol=protocol.value,
+                                    pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
+                                    skip_missing=skip_missing, curves=want_curves,
+                                    dataset=dataset[0] if dataset else None, method=m, pred_suffix=pred_suffix)
+                           for p, m in zip(pred, labels)]
+                table = ReportTable(reports)
+            else:
+                sets = list(dataset or [])
+                if images is not None:
+                    if gt is None:
+                        raise typer.BadParameter("--images needs --gt")
+                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value)] + sets
+                if not sets:
+                    raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
+                table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
+                                 skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
+                                 method=labels[0] if labels else None)
+        except EvaluationInputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+
+        if curves is not None:
+            write_curves(table, curves)
+        if plot is not None:
+            from ..evaluation import curves_of
+            from ..plots import plot_curves
+
+            plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
+        if markdown is not None:
+            markdown.write_text(table.to_markdown())
+        if csv is not None:
+            csv.write_text(table.to_csv())
+        single = len(table) == 1
+        if as_json:
+            typer.echo(table[0].to_json() if single else table.to_json())
+        else:
+            typer.echo(table[0].to_markdown() if single else table.to_markdown())
+        if any(r.skipped for r in table):
+            typer.echo(f"warning: {sum(len(r.skipped) for r in table)} image(s) skipped (listed in the report)",
+                       err=True)

@@ -1,0 +1,44 @@
+"""`defocus train`: stage 1 (DFFNet), stage 2 (D-DFFNet) or R-DFFNet from a YAML config."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command."""
+
+    @app.command("train")
+    def train_cmd(
+        config: str = typer.Argument(..., help="YAML config file, or a preset name such as smoke_stage1."),
+        overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value "
+                                                      "or section.key=value (repeatable)."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a training checkpoint, or "
+                                             "'auto' (OUTPUT_DIR/checkpoint.pt if it exists)."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    ):
+        """Train a defocus blur detector; writes OUTPUT_DIR/model.safetensors, checkpoint.pt, log.csv."""
+        import yaml
+
+        from ..config import find_config, load_config
+        from ..engine import NonFiniteLossError, train
+
+        sets = list(overrides or [])
+        if resume is not None:
+            sets.append(f"engine.resume={resume}")
+        try:
+            cfg = load_config(find_config(config), sets)
+        except (FileNotFoundError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        if print_config:
+            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return
+        try:
+            result = train(cfg)
+        except NonFiniteLossError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+        state = "finished" if result.complete else "stopped early (resume with --resume auto)"
+        typer.echo(f"{state} at step {result.step}: model {result.model_path}, checkpoint {result.checkpoint_path}")

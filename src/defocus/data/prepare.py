@@ -1,0 +1,197 @@
+"""``defocus data prepare``: turn the authors' download layouts into the registry layout, without re-encoding.
+
+Recognised download layouts (METHOD §7.1; folder names are matched case-insensitively anywhere up to three
+levels below ``--src``):
+
+- CUHK: ``image/`` (``out_of_focusNNNN.jpg`` / ``.JPG``; motion-blur files are skipped) and ``gt/`` (``.png``)
+- DUT-DBD: ``DUT600S_Training/`` + ``DUT600GT_Training/`` (train), ``image/`` + ``gt/`` (test)
+- CTCUG: ``CTCUG_images/`` + ``CTCUG_gt/``
+- EBD: ``image/`` + ``gt/``
+
+Files pair by stem; when the stems differ but the counts agree, they pair by sorted file order (the reference
+code's rule) and the mask is stored under the image's stem. Files are copied (or hard/soft linked) byte for byte.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from .files import Pairing, list_images, pair_by_stem, pair_folders
+from .registry import DataError, get_spec
+
+log = logging.getLogger(__name__)
+
+MODES = ("copy", "hardlink", "symlink")
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """One image folder / mask folder pair of a download, and where it goes under the data root."""
+
+    label: str
+    image_dirs: tuple
+    mask_dirs: tuple
+    dest: str
+    name_prefix: Optional[str] = None
+    near: Optional[str] = None
+
+
+LAYOUTS = {
+    "cuhk": (SourcePart("CUHK", ("image", "images"), ("gt", "masks"), "CUHK", name_prefix="out_of_focus"),),
+    "dut": (SourcePart("DUT train", ("DUT600S_Training",), ("DUT600GT_Training",), "DUT/train"),
+            SourcePart("DUT test", ("image", "images"), ("gt", "masks"), "DUT/test", near="DUT600S_Training")),
+    "ctcug": (SourcePart("CTCUG", ("CTCUG_images", "images", "image"), ("CTCUG_gt", "gt", "masks"), "CTCUG"),),
+    "ebd": (SourcePart("EBD", ("image", "images"), ("gt", "masks"), "EBD"),),
+}
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare`` did: files written or kept per part, pairs renamed, and every problem found."""
+
+    family: str
+    root: Path
+    written: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)
+    renamed: int = 0
+    parts: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def family_of(name: str) -> str:
+    """The download family (cuhk, dut, ctcug, ebd) a dataset name is prepared from."""
+    key = name.strip().lower()
+    if key in LAYOUTS:
+        return key
+    fam = get_spec(name).family
+    if fam is None:
+        raise DataError(f"dataset {name!r} is not prepared from one download; prepare each part "
+                        f"({', '.join(LAYOUTS)})")
+    return fam
+
+
+def _find_dirs(src: Path, names: tuple, max_depth: int = 3) -> list[Path]:
+    """Folders under ``src`` (``src`` itself included) named one of ``names``, shallowest first."""
+    wanted = {n.lower() for n in names}
+    found, level = [], [src]
+    for _ in range(max_depth + 1):
+        found += [d for d in level if d.name.lower() in wanted]
+        if found:
+            break
+        level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+    return found
+
+
+def _locate(src: Path, part: SourcePart) -> Optional[tuple[Path, Path]]:
+    """The (images, masks) folders of ``part`` in a download (sibling folders; those beside ``part.near``
+    preferred); None if absent."""
+    found = []
+    for img_name in part.image_dirs:
+        for img_dir in _find_dirs(src, (img_name,)):
+            for mask_name in part.mask_dirs:
+                mask_dir = next((c for c in img_dir.parent.iterdir()
+                                 if c.is_dir() and c.name.lower() == mask_name.lower()), None)
+                if mask_dir is not None:
+                    found.append((img_dir, mask_dir))
+    if part.near:
+        near = [f for f in found if any(c.name.lower() == part.near.lower() for c in f[0].parent.iterdir())]
+        found = near or found
+    return found[0] if found else None
+
+
+def _pair(images: list[Path], masks: list[Path]) -> tuple[Pairing, bool]:
+    by_stem = pair_by_stem(images, masks)
+    if (by_stem.images_without_mask or by_stem.masks_without_image) and len(images) == len(masks) \
+            and not by_stem.duplicate_stems:
+        return pair_folders(images, masks, "sorted"), True
+    return by_stem, False
+
+
+def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
+    """Put ``src`` at ``dst``; returns False when an identical-size file was already there."""
+    if dst.exists() or dst.is_symlink():
+        if dst.resolve() == src.resolve() or (not overwrite and dst.stat().st_size == src.stat().st_size):
+            return False
+        if not overwrite:
+            raise DataError(f"{dst}: exists with different content (use overwrite)")
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
+    if mode == "copy":
+        shutil.copyfile(src, tmp)
+    elif mode == "hardlink":
+        os.link(src, tmp)
+    else:
+        tmp.symlink_to(src.resolve())
+    os.replace(tmp, dst)
+    return True
+
+
+def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False) -> PrepareReport:
+    """Copy (``mode="copy"``) or link (``"hardlink"``, ``"symlink"``) a downloaded dataset from ``src`` into the
+    registry layout under ``root``. ``name`` is a download family (cuhk, dut, ctcug, ebd) or any dataset name
+    prepared from one. Unpaired files are not copied and are listed in the report's ``problems``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    family = family_of(name)
+    src, root = Path(src).expanduser(), Path(root).expanduser()
+    if not src.is_dir():
+        raise DataError(f"{src}: download folder not found")
+    report = PrepareReport(family, root)
+    for part in LAYOUTS[family]:
+        located = _locate(src, part)
+        if located is None:
+            report.problems.append(f"{part.label}: no {'/'.join(part.image_dirs)} + {'/'.join(part.mask_dirs)} "
+                                   f"folders found under {src}")
+            continue
+        img_dir, mask_dir = located
+        images, masks = list_images(img_dir), list_images(mask_dir)
+        if part.name_prefix:
+            images = [p for p in images if p.name.lower().startswith(part.name_prefix)]
+            masks = [p for p in masks if p.name.lower().startswith(part.name_prefix)]
+        pairing, by_order = _pair(images, masks)
+        if by_order:
+            log.warning("%s: stems differ between %s and %s; paired by sorted file order", part.label, img_dir, mask_dir)
+        for p in pairing.images_without_mask:
+            report.problems.append(f"{p}: image without a mask (not copied)")
+        for p in pairing.masks_without_image:
+            report.problems.append(f"{p}: mask without an image (not copied)")
+        for p in pairing.duplicate_stems:
+            report.problems.append(f"{p}: another file has the same stem (not copied)")
+        dest_img, dest_mask = root / part.dest / "images", root / part.dest / "masks"
+        dest_img.mkdir(parents=True, exist_ok=True)
+        dest_mask.mkdir(parents=True, exist_ok=True)
+        written = kept = 0
+        for img, mask in tqdm(pairing.pairs, desc=f"prepare {part.label}", unit="pair", leave=False):
+            mask_name = img.stem + mask.suffix
+            report.renamed += mask_name != mask.name
+            for s, d in ((img, dest_img / img.name), (mask, dest_mask / mask_name)):
+                if _place(s, d, mode, overwrite):
+                    written += 1
+                else:
+                    kept += 1
+        report.written[part.label] = written
+        report.kept[part.label] = kept
+        report.parts.append(part.label)
+        log.info("%s: %d pairs from %s -> %s", part.label, len(pairing.pairs), img_dir, root / part.dest)
+    if not report.parts:
+        raise DataError(f"no {family} download layout found under {src}: " + "; ".join(report.problems))
+    return report
+
+
+def prepared_datasets(report: PrepareReport) -> list[str]:
+    """The registry names to verify after a prepare run."""
+    if report.family == "dut":
+        return [n for n, lbl in (("dut-tr", "DUT train"), ("dut-te", "DUT test")) if lbl in report.parts]
+    return [report.family]

@@ -1,0 +1,446 @@
+"""Synthetic defocus: render realistic depth-of-field from a sharp photo and a foreground mask.
+
+The scene has two depth layers: the masked object in front and the background behind it, optionally with a
+depth ramp (a ground plane receding upwards). A thin lens gives every depth a circle of confusion (CoC) whose
+radius is linear in inverse depth: ``r = K * |1/d_focus - 1/d|``. Each layer is blurred in linear light with
+an exact disk (pillbox) kernel of its radius; the background is first extended behind the object (so no
+object colour bleeds into it: a sharp subject leaves no halo) and the object is composited over it with its
+*blurred* alpha (so a blurred foreground gets soft, see-through edges, as with a real lens). Highlights are
+boosted before blurring so they spread into bokeh disks; sensor noise and JPEG follow.
+
+Scene cases (``SynthConfig`` probabilities):
+
+- ``near``: focus on the object; background blurred. The main case (like CUHK and DUT).
+- ``far``: focus on the background; object blurred. Only when the background passes the sharpness test
+  everywhere (see :mod:`defocus.data.sharpness`); otherwise the sample falls back to ``near`` or ``full``.
+- ``wide``: everything in focus, label all ones. Only when the whole frame passes the sharpness test.
+- ``full``: everything defocused, label all zeros.
+
+Ground truth follows the physics: a pixel is in focus when the light reaching it comes mostly (>= 50 %) from
+layers whose CoC radius is below ``focus_threshold``, and a layer is only ever rendered in focus when the
+source is verified sharp there. Blurred radii (``blur_radius``) and in-focus radii (``sharp_radius``) are kept
+apart by a gap, so no sample sits near the threshold.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from .files import list_images, pair_by_stem
+from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, srgb_to_linear
+from .masks import in_focus_to_pil
+from .sharpness import SharpnessTest, edge_maps, luma, region_is_sharp, region_is_sharp_everywhere
+
+log = logging.getLogger(__name__)
+
+CASES = ("near", "far", "wide", "full")
+
+
+@dataclass
+class SynthConfig:
+    """Every knob of the renderer. Radii are in pixels of the rendered frame, whose short side is ``size``.
+
+    Scene mix: ``p_near``, ``p_far``, ``p_wide``, ``p_full`` (normalised to sum to 1).
+    Lens: ``blur_radius`` (min, max) CoC radius of a defocused layer, drawn log-uniformly; ``sharp_radius``
+    (min, max) residual CoC of an in-focus layer; ``focus_threshold`` the CoC radius below which a layer is
+    in focus (must lie in the gap between the two ranges). ``ramp_prob``: chance that a blurred background
+    recedes (its nearest part gets ``ramp_ratio`` x the farthest part's radius, linear in inverse depth);
+    ``ramp_levels``: blur levels interpolated for a receding background.
+    Framing: ``aspect``: "squash" renders at the source's aspect (short side ``size``, long side at most
+    ``max_aspect`` x) and squashes to ``size`` x ``size`` like the benchmark data (elliptical bokeh), "square"
+    resizes the source to ``size`` x ``size`` first; ``crop_prob``/``crop_scale``: random crop keeping the
+    object's centre (side fraction of the source); ``max_upscale``: largest enlargement of the source allowed.
+    Bokeh: ``highlight_prob``, ``highlight_threshold`` (linear luminance), ``highlight_gain`` (min, max)
+    boost of near-clipped highlights of a defocused layer; ``bokeh_prob``, ``bokeh_points`` (min, max) point
+    lights added to a defocused background, each adding ``bokeh_strength`` (min, max) linear intensity over its
+    disk. Sensor: ``noise_prob``, ``noise_shot`` (min, max; log-uniform) signal-dependent variance factor and
+    ``noise_read`` (min, max) std, both in linear light; ``jpeg_prob``, ``jpeg_quality`` (min, max).
+    Verification: ``sharpness`` (the test), ``verify_subject`` (the object must pass it to be labelled in focus;
+    otherwise the sample is rendered fully defocused)."""
+
+    size: Optional[int] = 320
+    p_near: float = 0.65
+    p_far: float = 0.10
+    p_wide: float = 0.10
+    p_full: float = 0.15
+    blur_radius: tuple = (2.0, 12.0)
+    sharp_radius: tuple = (0.0, 0.6)
+    focus_threshold: float = 1.0
+    ramp_prob: float = 0.6
+    ramp_ratio: tuple = (0.3, 1.0)
+    ramp_levels: int = 3
+    aspect: str = "squash"
+    max_aspect: float = 1.6
+    crop_prob: float = 0.5
+    crop_scale: tuple = (0.5, 1.0)
+    max_upscale: float = 1.3
+    highlight_prob: float = 0.7
+    highlight_threshold: float = 0.75
+    highlight_gain: tuple = (1.5, 6.0)
+    bokeh_prob: float = 0.3
+    bokeh_points: tuple = (3, 30)
+    bokeh_strength: tuple = (0.2, 1.0)
+    noise_prob: float = 0.8
+    noise_shot: tuple = (1e-5, 2e-3)
+    noise_read: tuple = (0.0, 0.002)
+    jpeg_prob: float = 0.7
+    jpeg_quality: tuple = (60, 95)
+    sharpness: SharpnessTest = field(default_factory=SharpnessTest)
+    verify_subject: bool = True
+
+    def __post_init__(self):
+        if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
+            raise ValueError("focus_threshold must lie between sharp_radius[1] and blur_radius[0] "
+                             f"(got {self.sharp_radius}, {self.focus_threshold}, {self.blur_radius})")
+        if self.aspect not in ("squash", "square"):
+            raise ValueError(f"aspect must be 'squash' or 'square', got {self.aspect!r}")
+        if min(self.p_near, self.p_far, self.p_wide, self.p_full) < 0 or self.case_probs().sum() == 0:
+            raise ValueError("case probabilities must be >= 0 and not all 0")
+
+    def case_probs(self) -> np.ndarray:
+        """The scene-case probabilities (near, far, wide, full), normalised."""
+        p = np.array([self.p_near, self.p_far, self.p_wide, self.p_full], np.float64)
+        return p / p.sum() if p.sum() > 0 else p
+
+
+def _loguniform(rng, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
+
+
+def _frame(image: Image.Image, mask: Image.Image, rng, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Crop (optionally) and resize the source to the render canvas: (uint8 HxWx3, alpha float32 HxW)."""
+    w, h = image.size
+    box = (0, 0, w, h)
+    if cfg.size is not None and rng.random() < cfg.crop_prob:
+        fg = np.asarray(mask) >= 128
+        if fg.any():
+            s = rng.uniform(*cfg.crop_scale)
+            s = max(s, cfg.size / (cfg.max_upscale * min(w, h)))
+            cw, ch = int(round(w * min(s, 1.0))), int(round(h * min(s, 1.0)))
+            ys, xs = np.nonzero(fg)
+            cy, cx = ys.mean(), xs.mean()
+            x0 = int(np.clip(rng.uniform(cx - cw, cx), 0, w - cw))
+            y0 = int(np.clip(rng.uniform(cy - ch, cy), 0, h - ch))
+            inside = fg[y0: y0 + ch, x0: x0 + cw].sum()
+            if inside >= 0.6 * fg.sum():
+                box = (x0, y0, x0 + cw, y0 + ch)
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    if cfg.size is None:
+        out = (bw, bh)
+    elif cfg.aspect == "square":
+        out = (cfg.size, cfg.size)
+    else:
+        a = min(max(bw, bh) / min(bw, bh), cfg.max_aspect)
+        long = int(round(cfg.size * a))
+        out = (long, cfg.size) if bw >= bh else (cfg.size, long)
+    img = image.resize(out, Image.BILINEAR, box=box)
+    alpha = np.asarray(mask.resize(out, Image.BILINEAR, box=box), np.float32) / 255.0
+    return np.asarray(img), alpha
+
+
+def _choose_case(rng, cfg: SynthConfig, sharp_background_ok: bool, checks: Callable) -> tuple[str, str]:
+    """Draw the scene case, then fall back to what the source supports: (case drawn, case rendered)."""
+    drawn = CASES[int(rng.choice(4, p=cfg.case_probs()))]
+    case = drawn
+    if case in ("far", "wide") and not sharp_background_ok:
+        case = "near"
+    if case == "wide" and not checks("frame"):
+        case = "near"
+    if case == "far" and not checks("background"):
+        case = "near"
+    if case == "near" and cfg.verify_subject and not checks("subject"):
+        case = "full"
+    return drawn, case
+
+
+def _ramp(shape: tuple, rng) -> np.ndarray:
+    """A depth ramp t in [0, 1] (0 = nearest) across the frame: mostly a ground plane receding upwards."""
+    h, w = shape
+    theta = rng.normal(math.pi / 2, 0.35) if rng.random() < 0.75 else rng.uniform(0, 2 * math.pi)
+    # depth grows along the image direction (cos theta, -sin theta): upwards for theta = pi/2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    proj = (xx - w / 2) * math.cos(theta) - (yy - h / 2) * math.sin(theta)
+    t = (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
+    return (t ** rng.uniform(0.6, 1.8)).astype(np.float32)
+
+
+def _boost_highlights(lin: np.ndarray, rng, cfg: SynthConfig) -> np.ndarray:
+    """Scale up near-clipped highlights of a layer to be blurred (LDR sources clip real highlights)."""
+    if rng.random() >= cfg.highlight_prob:
+        return lin
+    y = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    t = cfg.highlight_threshold
+    ramp = np.clip((y - t) / (1.0 - t), 0.0, 1.0) ** 2
+    if not ramp.any():
+        return lin
+    return lin * (1.0 + (rng.uniform(*cfg.highlight_gain) - 1.0) * ramp)[None]
+
+
+def _add_point_lights(layer: np.ndarray, where: np.ndarray, radius_at: Callable, rng, cfg: SynthConfig) -> None:
+    """Add point lights (future bokeh disks) at random pixels of ``where``, in place."""
+    ys, xs = np.nonzero(where)
+    if len(ys) == 0:
+        return
+    n = int(rng.integers(cfg.bokeh_points[0], cfg.bokeh_points[1] + 1))
+    idx = rng.integers(0, len(ys), n)
+    tint = rng.uniform(0.55, 1.0, (n, 3))
+    tint[np.arange(n), rng.integers(0, 3, n)] = 1.0
+    for k in range(n):
+        y, x = ys[idx[k]], xs[idx[k]]
+        r = radius_at(y, x)
+        layer[:, y, x] += tint[k] * rng.uniform(*cfg.bokeh_strength) * math.pi * r * r
+
+
+def _blur_background(bg: np.ndarray, r_near: float, r_far: float, t: Optional[np.ndarray], levels: int) -> np.ndarray:
+    """Blur the background by a per-pixel radius r_near + (r_far - r_near) * t, interpolating between exact
+    disk blurs at a few radii (one shared forward FFT)."""
+    if t is None or r_far - r_near < 0.5 or levels < 2:
+        return disk_blur(bg, r_far)
+    radii = np.linspace(r_near, r_far, levels)
+    blur = DiskBlur(bg, r_far)
+    u = t * (levels - 1)
+    out = np.zeros_like(bg)
+    for k, r in enumerate(radii):
+        wgt = np.clip(1.0 - np.abs(u - k), 0.0, 1.0)
+        if wgt.any():
+            out += blur(r) * wgt[None]
+    return out
+
+
+def _add_noise(lin: np.ndarray, rng, cfg: SynthConfig) -> tuple[float, float]:
+    if rng.random() >= cfg.noise_prob:
+        return 0.0, 0.0
+    shot = _loguniform(rng, *cfg.noise_shot)
+    read = float(rng.uniform(*cfg.noise_read))
+    std = np.sqrt(np.clip(lin, 0, 1) * shot + read * read)
+    lin += std * rng.standard_normal(lin.shape, dtype=np.float32)
+    return shot, read
+
+
+def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
+                  *, sharp_background_ok: bool = True, return_info: bool = False):
+    """Render one synthetic defocus sample from a sharp photo and its foreground mask.
+
+    ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``fg_mask_bool``: HxW bool, True = the foreground
+    object (or an 'L' PIL image, 255 = object). ``rng``: a numpy Generator (the only source of randomness:
+    same generator state, same sample). Returns ``(image uint8 SxSx3, in_focus bool SxS)`` with S =
+    ``cfg.size`` (or the source size when ``cfg.size`` is None), plus an info dict (case, radii, ...) when
+    ``return_info``. ``sharp_background_ok=False`` forbids the far/wide cases (for sources whose backgrounds
+    are known to be naturally blurred)."""
+    cfg = cfg or SynthConfig()
+    src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
+    msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
+    img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
+    fg = a_fg >= 0.5
+
+    cache: dict = {}
+
+    def checks(what: str) -> bool:
+        if "maps" not in cache:
+            cache["maps"] = edge_maps(luma(img), cfg.sharpness.window)
+        ratio, contrast = cache["maps"]
+        if what not in cache:
+            if what == "subject":
+                cache[what] = region_is_sharp(ratio, contrast, ndimage.binary_dilation(fg, iterations=2), cfg.sharpness)
+            elif what == "background":
+                bg = ~ndimage.binary_dilation(fg, iterations=4)
+                cache[what] = region_is_sharp_everywhere(ratio, contrast, bg, cfg.sharpness)
+            else:
+                cache[what] = region_is_sharp_everywhere(ratio, contrast, np.ones_like(fg), cfg.sharpness) \
+                    and checks("subject")
+        return cache[what]
+
+    drawn, case = _choose_case(rng, cfg, sharp_background_ok, checks)
+    blur_r = lambda: _loguniform(rng, *cfg.blur_radius)  # noqa: E731
+    sharp_r = lambda: float(rng.uniform(*cfg.sharp_radius))  # noqa: E731
+    fg_blurred = case in ("far", "full")
+    bg_blurred = case in ("near", "full")
+    r_fg = blur_r() if fg_blurred else sharp_r()
+    r_far = blur_r() if bg_blurred else sharp_r()
+    t = None
+    r_near = r_far
+    if bg_blurred and rng.random() < cfg.ramp_prob:
+        r_near = max(cfg.blur_radius[0], r_far * rng.uniform(*cfg.ramp_ratio))
+        t = _ramp(fg.shape, rng)
+
+    lin = srgb_to_linear(img)
+    # background: extend it behind the object from background pixels only, then blur
+    valid_bg = ~ndimage.binary_dilation(a_fg > 0.02, iterations=1)
+    bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
+    if bg_blurred:
+        bg = _boost_highlights(bg, rng, cfg)
+        if rng.random() < cfg.bokeh_prob:
+            rad = (lambda y, x: r_near + (r_far - r_near) * t[y, x]) if t is not None else (lambda y, x: r_far)
+            _add_point_lights(bg, valid_bg, rad, rng, cfg)
+    bg = _blur_background(bg, r_near, r_far, t, cfg.ramp_levels)
+    # foreground: premultiplied colour and alpha blurred together, composited "over" the background
+    fg_lin = _boost_highlights(lin, rng, cfg) if fg_blurred else lin
+    layer = disk_blur(np.concatenate([fg_lin * a_fg[None], a_fg[None]]), r_fg)
+    alpha = np.clip(layer[3], 0.0, 1.0)
+    out = layer[:3] + (1.0 - alpha)[None] * bg
+    s_fg = float(r_fg < cfg.focus_threshold)
+    s_bg = float(max(r_far, r_near) < cfg.focus_threshold)
+    sharp_weight = alpha * s_fg + (1.0 - alpha) * s_bg
+
+    shot, read = _add_noise(out, rng, cfg)
+    out_u8 = linear_to_srgb(out)
+    h, w = fg.shape
+    side = cfg.size
+    if side is not None and (h, w) != (side, side):
+        out_u8 = np.asarray(Image.fromarray(out_u8).resize((side, side), Image.BILINEAR))
+        sharp_weight = np.asarray(Image.fromarray(sharp_weight.astype(np.float32)).resize((side, side), Image.BILINEAR))
+    quality = None
+    if rng.random() < cfg.jpeg_prob:
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        buf = io.BytesIO()
+        Image.fromarray(out_u8).save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        out_u8 = np.asarray(Image.open(buf).convert("RGB"))
+    in_focus = sharp_weight >= 0.5
+    if not return_info:
+        return out_u8, in_focus
+    info = dict(case=case, drawn=drawn, r_fg=r_fg, r_bg_near=r_near, r_bg_far=r_far, ramp=t is not None,
+                canvas=(w, h), in_focus_fraction=float(in_focus.mean()), noise_shot=shot, noise_read=read,
+                jpeg_quality=quality, subject_sharp=cache.get("subject"), background_sharp=cache.get("background"),
+                frame_sharp=cache.get("frame"))
+    return out_u8, in_focus, info
+
+
+def list_natural_sources(root) -> list[tuple[Path, Path]]:
+    """The (images_dir, masks_dir) pairs under ``root`` laid out as ``<set>/images`` + ``<set>/masks``."""
+    root = Path(root)
+    return [(d / "images", d / "masks") for d in sorted(root.iterdir())
+            if d.is_dir() and (d / "images").is_dir() and (d / "masks").is_dir()]
+
+
+@dataclass(frozen=True)
+class SourcePair:
+    """One source photo with its foreground mask; ``sharp_background_ok`` is False for sets whose backgrounds
+    are often naturally blurred."""
+
+    image: Path
+    mask: Path
+    sharp_background_ok: bool = True
+
+
+def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg",)) -> list[SourcePair]:
+    """All image/mask pairs of ``sources`` ((images_dir, masks_dir) pairs), paired by stem. Pairs from a set
+    named in ``near_only_sets`` (the folder above ``images``) are only used with a blurred background."""
+    out = []
+    for images_dir, masks_dir in sources:
+        images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+        res = pair_by_stem(list_images(images_dir), list_images(masks_dir))
+        if res.images_without_mask:
+            log.warning("%s: %d images without a mask skipped", images_dir, len(res.images_without_mask))
+        ok = images_dir.parent.name not in set(near_only_sets)
+        out += [SourcePair(i, m, ok) for i, m in res.pairs]
+    if not out:
+        raise ValueError(f"no image/mask pairs found in {list(sources)}")
+    return out
+
+
+def load_source(pair: SourcePair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
+    """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask."""
+    im = Image.open(pair.image)
+    if size is not None and im.format == "JPEG":
+        im.draft("RGB", (int(size * 1.7), int(size * 1.7)))
+    im = im.convert("RGB")
+    with Image.open(pair.mask) as m:
+        mask = m.convert("L")
+    if mask.size != im.size:
+        mask = mask.resize(im.size, Image.BILINEAR)
+    return im, mask
+
+
+class SyntheticDefocusDataset(torch.utils.data.Dataset):
+    """Synthetic defocus rendered on the fly from sharp photos with foreground masks.
+
+    ``sources``: (images_dir, masks_dir) pairs (e.g. :func:`list_natural_sources`). Item ``i`` is
+    deterministic given (``seed``, epoch, ``i``): the source is the ``i``-th of a per-epoch permutation and the
+    rendering uses a generator seeded with (seed, epoch, i). Items are ``dict(image, target, stem)`` as in
+    :class:`~defocus.data.DBDDataset`: with a paired ``transform`` tensors, without one uint8 arrays (image
+    SxSx3, target SxS in {0, 1}, 1 = in focus). ``set_epoch(e)`` changes every sample for a new epoch."""
+
+    def __init__(self, sources: Sequence, size: int = 320, length: Optional[int] = None, seed: int = 0,
+                 transform: Optional[Callable] = None, cfg: Optional[SynthConfig] = None,
+                 near_only_sets: Sequence[str] = ("HumanSeg",)):
+        self.sources = index_sources(sources, near_only_sets)
+        self.cfg = replace(cfg or SynthConfig(), size=size)
+        self.length = len(self.sources) if length is None else int(length)
+        self.seed = int(seed)
+        self.transform = transform
+        self.epoch = 0
+        self._perm: tuple = (None, None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Mix ``epoch`` into every item's seed (call once per epoch for fresh samples)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _source_index(self, i: int) -> int:
+        if self._perm[0] != self.epoch:
+            perm = np.random.default_rng([self.seed, self.epoch, 2 ** 31]).permutation(len(self.sources))
+            self._perm = (self.epoch, perm)
+        return int(self._perm[1][i % len(self.sources)])
+
+    def render(self, i: int):
+        """Item ``i`` before the transform: (image uint8 SxSx3, in_focus bool SxS, info dict)."""
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        pair = self.sources[self._source_index(i)]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        image, mask = load_source(pair, self.cfg.size)
+        out, in_focus, info = render_sample(image, mask, rng, self.cfg,
+                                            sharp_background_ok=pair.sharp_background_ok, return_info=True)
+        info["source"] = str(pair.image)
+        return out, in_focus, info
+
+    def __getitem__(self, i: int) -> dict:
+        image, in_focus, info = self.render(i)
+        stem = f"synth{self.seed}_e{self.epoch}_{i:06d}"
+        if self.transform is None:
+            return dict(image=image, target=in_focus.astype(np.uint8), stem=stem)
+        img_t, target = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus))
+        return dict(image=img_t, target=target, stem=stem)
+
+
+def write_synthetic(sources: Sequence, out_dir, n: int, seed: int = 0, size: int = 320,
+                    cfg: Optional[SynthConfig] = None, progress: bool = True) -> Path:
+    """Render ``n`` samples to ``out_dir/images/NNNNNN.png`` and ``out_dir/masks/NNNNNN.png`` (255 = in
+    focus), with one JSON line of render info per sample in ``out_dir/samples.jsonl``; files are written
+    atomically. The result loads as ``load_pairs("folder", image_dir=..., mask_dir=..., mask_white="in-focus")``."""
+    ds = SyntheticDefocusDataset(sources, size=size, length=n, seed=seed, cfg=cfg)
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in tqdm(range(n), desc="synth", unit="sample", disable=not progress):
+        image, in_focus, info = ds.render(i)
+        name = f"{i:06d}.png"
+        for arr, sub in ((image, "images"), (in_focus_to_pil(in_focus), "masks")):
+            dst = out_dir / sub / name
+            tmp = dst.with_name(f".{name}.tmp")
+            (arr if isinstance(arr, Image.Image) else Image.fromarray(arr)).save(tmp, format="PNG")
+            os.replace(tmp, dst)
+        lines.append(json.dumps(dict(name=name, **{k: v for k, v in info.items()}), default=str))
+    meta = out_dir / "samples.jsonl"
+    tmp = meta.with_name(".samples.jsonl.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, meta)
+    cfg_path = out_dir / "synth_config.json"
+    cfg_path.write_text(json.dumps(dict(seed=seed, n=n, **asdict(ds.cfg)), indent=1, default=str))
+    return out_dir

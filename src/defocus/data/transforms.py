@@ -1,0 +1,115 @@
+"""Paired image/mask transforms (torchvision.transforms.v2): the paper's training recipe and evaluation.
+
+Every transform is called as ``t(image, mask)`` with an RGB image and an 'L' mask where 255 = in focus (PIL
+images or uint8 arrays) and returns ``(image, target)``: a normalised float tensor 3xHxW and a float tensor
+1xHxW in {0, 1} with 1 = in focus.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PairedResize(v2.Transform):
+    """Resize to ``size`` (int = square, aspect not kept, as the paper does): images bilinear (PIL's resampling
+    for PIL input, as the reference), masks nearest with pixel-centre sampling (``NEAREST_EXACT``, which picks
+    the same source pixels as PIL's nearest resize the reference uses)."""
+
+    def __init__(self, size, image_interpolation=InterpolationMode.BILINEAR,
+                 mask_interpolation=InterpolationMode.NEAREST_EXACT):
+        super().__init__()
+        self.size = [size, size] if isinstance(size, int) else list(size)
+        self.image_interpolation = image_interpolation
+        self.mask_interpolation = mask_interpolation
+
+    def transform(self, inpt, params):
+        """Resize one input according to its type."""
+        if isinstance(inpt, tv_tensors.Mask):
+            return TF.resize(inpt, self.size, interpolation=self.mask_interpolation)
+        return TF.resize(inpt, self.size, interpolation=self.image_interpolation, antialias=True)
+
+
+def _to_pil(x, mode: str) -> Image.Image:
+    if isinstance(x, Image.Image):
+        return x.convert(mode) if x.mode != mode else x
+    arr = np.asarray(x)
+    if mode == "L" and arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    return Image.fromarray(arr.astype(np.uint8)).convert(mode)
+
+
+class PairTransform:
+    """A v2 pipeline applied jointly to an image and its in-focus mask (255 = in focus)."""
+
+    def __init__(self, ops: Sequence, size: Optional[int], mean, std):
+        self.pipeline = v2.Compose(list(ops))
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def __call__(self, image, mask):
+        """Transform one pair; returns ``(image float 3xHxW normalised, target float 1xHxW in {0,1})``."""
+        image = _to_pil(image, "RGB")
+        mask_arr = np.asarray(_to_pil(mask, "L"))
+        mask_t = tv_tensors.Mask(torch.from_numpy(np.array(mask_arr, dtype=np.uint8))[None])
+        img_t, mask_t = self.pipeline(image, mask_t)
+        return img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pipeline})"
+
+
+def _tail(mean, std) -> list:
+    return [v2.ToImage(), v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
+                    jitter: float = 0.1) -> PairTransform:
+    """The paper's training recipe (METHOD §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
+    (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
+    image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
+    EfficientNet-Lite). ``size=None`` keeps the input size."""
+    ops = []
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(p=hflip))
+    if size is not None:
+        ops.append(PairedResize(size))
+    if jitter > 0:
+        ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))
+    return PairTransform(ops + _tail(mean, std), size, mean, std)
+
+
+def eval_transform(size: Optional[int] = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   resize_mask: bool = True) -> PairTransform:
+    """Evaluation: resize to ``size`` x ``size`` (``None`` keeps the input size) and normalise. With
+    ``resize_mask=False`` the target keeps the mask's original size (full-resolution scoring, batch size 1)."""
+    ops = []
+    if size is not None:
+        if resize_mask:
+            ops.append(PairedResize(size))
+        else:
+            ops.append(_ImageOnly(PairedResize(size)))
+    return PairTransform(ops + _tail(mean, std), size, mean, std)
+
+
+class _ImageOnly(v2.Transform):
+    """Apply a transform to images only, passing masks through."""
+
+    def __init__(self, inner: v2.Transform):
+        super().__init__()
+        self.inner = inner
+
+    def transform(self, inpt, params):
+        """Pass masks through; delegate everything else."""
+        if isinstance(inpt, tv_tensors.Mask):
+            return inpt
+        return self.inner.transform(inpt, params)

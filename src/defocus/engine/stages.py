@@ -1,0 +1,240 @@
+"""What each training stage optimises: networks, optimisers and loss (METHOD §3, §4, §5).
+
+* :class:`Stage1` - DFFNet with the deep-supervised DBD loss.
+* :class:`Stage2` - D-DFFNet: a fresh student distilled from a frozen stage-1 DFFNet and a frozen depth teacher
+  through two sets of projectors with their own optimiser.
+* :class:`RDFFNetStage` - R-DFFNet: one stage, DBD loss plus depth heads regressing the depth teacher's output.
+
+Every stage exposes ``student`` (the network that is saved), ``trainable`` (the module whose parameters are
+optimised and synchronised across processes: the student, or the student with its projectors), ``optimizers``
+(name -> optimiser; ``"student"`` first), ``clamp_params`` (the parameters whose gradients are clamped) and
+``compute(forward, batch, epoch, step) -> (loss, parts)``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..losses import DBDLoss, depth_loss, depth_target
+from .schedules import distill_weight
+
+log = logging.getLogger(__name__)
+
+
+def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
+    """The student network from the ``model`` section (``create_model(name, backbone, pretrained, **kwargs)``)."""
+    from ..models import create_model
+
+    m = cfg.model
+    pretrained = m.pretrained
+    if isinstance(pretrained, str) and pretrained.lower() in ("true", "false"):
+        pretrained = pretrained.lower() == "true"
+    return create_model(name or m.name, backbone=m.backbone, pretrained=pretrained, **m.model_kwargs)
+
+
+def dbd_loss_from(cfg: TrainConfig, default_final_weight: float) -> DBDLoss:
+    """The deep-supervised DBD loss of the ``loss`` section (``final_weight`` null = the stage's default)."""
+    lc = cfg.loss
+    fw = default_final_weight if lc.final_weight is None else lc.final_weight
+    return DBDLoss(beta=lc.beta, final_weight=fw, side_weight=lc.side_weight, alpha=lc.edge_alpha,
+                   smooth=lc.edge_smooth, edge_reduction=lc.edge_reduction, edge_padding=lc.edge_padding)
+
+
+def adam(params, lr, optim_cfg, weight_decay=None) -> torch.optim.Adam:
+    """Adam with the betas/eps of the ``optim`` section."""
+    wd = optim_cfg.weight_decay if weight_decay is None else weight_decay
+    return torch.optim.Adam(params, lr=lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps, weight_decay=wd)
+
+
+def to_unit_range(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Undo the input normalisation: images back to [0, 1] RGB (what the depth teachers take)."""
+    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return images * s + m
+
+
+def set_teacher_mode(teacher: nn.Module, mode: str) -> nn.Module:
+    """``train`` (the reference: BatchNorm with batch statistics, still without gradients) or ``eval``."""
+    if mode not in ("train", "eval"):
+        raise ValueError(f"teacher_mode must be 'train' or 'eval', got {mode!r}")
+    teacher.train(mode == "train")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def build_depth_teacher(cfg: TrainConfig) -> nn.Module:
+    """The depth teacher of the ``distill`` section (``create_depth_teacher(kind, weights, **kwargs)``)."""
+    from ..models.depth import create_depth_teacher
+
+    d = cfg.distill
+    teacher = create_depth_teacher(d.depth_teacher, weights=d.depth_weights, **d.depth_kwargs)
+    return set_teacher_mode(teacher, d.teacher_mode)
+
+
+class Stage1:
+    """Stage 1 (METHOD §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg = cfg
+        self.student = build_student(cfg).to(device)
+        self.trainable = self.student
+        self.loss = dbd_loss_from(cfg, 1.0)
+        self.optimizers = {"student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim)}
+        self.clamp_params = list(self.student.parameters())
+        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
+
+    def compute(self, forward, batch: dict, epoch: int, step: int):
+        """Loss of one batch; ``forward`` is the (possibly DDP-wrapped / compiled) ``trainable``."""
+        out = forward(batch["image"])
+        logit, _, sides = out[:3]
+        return self.loss(logit, sides, batch["target"])
+
+
+class DistillStudent(nn.Module):
+    """The student and its two projector sets as one module (so that DDP synchronises all of them):
+    ``forward(x)`` returns ``(student outputs, P_dbd(features), P_dep(features))``."""
+
+    def __init__(self, student: nn.Module, proj_dbd: nn.Module, proj_dep: nn.Module):
+        super().__init__()
+        self.student = student
+        self.proj_dbd = proj_dbd
+        self.proj_dep = proj_dep
+
+    def forward(self, x):
+        out = self.student(x)
+        feats = out[1]
+        return out, self.proj_dbd(feats), self.proj_dep(feats)
+
+
+class Stage2:
+    """Stage 2 (METHOD §4): ``1.1 L_dbd(Z) + sum_k L_dbd(up(S_k)) + lambda(e) (L_KD_dbd + L_KD_dep)``.
+
+    The defocus teacher is the stage-1 DFFNet read from ``distill.teacher_checkpoint`` (or trained first from
+    ``distill.teacher_bootstrap``); the student is a fresh network initialised like stage 1. The projectors have
+    their own Adam (lr 0.1 constant, weight decay 5e-4); teachers run without gradients in train-mode BatchNorm
+    (``distill.teacher_mode=eval`` switches that).
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, teacher_path=None):
+        from ..distill import Projectors
+        from ..models import load_model
+
+        self.cfg = cfg
+        d = cfg.distill
+        path = teacher_path or d.teacher_checkpoint
+        if path is None:
+            raise ValueError("stage 2 needs distill.teacher_checkpoint (a stage-1 model) or distill.teacher_bootstrap")
+        self.dbd_teacher = set_teacher_mode(load_model(path, device=device), d.teacher_mode)
+        self.depth_teacher = build_depth_teacher(cfg).to(device)
+        student = build_student(cfg)
+        s_ch = list(student.backbone.channels)[::-1]
+        t_ch = list(self.dbd_teacher.backbone.channels)[::-1]
+        proj_dbd = Projectors(s_ch, t_ch)
+        proj_dep = Projectors(s_ch, list(self.depth_teacher.channels))
+        self.trainable = DistillStudent(student, proj_dbd, proj_dep).to(device)
+        self.student = self.trainable.student
+        self.loss = dbd_loss_from(cfg, 1.1)
+        proj_params = list(proj_dbd.parameters()) + list(proj_dep.parameters())
+        self.optimizers = {
+            "student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim),
+            "projectors": adam(proj_params, d.projector_lr, cfg.optim, weight_decay=d.projector_weight_decay),
+        }
+        self.clamp_params = list(self.student.parameters())
+        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
+        self.t_mean, self.t_std = tuple(self.dbd_teacher.config["mean"]), tuple(self.dbd_teacher.config["std"])
+
+    def teacher_features(self, images: torch.Tensor):
+        """Backbone features (deepest first) of the defocus and the depth teacher, without gradients."""
+        with torch.no_grad():
+            if (self.t_mean, self.t_std) == (self.mean, self.std):
+                t_in = images
+            else:
+                x01 = to_unit_range(images, self.mean, self.std)
+                m = torch.tensor(self.t_mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+                s = torch.tensor(self.t_std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+                t_in = (x01 - m) / s
+            f_dbd = self.dbd_teacher(t_in)[1]
+            f_dep, _ = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=False)
+        return [f.detach() for f in f_dbd], [f.detach() for f in f_dep]
+
+    def compute(self, forward, batch: dict, epoch: int, step: int):
+        """Loss of one batch (see the class docstring)."""
+        from ..distill import feature_distillation_loss
+
+        images, target = batch["image"], batch["target"]
+        f_dbd, f_dep = self.teacher_features(images)
+        out, p_dbd, p_dep = forward(images)
+        logit, _, sides = out[:3]
+        loss, parts = self.loss(logit, sides, target)
+        kd_dbd = feature_distillation_loss(p_dbd, f_dbd)
+        kd_dep = feature_distillation_loss(p_dep, f_dep)
+        lam = distill_weight(self.cfg.distill, self.cfg.optim, epoch, step)
+        parts.update(dbd=loss.detach(), kd_dbd=kd_dbd.detach(), kd_depth=kd_dep.detach(), lam=lam)
+        return loss + lam * (kd_dbd + kd_dep), parts
+
+
+class RDFFNetStage:
+    """R-DFFNet (METHOD §5): ``L_dbd(Z) + sum_k L_dbd(up(S_k)) + w * sum_j L_depth(D_j, d)`` where ``d`` is the
+    depth teacher's output, min-max normalised per image at the label size; L1 by default (``loss.depth_loss``)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg = cfg
+        name = cfg.model.name if cfg.model.name == "rdffnet" else "rdffnet"
+        if cfg.model.name != "rdffnet":
+            log.info("R-DFFNet training uses the 'rdffnet' model (config model.name=%s ignored)", cfg.model.name)
+        self.student = build_student(cfg, name).to(device)
+        self.trainable = self.student
+        self.depth_teacher = build_depth_teacher(cfg).to(device)
+        self.loss = dbd_loss_from(cfg, 1.0)
+        self.optimizers = {"student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim)}
+        self.clamp_params = list(self.student.parameters())
+        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
+
+    def compute(self, forward, batch: dict, epoch: int, step: int):
+        """Loss of one batch (see the class docstring)."""
+        images, target = batch["image"], batch["target"]
+        with torch.no_grad():
+            _, depth = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=True)
+            d_target = depth_target(depth, target.shape[-2:])
+        logit, _, sides, depths = forward(images)
+        loss, parts = self.loss(logit, sides, target)
+        lc = self.cfg.loss
+        d_loss, d_parts = depth_loss(depths, d_target, lc.depth_loss, lc.depth_activation)
+        parts.update(dbd=loss.detach(), depth=d_loss.detach())
+        return loss + lc.depth_weight * d_loss, parts
+
+
+STAGES = {"stage1": Stage1, "stage2": Stage2, "rdffnet": RDFFNetStage}
+
+
+def resolve_teacher(cfg: TrainConfig) -> Path | None:
+    """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint``, else the model trained (or found)
+    by running ``distill.teacher_bootstrap`` (a stage-1 config, relative to the config's folder) into
+    ``<output_dir>/teacher``."""
+    d = cfg.distill
+    if d.teacher_checkpoint:
+        return Path(d.teacher_checkpoint)
+    if not d.teacher_bootstrap:
+        return None
+    from ..config import load_config
+
+    boot = Path(d.teacher_bootstrap)
+    if not boot.is_absolute() and cfg.config_dir:
+        boot = Path(cfg.config_dir) / boot
+    out = Path(cfg.output_dir) / "teacher"
+    model = out / "model.safetensors"
+    if model.exists():
+        log.info("stage 2: using the bootstrap teacher %s", model)
+        return model
+    log.info("stage 2: no teacher checkpoint given; training one with %s", boot)
+    tcfg = load_config(boot, [f"output_dir={out}"])
+    tcfg.engine.device = cfg.engine.device
+    from .trainer import Trainer
+
+    Trainer(tcfg).fit()
+    return model

@@ -1,0 +1,444 @@
+"""The training loop: one plain PyTorch loop for stage 1, stage 2 and R-DFFNet.
+
+It selects the device, runs mixed precision on CUDA when asked, wraps the trainable module in
+DistributedDataParallel under ``torchrun``, clamps gradients, follows the schedules, logs to CSV (and TensorBoard),
+writes atomic resumable checkpoints every N minutes and at the end, validates every K epochs, and saves the final
+student with :func:`defocus.models.save_model`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, dump_config
+from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .data import build_train_dataset, build_val_dataset
+from .distributed import any_true, barrier, init_distributed, local_rank_from_env, resolve_device
+from .logs import CSVLog, TensorBoardLog
+from .sampling import ResumableSampler, SeededDataset
+from .schedules import distill_weight, lr_factor, run_epochs, total_steps
+from .stages import STAGES, resolve_teacher
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model.safetensors"
+BEST_NAME = "model_best.safetensors"
+LOWER_IS_BETTER = {"mae"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before the update (checkpoints stay as they were)."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run left its files and how far it got (``complete`` is False after a budget or step-limit stop)."""
+
+    output_dir: Path
+    model_path: Path
+    checkpoint_path: Path
+    step: int
+    epoch: int
+    complete: bool
+    last_loss: float
+    best: Optional[dict] = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train the stage named by ``cfg.stage``.
+
+    Args:
+        cfg: the run's configuration.
+        train_dataset: a dataset of ``dict(image, target, ...)`` items to use instead of ``cfg.data``.
+        val_dataset: likewise for validation (otherwise ``cfg.data.val``).
+    """
+
+    def __init__(self, cfg: TrainConfig, train_dataset=None, val_dataset=None):
+        self.cfg = cfg
+        eng = cfg.engine
+        self.device = resolve_device(eng.device, local_rank_from_env())
+        self.dist = init_distributed(self.device)
+        self.out = Path(cfg.output_dir)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = eng.cudnn_benchmark
+
+        teacher_path = None
+        if cfg.stage == "stage2":
+            teacher_path = resolve_teacher(cfg)
+        seed_everything(cfg.seed)
+        if cfg.stage == "stage2":
+            self.stage = STAGES[cfg.stage](cfg, self.device, teacher_path=teacher_path)
+        else:
+            self.stage = STAGES[cfg.stage](cfg, self.device)
+        self.trainable = self.stage.trainable
+        self.optimizers = self.stage.optimizers
+        self.base_lrs = {k: [g["lr"] for g in opt.param_groups] for k, opt in self.optimizers.items()}
+
+        self._setup_precision()
+        module = self.trainable
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DDP(module, device_ids=ids)
+        self.forward = torch.compile(module) if eng.compile else module
+
+        base = train_dataset if train_dataset is not None else build_train_dataset(
+            cfg.data, self.stage.mean, self.stage.std, cfg.seed)
+        self.dataset = SeededDataset(base, cfg.seed)
+        self.sampler = ResumableSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
+                                        shuffle=cfg.data.shuffle, seed=cfg.seed, drop_last=cfg.data.drop_last)
+        bs = cfg.data.batch_size
+        per_rank = self.sampler.num_samples
+        self.batches_per_epoch = per_rank // bs if cfg.data.drop_last else math.ceil(per_rank / bs)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the training set ({len(base)} samples over {self.dist.world} process(es)) has fewer "
+                             f"samples than one batch ({bs})")
+        self.loader = DataLoader(self.dataset, batch_size=bs, sampler=self.sampler, drop_last=cfg.data.drop_last,
+                                 num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=False)
+        self.total_steps = total_steps(cfg.optim, self.batches_per_epoch)
+        self._val_dataset = val_dataset
+
+        self.step = 0              # optimisation steps done
+        self.epoch = 0             # epochs completed (the running epoch is epoch + 1)
+        self.batch_in_epoch = 0    # batches of the running epoch done
+        self.elapsed = 0.0         # training seconds over all sessions
+        self.best: Optional[dict] = None
+        self.last_loss = math.nan
+        self.checkpoint_path = self.out / CHECKPOINT_NAME
+
+        resume = eng.resume
+        if resume == "auto":
+            resume = self.checkpoint_path if self.checkpoint_path.exists() else None
+        if resume:
+            self.load_state(load_checkpoint(resume, map_location=self.device))
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, self.step, self.epoch + 1,
+                     self.batch_in_epoch)
+        self._resumed_step = self.step if resume else None
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def _setup_precision(self) -> None:
+        amp = self.cfg.engine.amp
+        self.scaler = None
+        self.autocast = contextlib.nullcontext
+        if amp == "none":
+            return
+        if amp not in ("bf16", "fp16"):
+            raise ValueError(f"engine.amp must be none, bf16 or fp16, got {amp!r}")
+        if self.device.type != "cuda":
+            log.warning("mixed precision (%s) is only used on CUDA; training in float32 on %s", amp, self.device)
+            return
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        self.autocast = lambda: torch.autocast("cuda", dtype=dtype)
+        if amp == "fp16":
+            self.scaler = torch.amp.GradScaler("cuda")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files."""
+        return self.dist.is_main
+
+    @property
+    def running_epoch(self) -> int:
+        """The epoch in progress, counted from 1 (drives the epoch schedules)."""
+        return self.epoch + 1
+
+    def _done(self) -> bool:
+        if self.cfg.optim.max_iters is not None:
+            return self.step >= self.cfg.optim.max_iters
+        return self.epoch >= run_epochs(self.cfg.optim)
+
+    # ------------------------------------------------------------------------------------------------ one step
+    def set_learning_rates(self) -> float:
+        """Apply the schedule to the student optimiser (the projectors keep their constant rate); returns it."""
+        f = lr_factor(self.cfg.optim, self.running_epoch, self.step)
+        opt = self.optimizers["student"]
+        for g, base in zip(opt.param_groups, self.base_lrs["student"]):
+            g["lr"] = base * f
+        return opt.param_groups[0]["lr"]
+
+    def _to_device(self, batch: dict) -> dict:
+        nb = self.device.type == "cuda"
+        return {k: (v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict:
+        """One optimisation step on ``batch``; returns the loss and its parts as floats.
+
+        Raises :class:`NonFiniteLossError` (naming the step) before any update if the loss is NaN/inf.
+        """
+        self.trainable.train()
+        lr = self.set_learning_rates()
+        batch = self._to_device(batch)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss, parts = self.stage.compute(self.forward, batch, self.running_epoch, self.step)
+        value = float(loss.detach())
+        if any_true(not math.isfinite(value), self.dist, self.device):
+            raise NonFiniteLossError(
+                f"non-finite loss ({value}) at step {self.step + 1} (epoch {self.running_epoch}, batch "
+                f"{self.batch_in_epoch + 1}/{self.batches_per_epoch}); stopped before the update. Parts: "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+                + (f". Last checkpoint: {self.checkpoint_path}" if self.checkpoint_path.exists() else ""))
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for opt in self.optimizers.values():
+                self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        o = self.cfg.optim
+        if o.grad_clamp is not None:
+            torch.nn.utils.clip_grad_value_(self.stage.clamp_params, o.grad_clamp)
+        if o.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.stage.clamp_params, o.grad_clip_norm)
+        for opt in self.optimizers.values():  # student first, then projectors
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        self.last_loss = value
+        out = {"loss": value, "lr": lr}
+        out.update({k: float(v) for k, v in parts.items()})
+        return out
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def fit(self, max_steps: Optional[int] = None) -> TrainResult:
+        """Train until the schedule ends, ``engine.max_minutes`` is spent or ``max_steps`` steps are done (then
+        a checkpoint is written and a later run with ``engine.resume`` continues exactly where this one stopped)."""
+        cfg = self.cfg
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.out / "config.yaml")
+        csv = CSVLog(self.out / "log.csv", self._resumed_step) if self.is_main else None
+        tb = TensorBoardLog(self.out / "tb", cfg.engine.tensorboard and self.is_main)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.stage, dynamic_ncols=True,
+                   disable=not (cfg.engine.progress and self.is_main))
+        start = time.monotonic()
+        last_ckpt = start
+        window: dict = {}
+        window_t = time.monotonic()
+        stop = None
+        try:
+            while stop is None and not self._done():
+                self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.data.batch_size)
+                finished_epoch = True
+                for batch in self.loader:
+                    parts = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    for k, v in parts.items():
+                        window.setdefault(k, []).append(v)
+                    bar.update(1)
+                    if self.step % cfg.engine.log_every == 0 or self.step == self.total_steps:
+                        row = self._log_row(window, time.monotonic() - window_t)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                        if csv is not None:
+                            csv.write(row)
+                        tb.write(row, self.step)
+                        window, window_t = {}, time.monotonic()
+                    now = time.monotonic()
+                    stop = self._stop_reason(max_steps, now - start)
+                    if stop is None and self.is_main and now - last_ckpt >= cfg.engine.checkpoint_minutes * 60:
+                        self._save_state(now - start)
+                        last_ckpt = now
+                    if stop is not None:
+                        finished_epoch = False
+                        break
+                if finished_epoch:
+                    self._end_epoch()
+        finally:
+            bar.close()
+            tb.close()
+        complete = self._done()
+        self._sync_buffers()
+        if stop is not None:
+            log.info("stopping at step %d: %s", self.step, stop)
+        self.elapsed += time.monotonic() - start
+        if self.is_main:
+            self._save_state(0.0)
+            self._save_model(self.out / MODEL_NAME, complete)
+        barrier(self.dist)
+        return TrainResult(self.out, self.out / MODEL_NAME, self.checkpoint_path, self.step, self.epoch, complete,
+                           self.last_loss, self.best)
+
+    def _sync_buffers(self) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every replica, as DDP does before each forward,
+        so that all processes end with identical models."""
+        if not self.dist.enabled:
+            return
+        import torch.distributed as dist
+
+        for buf in self.trainable.buffers():
+            dist.broadcast(buf.data, src=0)
+
+    def _log_row(self, window: dict, seconds: float) -> dict:
+        n = len(window.get("loss", [])) or 1
+        row = {"step": self.step, "epoch": self.running_epoch if self.batch_in_epoch else self.epoch}
+        row.update({k: float(np.mean(v)) for k, v in window.items()})
+        row["lr"] = window["lr"][-1]
+        row["sec_per_it"] = seconds / n
+        return row
+
+    def _stop_reason(self, max_steps, seconds) -> Optional[str]:
+        if self.cfg.optim.max_iters is not None and self.step >= self.cfg.optim.max_iters:
+            return "max_iters reached"
+        if max_steps is not None and self.step >= max_steps:
+            return f"step limit {max_steps} reached"
+        budget = self.cfg.engine.max_minutes
+        if budget is not None and any_true(seconds >= budget * 60, self.dist, self.device):
+            return f"time budget of {budget} min spent"
+        return None
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        k = self.cfg.engine.val_every
+        if k and self.epoch % k == 0:
+            self.validate()
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def validate(self) -> Optional[dict]:
+        """Score the student on the validation set with the paper's metrics (``defocus.metrics``) and keep the
+        best model as ``model_best.safetensors``; returns the summary (None without a set or metrics module)."""
+        summary = None
+        if self.is_main:
+            summary = self._validate_main()
+        barrier(self.dist)
+        return summary
+
+    def _validate_main(self) -> Optional[dict]:
+        try:
+            from .. import metrics
+        except ImportError:
+            log.warning("defocus.metrics is not available; skipping validation")
+            return None
+        ds = self._val_dataset
+        if ds is None:
+            ds = self._val_dataset = build_val_dataset(self.cfg.data, self.stage.mean, self.stage.std)
+        if ds is None:
+            return None
+        name = (self.cfg.data.val or {}).get("name")
+        scorer = metrics.Scorer(protocol=metrics.get_protocol("paper"), dataset=name)
+        model = self.stage.student
+        model.eval()
+        loader = DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False,
+                            num_workers=self.cfg.data.num_workers)
+        with torch.no_grad():
+            for batch in loader:
+                x = batch["image"].to(self.device)
+                with self.autocast():
+                    prob = torch.sigmoid(model(x)[0].float())
+                prob = prob.cpu().numpy()
+                gt = batch["target"].numpy() > 0.5
+                for i in range(prob.shape[0]):
+                    stem = batch["stem"][i] if "stem" in batch else str(len(scorer.images))
+                    scorer.add(stem, prob[i, 0], gt[i, 0])
+        model.train()
+        summary = scorer.summary()
+        key = self.cfg.engine.val_metric
+        value = float(summary[key])
+        log.info("validation after epoch %d: %s", self.epoch,
+                 ", ".join(f"{k}={summary[k]:.4f}" for k in ("mae", "fbeta", "iou") if k in summary))
+        better = self.best is None or (value < self.best["value"] if key in LOWER_IS_BETTER
+                                       else value > self.best["value"])
+        if better and math.isfinite(value):
+            self.best = {"metric": key, "value": value, "step": self.step, "epoch": self.epoch}
+            self._save_model(self.out / BEST_NAME, False, {f"val_{key}": value})
+        with open(self.out / "val.csv", "a", encoding="utf-8") as f:
+            if f.tell() == 0:
+                f.write("step,epoch," + ",".join(summary) + "\n")
+            f.write(f"{self.step},{self.epoch}," + ",".join(f"{v}" for v in summary.values()) + "\n")
+        return summary
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs (teachers are rebuilt from their files, not stored)."""
+        return {
+            "stage": self.cfg.stage,
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "world": self.dist.world,
+            "batch_size": self.cfg.data.batch_size,
+            "elapsed": self.elapsed,
+            "model": self.trainable.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng(),
+            "best": self.best,
+            "last_loss": self.last_loss,
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position)."""
+        if state["stage"] != self.cfg.stage:
+            raise ValueError(f"checkpoint is from {state['stage']}, this run is {self.cfg.stage}")
+        if (state["world"], state["batch_size"]) != (self.dist.world, self.cfg.data.batch_size) \
+                and state["batch_in_epoch"]:
+            log.warning("resuming mid-epoch with a different process count or batch size (%s x %s -> %s x %s): "
+                        "the rest of the epoch follows the new layout", state["world"], state["batch_size"],
+                        self.dist.world, self.cfg.data.batch_size)
+        self.trainable.load_state_dict(state["model"])
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.elapsed = state.get("elapsed", 0.0)
+        self.best = state.get("best")
+        self.last_loss = state.get("last_loss", math.nan)
+        restore_rng(state["rng"])
+
+    def _save_state(self, session_seconds: float) -> None:
+        state = self.state_dict()
+        state["elapsed"] = self.elapsed + session_seconds
+        save_checkpoint(state, self.checkpoint_path)
+        log.debug("checkpoint written at step %d: %s", self.step, self.checkpoint_path)
+
+    def _save_model(self, path: Path, complete: bool, extra: Optional[dict] = None) -> None:
+        from ..models import save_model
+
+        meta = {"stage": self.cfg.stage, "step": self.step, "epoch": self.epoch, "complete": complete}
+        meta.update(extra or {})
+        save_model(self.stage.student, path, metadata=meta)
+        log.info("saved %s", path)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def current_lambda(self) -> float:
+        """The distillation weight at the current position (stage 2)."""
+        return distill_weight(self.cfg.distill, self.cfg.optim, self.running_epoch, self.step)
+
+
+def train(cfg: TrainConfig, train_dataset=None, val_dataset=None, max_steps: Optional[int] = None) -> TrainResult:
+    """Run a whole training (``Trainer(cfg).fit()``), leaving the process group afterwards under torchrun."""
+    import torch.distributed as dist
+
+    created = not (dist.is_available() and dist.is_initialized())
+    trainer = Trainer(cfg, train_dataset, val_dataset)
+    try:
+        return trainer.fit(max_steps=max_steps)
+    finally:
+        if created and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,702 @@
+"""Evaluation: score saved maps of any method, or run a model the paper's way, under a named protocol.
+
+* :func:`evaluate_maps` scores a folder of prediction maps against a folder of masks (paired by file stem).
+* :func:`evaluate_model` runs a model with the paper's 320x320 inference on registry datasets or local folders.
+* :func:`evaluate` is the public entry point (``defocus.evaluate``) dispatching to either.
+
+Results come back as a :class:`Report` (one dataset) or a :class:`ReportTable` (several methods / datasets, the
+paper's MAE / F / IoU table layout), each with ``to_json()``, ``to_markdown()`` and ``to_csv()``.
+The protocols themselves live in :mod:`defocus.metrics`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from .metrics import Curves, ImageScore, Protocol, Scorer, get_protocol
+
+log = logging.getLogger(__name__)
+
+POLARITIES = ("in-focus", "blur")
+NUMPY_EXTENSIONS = (".npy",)
+
+
+class EvaluationInputError(ValueError):
+    """A prediction, mask or image is missing, unreadable or unusable; the message names the file."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+    def as_skip(self, stem: str) -> dict:
+        """The entry of ``Report.skipped`` for this error."""
+        return {"stem": stem, "path": self.path, "reason": self.reason}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading maps and masks
+# --------------------------------------------------------------------------------------------------------------
+
+def _check_polarity(polarity: str) -> str:
+    key = str(polarity).lower().replace("_", "-")
+    if key not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    return key
+
+
+def image_extensions() -> set[str]:
+    """Lower-case file extensions accepted as maps or masks (every format Pillow reads, plus ``.npy``)."""
+    from PIL import Image
+
+    return {ext.lower() for ext in Image.registered_extensions()} | set(NUMPY_EXTENSIONS)
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, int | None]:
+    """Read a 2-D map as stored: (integer or bool array, its full-scale value) or (float array, None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationInputError(path, "file not found")
+    try:
+        if path.suffix.lower() in NUMPY_EXTENSIONS:
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim == 3:
+                arr = arr[..., 0] if arr.shape[-1] in (1, 3, 4) else arr[0]
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("1", "L", "F") or im.mode.startswith("I"):
+                    arr = np.asarray(im)
+                else:  # palette, RGB(A), LA, CMYK...: ITU-R 601 luma in 8 bits, as PIL's convert("L")
+                    arr = np.asarray(im.convert("L"))
+    except EvaluationInputError:
+        raise
+    except Exception as e:  # any decoder error: name the file
+        raise EvaluationInputError(path, f"cannot read image ({type(e).__name__}: {e})") from e
+    if arr.ndim != 2:
+        raise EvaluationInputError(path, f"expected a single-channel map, got an array of shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr, 1
+    if arr.dtype == np.uint8:
+        return arr, 255
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.min() < 0 or arr.max() > 65535:
+            raise EvaluationInputError(path, "integer values outside the 16-bit range [0, 65535]")
+        return arr.astype(np.int64), 65535
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
+        raise EvaluationInputError(path, "floating-point map with values outside [0, 1]")
+    return np.clip(arr, 0.0, 1.0), None
+
+
+def decode_map(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
+    """In-focus probability map (float64, [0, 1]) from a stored map; a blur-polarity map is inverted exactly
+    in its integer domain (``full_scale - v``) before scaling."""
+    polarity = _check_polarity(polarity)
+    if full_scale is None:
+        out = np.asarray(arr, dtype=np.float64)
+        return 1.0 - out if polarity == "blur" else out
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.int64)
+    if polarity == "blur":
+        arr = full_scale - arr.astype(np.int64)
+    return arr.astype(np.float64) / full_scale
+
+
+def decode_mask(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
+    """Boolean in-focus mask from a stored mask: binarised at half scale (``v > 0.5``, the reference's rounding),
+    then inverted for a blur-polarity mask."""
+    polarity = _check_polarity(polarity)
+    arr = np.asarray(arr)
+    if full_scale is None:
+        white = arr > 0.5
+    else:
+        white = 2 * arr.astype(np.int64) > full_scale
+    return ~white if polarity == "blur" else white
+
+
+def read_map(path, polarity: str = "in-focus") -> np.ndarray:
+    """Read a prediction map as an in-focus probability in [0, 1].
+
+    8-bit maps are divided by 255, 16-bit ones by 65535 (grayscale or RGB, RGB through ITU-R 601 luma as
+    Pillow's ``convert("L")``); float TIFF and ``.npy`` maps must already lie in [0, 1].
+    ``polarity`` says what white means in the file (``"in-focus"`` or ``"blur"``).
+    """
+    arr, full = _read_raw(Path(path))
+    if full == 255 and arr.size and arr.max() == 1:
+        log.warning("%s: an 8-bit map whose values are only 0 and 1 is nearly black; if it is a 0/1 mask, "
+                    "save it as 0/255", path)
+    return decode_map(arr, full, polarity)
+
+
+def read_mask(path, polarity: str = "in-focus") -> np.ndarray:
+    """Read a ground-truth mask as a boolean in-focus mask, binarised at half scale.
+
+    ``polarity`` says what white means in the file. An integer mask holding only the values 0 and 1 is read as a
+    0/1 mask (as the data registry does).
+    """
+    arr, full = _read_raw(Path(path))
+    if full is not None and full > 1 and arr.size and arr.max() == 1:
+        full = 1
+    return decode_mask(arr, full, polarity)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pairing files
+# --------------------------------------------------------------------------------------------------------------
+
+def index_folder(folder, suffix: str = "") -> dict[str, Path]:
+    """Map file stem -> path for the image files of ``folder`` (an error if two files share a stem).
+
+    With ``suffix`` (e.g. ``"_prob"`` for ``defocus predict`` outputs), only files whose stem ends with it are
+    taken, and it is removed from the key.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationInputError(folder, "folder not found")
+    exts = image_extensions()
+    index: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in exts or not path.stem.endswith(suffix):
+            continue
+        stem = path.stem[:len(path.stem) - len(suffix)]
+        if stem in index:
+            raise EvaluationInputError(path, f"two files with the stem {stem!r} (the other is {index[stem].name})")
+        index[stem] = path
+    return index
+
+
+def read_stem_list(path) -> list[str]:
+    """Stems from a list file: one per line; blank lines and ``#`` comments ignored; a known image extension
+    is dropped (``a.jpg`` -> ``a``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationInputError(path, "list file not found")
+    exts = image_extensions()
+    stems = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        p = Path(line)
+        stems.append(p.stem if p.suffix.lower() in exts else p.name)
+    return stems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------------------
+
+def _clean(value):
+    """JSON-safe value: NaN -> None, NumPy scalars -> Python."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if math.isnan(v) else v
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _fmt(value, digits: int) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+@dataclass
+class Report:
+    """Evaluation result of one method on one dataset.
+
+    Attributes:
+        metrics: dataset numbers (``n``, ``mae``, ``fbeta``, ``iou`` (pooled), ``iou_mean``, ``precision``,
+            ``recall``, ``n_resized``, ``n_no_positive``; ``max_f``, ``mean_f``, ``adaptive_f`` with curves).
+        images: per-image :class:`~defocus.metrics.ImageScore` rows.
+        skipped: ``{"stem", "path", "reason"}`` for every image left out (only with ``skip_missing`` or
+            ``drop_mismatched``).
+        notes: other per-image events worth reporting (e.g. an image whose size differs from its mask).
+        curves: mean PR / F-threshold curves when requested.
+    """
+
+    protocol: Protocol
+    metrics: dict
+    images: list[ImageScore] = field(default_factory=list)
+    dataset: str | None = None
+    method: str | None = None
+    skipped: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+    curves: Curves | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of images scored."""
+        return self.metrics["n"]
+
+    @property
+    def mae(self) -> float:
+        """Dataset MAE (mean of per-image MAEs)."""
+        return self.metrics["mae"]
+
+    @property
+    def fbeta(self) -> float:
+        """Dataset F-beta (mean of per-image F)."""
+        return self.metrics["fbeta"]
+
+    @property
+    def iou(self) -> float:
+        """Dataset IoU pooled over all pixels."""
+        return self.metrics["iou"]
+
+    @property
+    def resized(self) -> list[str]:
+        """Stems of the predictions resized to their mask's size."""
+        return [s.stem for s in self.images if s.resized_from is not None]
+
+    @property
+    def no_positive(self) -> list[str]:
+        """Stems whose mask has no pixel of the positive class."""
+        return [s.stem for s in self.images if s.no_positive]
+
+    def to_dict(self, images: bool = True, curves: bool = True) -> dict:
+        """JSON-ready dict: the dataset numbers at the top level, then labels, lists and (optionally) rows."""
+        out = dict(self.metrics)
+        out.update(method=self.method, dataset=self.dataset, protocol=self.protocol.name,
+                   protocol_settings=self.protocol.to_dict(), resized=self.resized, no_positive=self.no_positive,
+                   skipped=self.skipped, notes=self.notes)
+        if images:
+            out["images"] = [s.to_dict() for s in self.images]
+        if curves and self.curves is not None:
+            out["curves"] = self.curves.to_dict()
+        return _clean(out)
+
+    def to_json(self, indent: int | None = 2, images: bool = True) -> str:
+        """The report as one JSON object (NaN written as null)."""
+        return json.dumps(self.to_dict(images=images), indent=indent)
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """Dataset numbers as a Markdown table, followed by what was resized, skipped or special."""
+        m = self.metrics
+        title = " on ".join(x for x in (self.method, self.dataset) if x) or "evaluation"
+        lines = [f"**{title}** (protocol `{self.protocol.name}`, positive class: {self.protocol.positive})", "",
+                 "| n | MAE | Fβ | IoU (pooled) | IoU (per-image mean) |", "|---|---|---|---|---|",
+                 f"| {m['n']} | {_fmt(m['mae'], digits)} | {_fmt(m['fbeta'], digits)} | {_fmt(m['iou'], digits)} "
+                 f"| {_fmt(m['iou_mean'], digits)} |"]
+        if self.curves is not None:
+            lines += ["", f"max-F {_fmt(m['max_f'], digits)}, mean-F {_fmt(m['mean_f'], digits)}, "
+                          f"adaptive F {_fmt(m['adaptive_f'], digits)}"]
+        if self.resized:
+            lines += ["", f"Resized to the mask size ({self.protocol.resize}): {len(self.resized)} "
+                          f"({', '.join(self.resized)})"]
+        if self.no_positive:
+            lines += ["", f"No {self.protocol.positive} pixel in the mask ({self.protocol.no_positive}): "
+                          f"{len(self.no_positive)} ({', '.join(self.no_positive)})"]
+        if self.skipped:
+            lines += ["", f"Skipped: {len(self.skipped)}"] + [f"- {s['stem']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """Per-image rows as CSV (stem, mae, fbeta, precision, recall, iou, size, ...)."""
+        buf = io.StringIO()
+        cols = ["stem", "mae", "fbeta", "precision", "recall", "iou", "height", "width", "positive_fraction",
+                "resized_from", "no_positive", "adaptive_f"]
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(cols)
+        for s in self.images:
+            d = s.to_dict()
+            d["resized_from"] = "x".join(map(str, s.resized_from)) if s.resized_from else ""
+            writer.writerow(["" if d[c] is None else d[c] for c in cols])
+        return buf.getvalue()
+
+
+@dataclass
+class ReportTable:
+    """Several reports (methods x datasets) in the paper's layout: one row per method, MAE / Fβ / IoU per dataset."""
+
+    reports: list[Report] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.reports)
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def __getitem__(self, key) -> Report:
+        """A report by position, by dataset name, or by ``(method, dataset)``."""
+        if isinstance(key, int):
+            return self.reports[key]
+        for r in self.reports:
+            if key == r.dataset or key == (r.method, r.dataset):
+                return r
+        raise KeyError(key)
+
+    @property
+    def methods(self) -> list:
+        """Method labels in order of appearance."""
+        return list(dict.fromkeys(r.method for r in self.reports))
+
+    @property
+    def datasets(self) -> list:
+        """Dataset labels in order of appearance."""
+        return list(dict.fromkeys(r.dataset for r in self.reports))
+
+    def _cell(self, method, dataset) -> Report | None:
+        return next((r for r in self.reports if r.method == method and r.dataset == dataset), None)
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """The table as Markdown; each cell is ``MAE / Fβ / IoU``."""
+        datasets = self.datasets
+        head = "| method | " + " | ".join(f"{d or 'dataset'} (n)" for d in datasets) + " |"
+        lines = [head, "|---" * (len(datasets) + 1) + "|"]
+        for method in self.methods:
+            cells = []
+            for d in datasets:
+                r = self._cell(method, d)
+                cells.append("" if r is None else
+                             f"{_fmt(r.mae, digits)} / {_fmt(r.fbeta, digits)} / {_fmt(r.iou, digits)} ({r.n})")
+            lines.append(f"| {method or ''} | " + " | ".join(cells) + " |")
+        protocols = sorted({r.protocol.name for r in self.reports})
+        legend = f"Cells: MAE / Fβ (β²=0.3) / IoU (n images); protocol: {', '.join(protocols)}."
+        return "\n".join(lines) + "\n\n" + legend + "\n"
+
+    def to_csv(self, digits: int | None = None) -> str:
+        """The table as CSV: ``method``, then ``<dataset> n``, ``MAE``, ``Fbeta``, ``IoU`` columns per dataset."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        header = ["method"]
+        for d in self.datasets:
+            header += [f"{d} n", f"{d} MAE", f"{d} Fbeta", f"{d} IoU"]
+        writer.writerow(header)
+        rnd = (lambda v: v) if digits is None else (lambda v: round(v, digits))
+        for method in self.methods:
+            row = [method or ""]
+            for d in self.datasets:
+                r = self._cell(method, d)
+                row += ["", "", "", ""] if r is None else [r.n, rnd(r.mae), rnd(r.fbeta), rnd(r.iou)]
+            writer.writerow(row)
+        return buf.getvalue()
+
+    def to_json(self, indent: int | None = 2, images: bool = False) -> str:
+        """All reports as one JSON object ``{"results": [...]}`` (per-image rows only if ``images``)."""
+        return json.dumps({"results": [r.to_dict(images=images) for r in self.reports]}, indent=indent)
+
+
+def _progress(iterable, desc: str, total: int | None = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=None, leave=False)
+
+
+def _finish(scorer: Scorer, method, skipped, notes) -> Report:
+    report = Report(protocol=scorer.protocol, metrics=scorer.summary(), images=list(scorer.images),
+                    dataset=scorer.dataset, method=method, skipped=skipped, notes=notes,
+                    curves=scorer.curve_summary())
+    if report.resized:
+        log.info("%s: %d prediction(s) resized to their mask's size (%s)", scorer.dataset or "maps",
+                 len(report.resized), scorer.protocol.resize)
+    if skipped:
+        log.warning("%s: %d image(s) skipped: %s", scorer.dataset or "maps", len(skipped),
+                    ", ".join(s["stem"] for s in skipped))
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saved maps
+# --------------------------------------------------------------------------------------------------------------
+
+def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" = "paper",
+                  pred_polarity: str = "in-focus", gt_polarity: str = "in-focus", skip_missing: bool = False,
+                  curves: bool = False, dataset: str | None = None, method: str | None = None,
+                  pred_suffix: str = "") -> Report:
+    """Score a folder of prediction maps against a folder of masks.
+
+    Files pair by stem, whatever their extensions. The images scored are the stems of ``list_file`` if given,
+    else every mask in ``gt_dir``. A prediction whose size differs from its mask is resized with the
+    protocol's method and listed in ``Report.resized``.
+
+    Args:
+        pred_dir: prediction maps (grayscale or RGB, 8- or 16-bit, float TIFF or ``.npy`` in [0, 1]).
+        gt_dir: masks.
+        list_file: text file of stems to score (one per line).
+        protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`.
+        pred_polarity / gt_polarity: what white means in the maps / masks (``"in-focus"`` or ``"blur"``).
+        skip_missing: leave out (and list in ``Report.skipped``) images whose prediction or mask is missing or
+            unreadable instead of raising :class:`EvaluationInputError`.
+        curves: also compute PR / F-threshold curves and max-F, mean-F, adaptive F.
+        dataset: dataset label (a name containing "EBD" turns on the protocol's EBD IoU resolution).
+        method: method label (default: the prediction folder's name).
+        pred_suffix: end of the prediction file stems to remove before pairing (``"_prob"`` pairs
+            ``defocus predict``'s ``x_prob.png`` with the mask ``x.png``).
+    """
+    proto = get_protocol(protocol)
+    _check_polarity(pred_polarity)
+    _check_polarity(gt_polarity)
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    preds, gts = index_folder(pred_dir, pred_suffix), index_folder(gt_dir)
+    stems = read_stem_list(list_file) if list_file is not None else sorted(gts)
+    if not stems:
+        raise EvaluationInputError(list_file or gt_dir, "no images to evaluate")
+    extra = sorted(set(preds) - set(stems))
+    if extra:
+        log.info("%s: %d prediction(s) without a listed mask ignored", pred_dir, len(extra))
+    scorer = Scorer(proto, dataset=dataset, curves=curves)
+    skipped: list[dict] = []
+    for stem in _progress(stems, desc=f"evaluate {pred_dir.name}"):
+        try:
+            if stem not in gts:
+                raise EvaluationInputError(f"{gt_dir / stem}.*", "mask not found")
+            if stem not in preds:
+                raise EvaluationInputError(f"{pred_dir / stem}{pred_suffix}.*", "prediction not found")
+            gt = read_mask(gts[stem], gt_polarity)
+            pred = read_map(preds[stem], pred_polarity)
+        except EvaluationInputError as e:
+            if not skip_missing:
+                raise
+            skipped.append(e.as_skip(stem))
+            continue
+        scorer.add(stem, pred, gt)
+    return _finish(scorer, method or pred_dir.name, skipped, [])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running a model (the paper's inference)
+# --------------------------------------------------------------------------------------------------------------
+
+class FolderDataset(NamedTuple):
+    """A local dataset for :func:`evaluate_model`: images and masks paired by stem, with the masks' polarity."""
+
+    name: str
+    images: Path
+    masks: Path
+    mask_polarity: str = "in-focus"
+
+
+class _Sample(NamedTuple):
+    stem: str
+    image: Path | None  # None: no image with this mask's stem
+    mask: Path
+    mask_polarity: str
+
+
+def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
+    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples, mask reader)."""
+    if isinstance(dataset, tuple) and len(dataset) in (3, 4):
+        ds = FolderDataset(*dataset)
+        polarity = _check_polarity(ds.mask_polarity)
+        images, masks = index_folder(ds.images), index_folder(ds.masks)
+        return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())], \
+            read_mask
+    if not isinstance(dataset, str):
+        raise TypeError(f"a dataset is a registry name or a FolderDataset, got {dataset!r}")
+    from . import data as data_registry
+
+    try:
+        pairs = data_registry.load_pairs(dataset, root)
+    except (ValueError, OSError) as e:
+        raise EvaluationInputError(f"dataset {dataset!r}", str(e)) from e
+    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white) for p in pairs], \
+        data_registry.read_mask
+
+
+def _load_mask(sample: _Sample, reader) -> np.ndarray:
+    try:
+        return np.asarray(reader(sample.mask, sample.mask_polarity), dtype=bool)
+    except EvaluationInputError:
+        raise
+    except Exception as e:  # any decoder error: name the file
+        raise EvaluationInputError(sample.mask, f"cannot read mask ({type(e).__name__}: {e})") from e
+
+
+def _resolve_device(device):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def paper_inference(model, image, device="cpu", size: int = 320) -> tuple[np.ndarray, tuple[int, int]]:
+    """The paper's test-time inference of one image (METHOD §6.1).
+
+    RGB, Pillow bilinear resize to ``size`` x ``size`` (no aspect preservation), normalisation with
+    ``model.config`` mean/std, sigmoid of the final logit. Returns the ``size`` x ``size`` in-focus probability
+    (float32) and the original image size ``(H, W)``.
+    """
+    import torch
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            rgb = im.convert("RGB")
+    except Exception as e:
+        raise EvaluationInputError(image, f"cannot read image ({type(e).__name__}: {e})") from e
+    orig = (rgb.height, rgb.width)
+    x = np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    mean = np.asarray(model.config.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)
+    std = np.asarray(model.config.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)
+    x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1)[None].copy())
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    with torch.inference_mode():
+        logit = model(x.to(device=device, dtype=dtype))[0]
+        prob = torch.sigmoid(logit.float())[0, 0].cpu().numpy()
+    return prob, orig
+
+
+def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
+                   skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
+                   method: str | None = None, size: int = 320) -> ReportTable:
+    """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
+
+    Args:
+        model_or_path: a model (``forward`` returning the in-focus logit first) or a defocus checkpoint path.
+        datasets: registry names (``defocus.data``, data under ``root``) and/or :class:`FolderDataset` s.
+        root: data root of the registry datasets.
+        protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;
+            its resizing brings the 320x320 output to the mask's size.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
+        skip_missing: leave out (and list) unreadable or unpaired images instead of raising.
+        drop_mismatched: leave out (and list) images whose size differs from their mask's, as the reference
+            does silently; by default they are scored against the mask and listed in ``Report.notes``.
+        curves: also compute PR / F-threshold curves.
+        method: method label (default: the checkpoint's file stem or the model's config name).
+        size: inference resolution (320 in the paper).
+    """
+    proto = get_protocol(protocol)
+    dev = _resolve_device(device)
+    if isinstance(model_or_path, (str, Path)):
+        from .models import load_model
+
+        label = method or Path(model_or_path).stem
+        model = load_model(model_or_path, device=dev)
+    else:
+        model = model_or_path.to(dev).eval()
+        label = method or getattr(model, "config", {}).get("name", type(model).__name__)
+    if isinstance(datasets, (str, FolderDataset)):
+        datasets = [datasets]
+    table = ReportTable()
+    for item in datasets:
+        name, samples, reader = _samples(item, root)
+        scorer = Scorer(proto, dataset=name, curves=curves)
+        skipped, notes = [], []
+        for s in _progress(samples, desc=f"evaluate {name}"):
+            try:
+                if s.image is None:
+                    raise EvaluationInputError(s.mask, "no image with this mask's stem")
+                gt = _load_mask(s, reader)
+                prob, image_size = paper_inference(model, s.image, dev, size)
+            except EvaluationInputError as e:
+                if not skip_missing:
+                    raise
+                skipped.append(e.as_skip(s.stem))
+                continue
+            if image_size != gt.shape:
+                event = {"stem": s.stem, "path": str(s.image),
+                         "reason": f"image size {image_size} differs from mask size {gt.shape}"}
+                if drop_mismatched:
+                    skipped.append(event)
+                    continue
+                notes.append(event)
+            scorer.add(s.stem, prob, gt)
+        table.reports.append(_finish(scorer, label, skipped, notes))
+    return table
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------------------------
+
+def default_labels(folders: Sequence[Path]) -> list[str]:
+    """Method labels for prediction folders: their names, with as many parent folders as make them unique
+    (``results/AENet/DUT`` and ``results/EFENet/DUT`` -> ``AENet/DUT``, ``EFENet/DUT``)."""
+    folders = [Path(f).resolve() for f in folders]
+    for depth in range(1, max(len(f.parts) for f in folders) + 1):
+        labels = ["/".join(f.parts[-depth:]) for f in folders]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(f) for f in folders]
+
+
+def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_file=None,
+             protocol: "str | Protocol" = "paper", pred_polarity: str = "in-focus", gt_polarity: str = "in-focus",
+             skip_missing: bool = False, curves: bool = False, device="auto", **options):
+    """Evaluate saved maps or a model; the one public entry point (``defocus.evaluate``).
+
+    Saved maps of any method::
+
+        report = defocus.evaluate(pred="maps/", gt="masks/")              # -> Report
+        report.mae, report.fbeta, report.iou
+
+    A model (checkpoint path or module) with the paper's 320x320 inference::
+
+        table = defocus.evaluate(model="dffnet.safetensors", datasets=["CUHK-TE-1", "DUT-TE"], root="data")
+        print(table.to_markdown())                                        # -> ReportTable
+
+    ``pred`` may also be a list of folders (several methods on one mask folder): the result is then a
+    :class:`ReportTable`. Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
+    :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``).
+    """
+    if (pred is None) == (model is None):
+        raise ValueError("give exactly one of pred= (a folder of maps) or model= (a model or checkpoint)")
+    if pred is not None:
+        if gt is None:
+            raise ValueError("pred= needs gt= (the folder of masks)")
+        kwargs = dict(list_file=list_file, protocol=protocol, pred_polarity=pred_polarity, gt_polarity=gt_polarity,
+                      skip_missing=skip_missing, curves=curves, **options)
+        if isinstance(pred, (str, Path)):
+            return evaluate_maps(pred, gt, **kwargs)
+        pred = [Path(p) for p in pred]
+        labels = [kwargs.pop("method", None)] * len(pred)
+        if labels[0] is None:
+            labels = default_labels(pred)
+        return ReportTable([evaluate_maps(p, gt, method=m, **kwargs) for p, m in zip(pred, labels)])
+    if datasets is None:
+        raise ValueError("model= needs datasets= (registry names or FolderDataset entries)")
+    return evaluate_model(model, datasets, root=root, protocol=protocol, device=device, skip_missing=skip_missing,
+                          curves=curves, **options)
+
+
+def load_curves(path) -> dict[str, Curves]:
+    """Read a curves file written by ``defocus evaluate --curves`` (``{label: curves}``) back."""
+    data = json.loads(Path(path).read_text())
+    return {label: Curves.from_dict(c) for label, c in data.items()}
+
+
+def write_curves(reports: Iterable[Report], path) -> Path:
+    """Write the curves of ``reports`` to ``path``: JSON ``{label: curves}``, or CSV (label, threshold, precision,
+    recall, fbeta) when the suffix is ``.csv``."""
+    path = Path(path)
+    items = {_label(r): r.curves for r in reports if r.curves is not None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["label", "threshold", "precision", "recall", "fbeta"])
+        for label, c in items.items():
+            for row in zip(c.thresholds, c.precision, c.recall, c.fbeta):
+                writer.writerow([label, *(float(v) for v in row)])
+        path.write_text(buf.getvalue())
+    else:
+        path.write_text(json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1))
+    return path
+
+
+def _label(report: Report) -> str:
+    parts = [p for p in (report.method, report.dataset) if p]
+    return " / ".join(parts) if parts else "predictions"
+
+
+def curves_of(reports: Sequence[Report]) -> dict[str, Curves]:
+    """``{label: curves}`` of the reports that have curves (label = method, plus dataset when given)."""
+    return {_label(r): r.curves for r in reports if r.curves is not None}

@@ -1,0 +1,415 @@
+"""Image files in and out for inference: robust decoding, input collection, output naming, atomic writes.
+
+Decoding turns anything Pillow can open into an 8-bit RGB image as it is displayed (EXIF orientation applied),
+with one clear error per bad file (:class:`ImageDecodeError`). Writing goes through a temporary file in the
+target folder and ``os.replace``, so a crash or a full disk never leaves a partial output behind.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+#: Images above this many pixels are refused unless the caller raises the limit (0 or None: no limit).
+#: 90 MP admits every current 35 mm sensor (<= 61 MP) and refuses 100 MP medium-format frames and
+#: decompression bombs; at this size the native-resolution map alone takes 360 MB.
+DEFAULT_MAX_PIXELS = 90_000_000
+
+#: File name endings of the outputs; such files inside the output folder are never taken as inputs.
+OUTPUT_SUFFIXES = {"prob": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.jpg"}
+SUMMARY_NAME = "summary.json"
+
+#: Suffixes taken from folders and globs (explicitly named files are always tried, whatever their suffix).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                            ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k"})
+
+#: Background that transparent pixels are composited onto (neutral grey: neither sharp nor textured).
+ALPHA_BACKGROUND = (128, 128, 128)
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+_OPEN_LOCK = threading.Lock()
+
+
+class ImageDecodeError(ValueError):
+    """An input that cannot be used; ``str(e)`` is ``"<path>: <reason>"``, ``e.reason`` the reason alone."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _pixel_limit_message(w: int, h: int, max_pixels: int) -> str:
+    return (f"image is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels / 1e6:g} MP "
+            f"(a guard against decompression bombs); raise it with --max-pixels / max_pixels=N "
+            f"(0 disables the limit)")
+
+
+def open_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``path`` lazily (header only) and check it against ``max_pixels``.
+
+    Pillow's own global decompression-bomb limit is replaced by ``max_pixels`` for this call, so the limit is
+    the caller's in both directions. Raises :class:`ImageDecodeError` for missing, empty and unreadable files.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ImageDecodeError(path, e.strerror or str(e)) from None
+    if not path.is_file():
+        raise ImageDecodeError(path, "not a regular file")
+    if st.st_size == 0:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        except UnidentifiedImageError:
+            raise ImageDecodeError(path, "not an image, or a format Pillow cannot read") from None
+        except OSError as e:
+            raise ImageDecodeError(path, f"cannot open: {e}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(path, f"image has no pixels ({w}x{h})")
+    if max_pixels and w * h > max_pixels:
+        im.close()
+        raise ImageDecodeError(path, _pixel_limit_message(w, h, max_pixels))
+    return im
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of ``im`` (1 = upright) or 1 when absent or unreadable."""
+    try:
+        value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not make the image unusable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int, int]:
+    """(width, height) of ``im`` as displayed, i.e. after its EXIF orientation is applied."""
+    orientation = exif_orientation(im) if orientation is None else orientation
+    w, h = im.size
+    return (h, w) if orientation in _TRANSPOSING_ORIENTATIONS else (w, h)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Alpha (RGBA, LA, palette transparency) is composited onto :data:`ALPHA_BACKGROUND`; 16-bit and 32-bit
+    integer images are scaled to 8 bits (not clipped); float images in [0, 1] are scaled by 255; CMYK and
+    YCbCr use Pillow's conversions.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode == "P" and "transparency" in im.info or mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = a / 257.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               draft_min_size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``path`` to an RGB image as displayed; return ``(image, native_size)``.
+
+    ``native_size`` is the full image's displayed (width, height). With ``draft_min_size=(w, h)`` a JPEG is
+    decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has at least that many displayed pixels on each
+    side (``image.size`` is then smaller than ``native_size``); other formats ignore it. Only the first frame of
+    animated files is used. Raises :class:`ImageDecodeError` naming the file and the reason.
+    """
+    im = open_image(path, max_pixels)
+    try:
+        rgb, native = _decode_opened(path, im, draft_min_size)
+    except BaseException:
+        im.close()
+        raise
+    if rgb is not im:
+        im.close()
+    elif getattr(im, "fp", None) is not None:  # multi-frame formats keep the file open after load()
+        rgb = im.copy()
+        im.close()
+    return rgb, native
+
+
+def _decode_opened(path, im: Image.Image, draft_min_size):
+    orientation = exif_orientation(im)
+    native = displayed_size(im, orientation)
+    if draft_min_size is not None and im.format == "JPEG":
+        dw, dh = draft_min_size
+        if orientation in _TRANSPOSING_ORIENTATIONS:
+            dw, dh = dh, dw
+        im.draft("RGB", (int(dw), int(dh)))
+    try:
+        im.load()
+    except OSError as e:
+        reason = str(e)
+        if "truncated" in reason:
+            reason = f"truncated or corrupt image data ({reason})"
+        raise ImageDecodeError(path, reason) from None
+    except (ValueError, SyntaxError, EOFError) as e:
+        raise ImageDecodeError(path, f"corrupt image data ({e})") from None
+    if orientation != 1:
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception as e:  # keep the pixels, report the orientation problem
+            log.warning("%s: EXIF orientation not applied (%s)", path, e)
+    try:
+        return to_rgb(im), native
+    except (OSError, ValueError) as e:
+        raise ImageDecodeError(path, f"unsupported pixel format {im.mode!r} ({e})") from None
+
+
+def image_from_array(array) -> Image.Image:
+    """An RGB PIL image from a NumPy array: HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA, composited on grey),
+    of dtype uint8, uint16 (scaled by 1/257) or float in [0, 1]."""
+    a = np.asarray(array)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"image array has no pixels (shape {a.shape})")
+    if a.dtype == np.uint16:
+        a = np.rint(a / 257.0).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        a = np.clip(np.rint(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        raise ValueError(f"unsupported image array dtype {a.dtype} (use uint8, uint16 or float in [0, 1])")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[2] == 3 else "RGBA")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(a), mode))
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def _temp_path(path: Path) -> Path:
+    # hidden, unique, in the target folder (os.replace must not cross file systems)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def atomic_write(path, write) -> Path:
+    """Create ``path`` atomically: ``write(file_object)`` fills a hidden temporary file in the same folder,
+    which then replaces ``path``. On any error the temporary file is removed and ``path`` is left untouched."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as for a plain open()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def save_image_atomic(image: Image.Image, path, format: str, **params) -> Path:
+    """Save a PIL image atomically (see :func:`atomic_write`); ``params`` go to ``Image.save``."""
+    return atomic_write(path, lambda f: image.save(f, format=format, **params))
+
+
+def write_bytes_atomic(data: bytes, path) -> Path:
+    """Write bytes atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def check_writable_dir(folder) -> Path:
+    """Create ``folder`` if needed and check that files can be created in it; raise ``OSError`` with a clear
+    message otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(b"", folder / ".defocus-write-test")
+        os.unlink(folder / ".defocus-write-test")
+    except OSError as e:
+        raise OSError(f"{folder}: output folder cannot be written ({e.strerror or e})") from None
+    return folder
+
+
+# ---------------------------------------------------------------------------------------- input listing
+
+
+@dataclass
+class InputList:
+    """Image files to process, in order, plus the inputs that named nothing usable."""
+
+    files: list[Path] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
+
+
+def _is_output_file(p: Path) -> bool:
+    return p.name == SUMMARY_NAME or any(p.name.endswith(s) for s in OUTPUT_SUFFIXES.values())
+
+
+def _same_dir(a: Path, b: Path | None) -> bool:
+    if b is None:
+        return False
+    try:
+        return a.resolve() == b
+    except OSError:
+        return False
+
+
+def _walk(folder: Path, recursive: bool, out_dir: Path | None) -> list[Path]:
+    """Image files in ``folder`` (sorted; hidden entries skipped; in the output folder, our outputs skipped)."""
+    found = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as e:
+        log.warning("%s: cannot list folder (%s)", folder, e.strerror or e)
+        return found
+    in_out_dir = _same_dir(folder, out_dir)
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            if recursive and not p.is_symlink():
+                found.extend(_walk(p, recursive, out_dir))
+        elif p.suffix.lower() in IMAGE_SUFFIXES and not (in_out_dir and _is_output_file(p)):
+            found.append(p)
+    return found
+
+
+def read_path_list(list_file: Path) -> list[str]:
+    """Entries of a ``.txt`` list: one path per line; blank lines and ``#`` comments are skipped; relative
+    paths are relative to the list file's folder."""
+    entries = []
+    for line in list_file.read_text(encoding="utf-8-sig").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        entries.append(str(p if p.is_absolute() else list_file.parent / p))
+    return entries
+
+
+def collect_inputs(inputs, recursive: bool = False, out_dir=None) -> InputList:
+    """Expand command-line style inputs into image files.
+
+    Each input is a file (used whatever its suffix), a folder (its image files; sub-folders with
+    ``recursive``), a glob pattern (``*``, ``?``, ``[...]``; ``**`` with ``recursive``), or a ``.txt`` file
+    listing such inputs (one per line). Files are de-duplicated (first occurrence kept). Inside ``out_dir``,
+    files named like this tool's outputs are skipped when expanding folders and globs, so that a run writing
+    into its own input folder never re-reads its outputs.
+    """
+    out_dir = Path(out_dir).resolve() if out_dir is not None else None
+    result = InputList()
+    seen: set[Path] = set()
+
+    def add(p: Path):
+        try:
+            key = p.resolve()
+        except OSError:
+            key = p.absolute()
+        if key not in seen:
+            seen.add(key)
+            result.files.append(p)
+
+    def expand(item: str, allow_lists: bool):
+        p = Path(item).expanduser()
+        if p.is_dir():
+            for f in _walk(p, recursive, out_dir):
+                add(f)
+        elif p.is_file() or p.is_symlink():
+            if allow_lists and p.suffix.lower() == ".txt":
+                try:
+                    entries = read_path_list(p)
+                except (OSError, UnicodeDecodeError) as e:
+                    result.errors.append((item, f"cannot read list file ({e})"))
+                    return
+                for entry in entries:
+                    expand(entry, allow_lists=False)
+            else:
+                add(p)
+        elif glob.has_magic(item):
+            matches = sorted(glob.glob(os.path.expanduser(item), recursive=recursive))
+            files = []
+            for m in map(Path, matches):
+                if m.is_dir():
+                    files.extend(_walk(m, recursive, out_dir))
+                elif (m.suffix.lower() in IMAGE_SUFFIXES and not m.name.startswith(".")
+                      and not (_same_dir(m.parent, out_dir) and _is_output_file(m))):
+                    files.append(m)
+            if not files:
+                result.errors.append((item, "no image files match this pattern"))
+            for f in files:
+                add(f)
+        else:
+            result.errors.append((item, "no such file or directory"))
+
+    for item in inputs:
+        expand(str(item), allow_lists=True)
+    return result
+
+
+def output_stems(files, out_dir, avoid=()) -> list[str]:
+    """A unique output stem per input file, in order.
+
+    Stems that occur once keep the file's stem; repeated stems (compared case-insensitively, as on macOS and
+    Windows) get ``-2``, ``-3``, ... in input order. No stem yields an output path equal to an input file (or to
+    a path in ``avoid``), so inputs are never overwritten even when the output folder is the input folder.
+    """
+    out_dir = Path(out_dir).resolve()
+    files = [Path(f) for f in files]
+    reserved = {Path(a).resolve() for a in avoid}
+    for f in files:
+        try:
+            reserved.add(f.resolve())
+        except OSError:
+            pass
+
+    def clashes(stem: str) -> bool:
+        return any(out_dir / (stem + s) in reserved for s in OUTPUT_SUFFIXES.values())
+
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.stem.casefold()] = counts.get(f.stem.casefold(), 0) + 1
+    taken = {f.stem.casefold() for f in files if counts[f.stem.casefold()] == 1 and not clashes(f.stem)}
+    stems, first_done = [], set()
+    for f in files:
+        stem = f.stem or "image"
+        key = stem.casefold()
+        if counts.get(key) == 1 and key in taken:
+            stems.append(stem)
+            continue
+        if counts.get(key, 0) > 1 and key not in first_done and key not in taken and not clashes(stem):
+            first_done.add(key)
+            taken.add(key)
+            stems.append(stem)
+            continue
+        n = 2
+        while f"{stem}-{n}".casefold() in taken or clashes(f"{stem}-{n}"):
+            n += 1
+        taken.add(f"{stem}-{n}".casefold())
+        stems.append(f"{stem}-{n}")
+    return stems

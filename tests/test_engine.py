@@ -1,0 +1,186 @@
+"""Training engine on CPU with a tiny backbone (resnet18, random init) and 64x64 inputs: each stage learns on a
+fixed batch, resume is exact, a NaN loss stops cleanly, and two gloo processes keep identical replicas."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import defocus
+from defocus.config import load_config
+from defocus.engine import NonFiniteLossError, Trainer
+from defocus.engine.checkpoint import load_checkpoint
+from defocus.models import create_model, save_model
+
+SIZE = 64
+
+
+class ToyDefocus(torch.utils.data.Dataset):
+    """Left part in focus (sharp noise), right part blurred (smooth); the split column varies per item and
+    a random brightness offset (drawn from torch's global generator) stands in for augmentation."""
+
+    def __init__(self, n: int = 5, nan: bool = False):
+        self.n, self.nan = n, nan
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        col = 16 + 6 * (i % 6)
+        sharp = torch.randn(3, SIZE, SIZE, generator=g)
+        smooth = torch.nn.functional.avg_pool2d(sharp[None], 9, 1, 4)[0]
+        img = torch.where(torch.arange(SIZE) < col, sharp, smooth) + 0.1 * torch.randn(3, 1, 1)
+        if self.nan:
+            img = img * float("nan")
+        target = (torch.arange(SIZE) < col).float().expand(1, SIZE, SIZE).clone()
+        return dict(image=img, target=target, stem=f"toy{i}")
+
+
+def make_cfg(tmp_path, stage="stage1", extra=()):
+    sets = [f"stage={stage}", "backbone=resnet18", "pretrained=false", "batch_size=2", "num_workers=0",
+            f"output_dir={tmp_path}", "progress=false", "log_every=1", "tensorboard=false",
+            "depth_kwargs={tiny: true}", f"size={SIZE}"]
+    return load_config(None, sets + list(extra))
+
+
+@pytest.fixture(scope="module")
+def stage1_teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "stage1.safetensors"
+    save_model(create_model("dffnet", backbone="resnet18"), path)
+    return path
+
+
+def fixed_batch(n=2):
+    ds = ToyDefocus(n)
+    items = [ds[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("image", "target")}
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "rdffnet"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path, stage, stage1_teacher):
+    cfg = make_cfg(tmp_path, stage, ["lr=1e-3", "schedule=constant", f"teacher_checkpoint={stage1_teacher}",
+                                      "lambda_schedule=constant"])
+    trainer = Trainer(cfg, train_dataset=ToyDefocus(4))
+    batch = fixed_batch()
+    losses = [trainer.train_step(batch)["loss"] for _ in range(4)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_stage2_keeps_teachers_frozen_and_out_of_the_student(tmp_path, stage1_teacher):
+    cfg = make_cfg(tmp_path, "stage2", [f"teacher_checkpoint={stage1_teacher}", "max_iters=1"])
+    trainer = Trainer(cfg, train_dataset=ToyDefocus(4))
+    st = trainer.stage
+    before = {k: v.clone() for k, v in st.dbd_teacher.state_dict().items() if v.is_floating_point()
+              and "running" not in k}
+    assert st.dbd_teacher.training and st.depth_teacher.training    # reference: train-mode BN, no grad
+    assert not any(p.requires_grad for p in st.dbd_teacher.parameters())
+    opt_params = {id(p) for o in trainer.optimizers.values() for g in o.param_groups for p in g["params"]}
+    assert not opt_params & {id(p) for p in st.dbd_teacher.parameters()}
+    assert trainer.optimizers["projectors"].param_groups[0]["lr"] == 0.1
+    assert trainer.optimizers["projectors"].param_groups[0]["weight_decay"] == 5e-4
+    result = trainer.fit()
+    after = st.dbd_teacher.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    model = defocus.load_model(result.model_path)   # the student alone: no projector / teacher tensors
+    assert set(model.state_dict()) == set(st.student.state_dict())
+    cfg_eval = make_cfg(tmp_path / "eval", "stage2", [f"teacher_checkpoint={stage1_teacher}", "teacher_mode=eval"])
+    assert not Trainer(cfg_eval, train_dataset=ToyDefocus(4)).stage.dbd_teacher.training
+
+
+def _all_state(trainer):
+    sd = {f"model.{k}": v for k, v in trainer.trainable.state_dict().items()}
+    for name, opt in trainer.optimizers.items():
+        for pid, s in opt.state_dict()["state"].items():
+            for k, v in s.items():
+                if torch.is_tensor(v):
+                    sd[f"{name}.{pid}.{k}"] = v
+    return sd
+
+
+def test_resume_after_step_k_matches_an_uninterrupted_run(tmp_path, stage1_teacher):
+    # 7 samples, batch 2, drop_last: 3 batches per epoch, so the run is cut in the middle of epoch 1.
+    extra = [f"teacher_checkpoint={stage1_teacher}", "epochs=4", "skip_last_epoch=false"]
+    full = Trainer(make_cfg(tmp_path / "full", "stage2", extra), train_dataset=ToyDefocus(7))
+    full.fit(max_steps=3)
+
+    first = Trainer(make_cfg(tmp_path / "cut", "stage2", extra), train_dataset=ToyDefocus(7))
+    first.fit(max_steps=2)
+    ckpt = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (2, 0, 2)
+    assert "dbd_teacher" not in str(list(ckpt["model"]))
+    torch.manual_seed(1234)   # disturb the global generator: resume must restore it
+    resumed = Trainer(make_cfg(tmp_path / "cut", "stage2", extra + ["resume=auto"]), train_dataset=ToyDefocus(7))
+    assert resumed.step == 2
+    resumed.fit(max_steps=3)
+
+    a, b = _all_state(full), _all_state(resumed)
+    assert set(a) == set(b)
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, diff[:5]
+    assert resumed.step == full.step == 3
+    rows = (tmp_path / "cut" / "log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
+    cfg = make_cfg(tmp_path, "stage1")
+    Trainer(cfg, train_dataset=ToyDefocus(6)).fit(max_steps=2)
+    ckpt_file = tmp_path / "checkpoint.pt"
+    saved = load_checkpoint(ckpt_file)
+    bad = Trainer(make_cfg(tmp_path, "stage1", ["resume=auto"]), train_dataset=ToyDefocus(6, nan=True))
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \(epoch 1, batch 3/3\)"):
+        bad.fit()
+    again = load_checkpoint(ckpt_file)
+    assert again["step"] == 2
+    assert all(torch.equal(v, again["model"][k]) for k, v in saved["model"].items())
+    # the model in memory was not updated with NaN gradients either
+    assert all(torch.isfinite(p).all() for p in bad.stage.student.parameters())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_gloo_processes_keep_identical_replicas(tmp_path):
+    seen = {}
+    port = _free_port()
+    ctx = mp.get_context("fork")   # children inherit the imported modules (fast start)
+    procs = [ctx.Process(target=_ddp_rank_dump, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    for r in range(2):
+        seen[r] = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
+    assert seen[0]["step"] == seen[1]["step"] == 2
+    assert seen[0]["n_samples"] == seen[1]["n_samples"] == 4   # each rank gets its half of the 8 samples
+    diff = [k for k in seen[0]["params"] if not torch.equal(seen[0]["params"][k], seen[1]["params"][k])]
+    assert not diff, diff[:5]
+    torch.manual_seed(42)   # the run's seed: the initial weights
+    init = create_model("dffnet", backbone="resnet18").state_dict()
+    moved = [k for k, v in seen[0]["params"].items() if v.is_floating_point() and not torch.equal(v, init[k])]
+    assert moved   # the replicas trained (and did so identically)
+    assert defocus.load_model(tmp_path / "model.safetensors") is not None
+
+
+def _ddp_rank_dump(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    cfg = make_cfg(out_dir, "stage1", ["max_iters=2", "device=cpu"])
+    trainer = Trainer(cfg, train_dataset=ToyDefocus(8))
+    trainer.fit()
+    torch.save({"step": trainer.step, "n_samples": trainer.sampler.num_samples,
+                "params": trainer.stage.student.state_dict()}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
