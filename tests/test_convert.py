@@ -223,3 +223,23 @@ def test_arch_must_agree_with_the_keys(manifest):
         convert_state_dict(sd, arch="dffnet")
     with pytest.raises(CheckpointMismatchError, match="unknown variant"):
         convert_state_dict(sd, arch="dffnet_vgg16")
+
+
+def test_cli_convert(authors_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from defocus.cli import app
+
+    runner = CliRunner()
+    path, sd = authors_files["dffnet"]
+    out = tmp_path / "ng.safetensors"
+    result = runner.invoke(app, ["convert", str(path), str(out), "--arch", "dffnet_no_dffm", "--dtype", "float16"])
+    assert result.exit_code == 0, result.output
+    assert "dffnet_no_dffm (PDnet_ResNest_4F_SL_LA_NG)" in result.output
+    meta = read_metadata(out)
+    assert meta["config"]["name"] == "dffnet_no_dffm"
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(path.read_bytes()[:1000])
+    result = runner.invoke(app, ["convert", str(bad), str(tmp_path / "bad.safetensors")])
+    assert result.exit_code == 1 and "bad.pth: cannot read" in result.output
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -184,3 +184,21 @@ def _ddp_rank_dump(rank, world, port, out_dir):
     torch.save({"step": trainer.step, "n_samples": trainer.sampler.num_samples,
                 "params": trainer.stage.student.state_dict()}, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def test_validation_keeps_the_best_model_and_a_budget_stops_cleanly(tmp_path):
+    cfg = make_cfg(tmp_path, "stage1", ["epochs=2", "skip_last_epoch=false", "val_every=1", "val_metric=mae"])
+    trainer = Trainer(cfg, train_dataset=ToyDefocus(2), val_dataset=ToyDefocus(3))
+    result = trainer.fit()
+    assert result.complete and result.step == 2 and result.epoch == 2
+    val = (tmp_path / "val.csv").read_text().strip().splitlines()
+    assert len(val) == 3 and val[0].startswith("step,epoch,n,mae,fbeta,iou")
+    maes = [float(line.split(",")[3]) for line in val[1:]]
+    assert result.best["metric"] == "mae" and result.best["value"] == min(maes)
+    assert defocus.load_model(tmp_path / "model_best.safetensors") is not None
+
+    budget = make_cfg(tmp_path / "budget", "stage1", ["max_minutes=0"])
+    short = Trainer(budget, train_dataset=ToyDefocus(4)).fit()
+    assert not short.complete and short.step == 1
+    assert defocus.load_model(short.model_path) is not None
+    assert load_checkpoint(short.checkpoint_path)["step"] == 1

@@ -224,3 +224,15 @@ def test_half_precision_file(tmp_path):
 def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_load_model_without_the_meta_device_shortcut(tmp_path, monkeypatch):
+    """Backbones whose constructor cannot run on the meta device are built normally, with the same result."""
+    import defocus.models.io as io
+
+    torch.manual_seed(0)
+    model = create_model("dffnet_no_attention", backbone=TINY).eval()
+    path = save_model(model, tmp_path / "m.safetensors")
+    monkeypatch.setattr(io, "_build_without_storage", lambda *a: None)
+    loaded = load_model(path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())

@@ -170,7 +170,16 @@ def _section_classes() -> dict:
 
 
 def _coerce(value: Any, tp, key: str):
-    """Convert ``value`` (from YAML) to the annotated type ``tp``; raise a clear error if impossible."""
+    """Convert ``value`` (from YAML) to the annotated type ``tp``; raise a ``ValueError`` naming ``key`` if
+    impossible."""
+    try:
+        return _convert(value, tp, key)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(f"{key}:") else f"{key}: cannot use {value!r} ({msg})") from None
+
+
+def _convert(value: Any, tp, key: str):
     origin = typing.get_origin(tp)
     if origin is Union:
         args = typing.get_args(tp)
@@ -179,7 +188,7 @@ def _coerce(value: Any, tp, key: str):
         errors = []
         for a in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, a, key)
+                return _convert(value, a, key)
             except (TypeError, ValueError) as e:
                 errors.append(str(e))
         raise ValueError(f"{key}: cannot use {value!r} ({'; '.join(errors)})")

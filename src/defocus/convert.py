@@ -109,7 +109,7 @@ def unwrap_state_dict(obj) -> dict:
         raise CheckpointMismatchError(f"not a state dict (got {type(obj).__name__})")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise CheckpointMismatchError("no tensors found (expected a state dict, possibly under 'state_dict' or 'model')")
+        raise CheckpointMismatchError("no tensors found (expected a state dict, maybe under 'state_dict' or 'model')")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors

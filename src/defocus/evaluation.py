@@ -560,7 +560,8 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
 
     Args:
-        model_or_path: a model (``forward`` returning the in-focus logit first) or a defocus checkpoint path.
+        model_or_path: a model (``forward`` returning the in-focus logit first; it is put in eval mode) or a
+            defocus checkpoint path.
         datasets: registry names (``defocus.data``, data under ``root``) and/or :class:`FolderDataset` s.
         root: data root of the registry datasets.
         protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;

@@ -134,12 +134,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               draft_min_size: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+               draft_min_size=None) -> tuple[Image.Image, tuple[int, int]]:
     """Decode ``path`` to an RGB image as displayed; return ``(image, native_size)``.
 
-    ``native_size`` is the full image's displayed (width, height). With ``draft_min_size=(w, h)`` a JPEG is
-    decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has at least that many displayed pixels on each
-    side (``image.size`` is then smaller than ``native_size``); other formats ignore it. Only the first frame of
+    ``native_size`` is the full image's displayed (width, height). With ``draft_min_size=(w, h)`` (or a function
+    of the native size returning it) a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has
+    at least that many displayed pixels on each side (``image.size`` is then smaller than ``native_size``); other
+    formats ignore it. Only the first frame of
     animated files is used. Raises :class:`ImageDecodeError` naming the file and the reason.
     """
     im = open_image(path, max_pixels)
@@ -160,7 +161,7 @@ def _decode_opened(path, im: Image.Image, draft_min_size):
     orientation = exif_orientation(im)
     native = displayed_size(im, orientation)
     if draft_min_size is not None and im.format == "JPEG":
-        dw, dh = draft_min_size
+        dw, dh = draft_min_size(native) if callable(draft_min_size) else draft_min_size
         if orientation in _TRANSPOSING_ORIENTATIONS:
             dw, dh = dh, dw
         im.draft("RGB", (int(dw), int(dh)))

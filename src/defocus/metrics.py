@@ -401,7 +401,8 @@ def get_protocol(protocol: "str | Protocol" = "paper", **overrides) -> Protocol:
 
 @dataclass
 class ImageScore:
-    """Scores of one image. ``fbeta`` / ``iou`` are NaN for an image excluded by the ``no_positive`` policy."""
+    """Scores of one image. ``fbeta`` / ``iou`` are NaN for an image excluded by the ``no_positive`` policy;
+    ``precision`` / ``recall`` are those of the binarised map (before the reference's F floor)."""
 
     stem: str
     mae: float
@@ -483,8 +484,7 @@ class Scorer:
             if p.no_positive == "exclude":
                 f = img_iou = math.nan
             else:
-                hit = float(p.no_positive == "perfect" and not f_pred_pos.any())
-                f = hit
+                f = float(p.no_positive == "perfect" and not f_pred_pos.any())
                 img_iou = float(p.no_positive == "perfect" and not iou_pred_pos.any())
         if self.curves and not (no_pos and p.no_positive == "exclude"):
             scores = positive_scores(pred, p.positive)

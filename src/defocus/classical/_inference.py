@@ -15,28 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _grad(h: np.ndarray):
-    gx = np.zeros_like(h)
-    gy = np.zeros_like(h)
-    gs = np.zeros_like(h)
-    gx[:, :, :-1] = h[:, :, 1:] - h[:, :, :-1]
-    gy[:, :-1, :] = h[:, 1:, :] - h[:, :-1, :]
-    gs[:-1] = h[1:] - h[:-1]
-    return gx, gy, gs
-
-
-def _grad_adjoint(px: np.ndarray, py: np.ndarray, ps: np.ndarray) -> np.ndarray:
-    """K^T p for the forward differences of :func:`_grad` (minus the divergence)."""
-    out = np.zeros_like(px)
-    out[:, :, :-1] -= px[:, :, :-1]
-    out[:, :, 1:] += px[:, :, :-1]
-    out[:, :-1, :] -= py[:, :-1, :]
-    out[:, 1:, :] += py[:, :-1, :]
-    out[:-1] -= ps[:-1]
-    out[1:] += ps[:-1]
-    return out
-
-
 def multiscale_inference(alpha: np.ndarray, beta: float = 0.5, n_iter: int = 100) -> np.ndarray:
     """Jointly smooth the per-scale maps ``alpha`` (S, H, W) under the energy of this module; returns float32
     (S, H, W). ``beta`` weighs smoothness against fidelity; ``n_iter`` primal-dual iterations."""
@@ -48,17 +26,41 @@ def multiscale_inference(alpha: np.ndarray, beta: float = 0.5, n_iter: int = 100
     tau = sigma = np.float32(0.99 / np.sqrt(12.0))
     h = a.copy()
     h_bar = a.copy()
-    px = np.zeros_like(a)
-    py = np.zeros_like(a)
-    ps = np.zeros_like(a)
+    # dual variables, one per edge; the last column / row / scale has no edge and stays 0
+    px, py, ps = np.zeros_like(a), np.zeros_like(a), np.zeros_like(a)
+    tmp = np.zeros_like(a)
+    kt = np.empty_like(a)
     for _ in range(n_iter):
-        gx, gy, gs = _grad(h_bar)
-        np.clip(px + sigma * gx, -w_xy, w_xy, out=px)
-        np.clip(py + sigma * gy, -w_xy, w_xy, out=py)
-        np.clip(ps + sigma * gs, -w_s, w_s, out=ps)
-        v = h - tau * _grad_adjoint(px, py, ps) - a
-        # proximal step of tau*|h - a|: soft-threshold around a
-        h_new = a + np.sign(v) * np.maximum(np.abs(v) - tau, 0.0)
-        h_bar = 2.0 * h_new - h
-        h = h_new
+        # dual ascent step and projection onto |p| <= edge weight
+        for p, axis, wmax in ((px, 2, w_xy), (py, 1, w_xy), (ps, 0, w_s)):
+            n = a.shape[axis]
+            if n < 2:
+                continue
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
+            np.subtract(h_bar[tuple(hi)], h_bar[tuple(lo)], out=tmp[tuple(lo)])
+            tmp[tuple(lo)] *= sigma
+            p[tuple(lo)] += tmp[tuple(lo)]
+            np.clip(p, -wmax, wmax, out=p)
+        # K^T p (minus the divergence), using that p is 0 on the last slice of its axis
+        np.add(px, py, out=kt)
+        kt += ps
+        np.negative(kt, out=kt)
+        kt[:, :, 1:] += px[:, :, :-1]
+        kt[:, 1:, :] += py[:, :-1, :]
+        kt[1:] += ps[:-1]
+        # primal step: proximal map of tau*|h - a| (soft-threshold of the update around a)
+        np.multiply(kt, -tau, out=tmp)
+        tmp += h
+        tmp -= a
+        np.copyto(h_bar, h)
+        np.sign(tmp, out=h)
+        np.abs(tmp, out=tmp)
+        tmp -= tau
+        np.maximum(tmp, 0.0, out=tmp)
+        h *= tmp
+        h += a
+        # over-relaxation: h_bar = 2 h_new - h_old
+        np.subtract(2.0 * h, h_bar, out=h_bar)
     return np.clip(h, 0.0, 1.0).astype(np.float32)

@@ -92,16 +92,51 @@ def _pool(a: np.ndarray, f: int) -> np.ndarray:
     ph, pw = -h % f, -w % f
     if ph or pw:
         a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)])
-    return a.reshape(*a.shape[:-2], (h + ph) // f, f, (w + pw) // f, f).sum(axis=(-3, -1))
+    return a.reshape(*a.shape[:-2], (h + ph) // f, f, (w + pw) // f, f).sum(axis=-1).sum(axis=-2)
 
 
-def _upsample(a: np.ndarray, shape: tuple) -> np.ndarray:
-    """Bilinear resize of each channel of a (C, h, w) float array to ``shape`` (PIL, pixel-centre aligned)."""
+def resize_channels(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """Bilinear resize of each channel of a (C, h, w) float array to ``shape`` = (H, W) (PIL, pixel-centre
+    aligned, antialiased when shrinking)."""
     out = np.empty((a.shape[0],) + tuple(shape), np.float32)
     for k, ch in enumerate(a):
         out[k] = np.asarray(Image.fromarray(np.ascontiguousarray(ch, np.float32)).resize(
             (shape[1], shape[0]), Image.BILINEAR))
     return out
+
+
+def window_max(a: np.ndarray, size: int) -> np.ndarray:
+    """Maximum over a ``size`` x ``size`` window centred on each pixel of a 2-D array (edges replicated),
+    by window doubling: a few vectorised maxima instead of a per-pixel scan."""
+    return _window_reduce(_window_reduce(a, size, 0, np.maximum), size, 1, np.maximum)
+
+
+def window_min(a: np.ndarray, size: int) -> np.ndarray:
+    """Minimum over a ``size`` x ``size`` window centred on each pixel (see :func:`window_max`)."""
+    return _window_reduce(_window_reduce(a, size, 0, np.minimum), size, 1, np.minimum)
+
+
+def _window_reduce(a: np.ndarray, size: int, axis: int, op) -> np.ndarray:
+    if size <= 1:
+        return a
+    lo = size // 2  # scipy.ndimage's centring for even sizes
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (lo, size - 1 - lo)
+    b = np.pad(a, pad, mode="edge")
+    n = a.shape[axis]
+    span = 1
+    while span * 2 <= size:  # b[i] = op over b[i : i + span]
+        m = b.shape[axis] - span
+        sl_a = [slice(None)] * 2
+        sl_b = [slice(None)] * 2
+        sl_a[axis], sl_b[axis] = slice(0, m), slice(span, span + m)
+        b = op(b[tuple(sl_a)], b[tuple(sl_b)])
+        span *= 2
+    rest = size - span  # combine two overlapping windows of length span
+    sl_a = [slice(None)] * 2
+    sl_b = [slice(None)] * 2
+    sl_a[axis], sl_b[axis] = slice(0, n), slice(rest, rest + n)
+    return op(b[tuple(sl_a)], b[tuple(sl_b)])
 
 
 def fill_holes(image: np.ndarray, valid: np.ndarray, factor: int = 4) -> np.ndarray:
@@ -122,5 +157,5 @@ def fill_holes(image: np.ndarray, valid: np.ndarray, factor: int = 4) -> np.ndar
         conf = np.minimum(w_l, 1.0)
         est = c_l / np.maximum(w_l, 1e-6) * conf + up * (1.0 - conf)
     h, wd = image.shape[-2:]
-    full = _upsample(est, (est.shape[-2] * factor, est.shape[-1] * factor))[:, :h, :wd]
+    full = resize_channels(est, (est.shape[-2] * factor, est.shape[-1] * factor))[:, :h, :wd]
     return np.where(valid, image, full).astype(np.float32)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from .lens import window_max, window_min
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def edge_maps(y: np.ndarray, window: int = 7) -> tuple[np.ndarray, np.ndarray]:
     np.maximum(step[:, :-1], dx, out=step[:, :-1])
     np.maximum(step[1:], dy, out=step[1:])
     np.maximum(step[:-1], dy, out=step[:-1])
-    contrast = ndimage.maximum_filter(y, window) - ndimage.minimum_filter(y, window)
+    contrast = window_max(y, window) - window_min(y, window)
     ratio = step / np.maximum(contrast, 1e-6)
     return ratio, contrast
 

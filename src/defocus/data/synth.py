@@ -39,7 +39,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from .files import list_images, pair_by_stem
-from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, srgb_to_linear
+from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, resize_channels, srgb_to_linear, window_max
 from .masks import in_focus_to_pil
 from .sharpness import SharpnessTest, edge_maps, luma, region_is_sharp, region_is_sharp_everywhere
 
@@ -68,7 +68,8 @@ class SynthConfig:
     disk. Sensor: ``noise_prob``, ``noise_shot`` (min, max; log-uniform) signal-dependent variance factor and
     ``noise_read`` (min, max) std, both in linear light; ``jpeg_prob``, ``jpeg_quality`` (min, max).
     Verification: ``sharpness`` (the test), ``verify_subject`` (the object must pass it to be labelled in focus;
-    otherwise the sample is rendered fully defocused)."""
+    otherwise the sample is rendered fully defocused). ``mask_min_area``: mask specks and pin-holes smaller
+    than this (pixels of the rendered frame) are removed first."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -90,8 +91,8 @@ class SynthConfig:
     highlight_threshold: float = 0.75
     highlight_gain: tuple = (1.5, 6.0)
     bokeh_prob: float = 0.3
-    bokeh_points: tuple = (3, 30)
-    bokeh_strength: tuple = (0.2, 1.0)
+    bokeh_points: tuple = (3, 25)
+    bokeh_strength: tuple = (0.1, 0.8)
     noise_prob: float = 0.8
     noise_shot: tuple = (1e-5, 2e-3)
     noise_read: tuple = (0.0, 0.002)
@@ -99,6 +100,7 @@ class SynthConfig:
     jpeg_quality: tuple = (60, 95)
     sharpness: SharpnessTest = field(default_factory=SharpnessTest)
     verify_subject: bool = True
+    mask_min_area: int = 100
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -150,6 +152,28 @@ def _frame(image: Image.Image, mask: Image.Image, rng, cfg: SynthConfig) -> tupl
     return np.asarray(img), alpha
 
 
+def _clean_mask(alpha: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop foreground specks and fill pin-holes smaller than ``min_area`` pixels (matting artefacts that
+    would otherwise show the blurred background through a sharp subject)."""
+    if min_area <= 0:
+        return alpha
+    fg = alpha >= 0.5
+    alpha = alpha.copy()
+    for value, region in ((0.0, fg), (1.0, ~fg)):
+        lab, n = ndimage.label(region)
+        if n <= 1:
+            continue
+        area = np.bincount(lab.ravel())
+        small = area < min_area
+        small[0] = False
+        if value == 1.0:  # a background region touching the frame is not a hole
+            edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+            small[edge] = False
+        if small.any():
+            alpha[small[lab]] = value
+    return alpha
+
+
 def _choose_case(rng, cfg: SynthConfig, sharp_background_ok: bool, checks: Callable) -> tuple[str, str]:
     """Draw the scene case, then fall back to what the source supports: (case drawn, case rendered)."""
     drawn = CASES[int(rng.choice(4, p=cfg.case_probs()))]
@@ -189,12 +213,15 @@ def _boost_highlights(lin: np.ndarray, rng, cfg: SynthConfig) -> np.ndarray:
 
 
 def _add_point_lights(layer: np.ndarray, where: np.ndarray, radius_at: Callable, rng, cfg: SynthConfig) -> None:
-    """Add point lights (future bokeh disks) at random pixels of ``where``, in place."""
+    """Add point lights (future bokeh disks) in place, at pixels of ``where`` drawn with a preference for
+    bright ones (where real lights and specular glints are)."""
     ys, xs = np.nonzero(where)
     if len(ys) == 0:
         return
     n = int(rng.integers(cfg.bokeh_points[0], cfg.bokeh_points[1] + 1))
-    idx = rng.integers(0, len(ys), n)
+    lum = layer[1, ys, xs] + 0.02
+    p = lum * lum
+    idx = rng.choice(len(ys), size=n, p=p / p.sum())
     tint = rng.uniform(0.55, 1.0, (n, 3))
     tint[np.arange(n), rng.integers(0, 3, n)] = 1.0
     for k in range(n):
@@ -206,8 +233,10 @@ def _add_point_lights(layer: np.ndarray, where: np.ndarray, radius_at: Callable,
 def _blur_background(bg: np.ndarray, r_near: float, r_far: float, t: Optional[np.ndarray], levels: int) -> np.ndarray:
     """Blur the background by a per-pixel radius r_near + (r_far - r_near) * t, interpolating between exact
     disk blurs at a few radii (one shared forward FFT)."""
-    if t is None or r_far - r_near < 0.5 or levels < 2:
+    span = r_far - r_near
+    if t is None or span < 0.5 or levels < 2:
         return disk_blur(bg, r_far)
+    levels = min(levels, 2 if span < 3.0 else levels)
     radii = np.linspace(r_near, r_far, levels)
     blur = DiskBlur(bg, r_far)
     u = t * (levels - 1)
@@ -243,6 +272,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
     msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
     img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
+    a_fg = _clean_mask(a_fg, cfg.mask_min_area)
     fg = a_fg >= 0.5
 
     cache: dict = {}
@@ -253,9 +283,9 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
         ratio, contrast = cache["maps"]
         if what not in cache:
             if what == "subject":
-                cache[what] = region_is_sharp(ratio, contrast, ndimage.binary_dilation(fg, iterations=2), cfg.sharpness)
+                cache[what] = region_is_sharp(ratio, contrast, window_max(fg, 5), cfg.sharpness)
             elif what == "background":
-                bg = ~ndimage.binary_dilation(fg, iterations=4)
+                bg = ~window_max(fg, 9)
                 cache[what] = region_is_sharp_everywhere(ratio, contrast, bg, cfg.sharpness)
             else:
                 cache[what] = region_is_sharp_everywhere(ratio, contrast, np.ones_like(fg), cfg.sharpness) \
@@ -277,7 +307,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
 
     lin = srgb_to_linear(img)
     # background: extend it behind the object from background pixels only, then blur
-    valid_bg = ~ndimage.binary_dilation(a_fg > 0.02, iterations=1)
+    valid_bg = ~window_max(a_fg > 0.02, 3)
     bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
     if bg_blurred:
         bg = _boost_highlights(bg, rng, cfg)
@@ -294,13 +324,13 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     s_bg = float(max(r_far, r_near) < cfg.focus_threshold)
     sharp_weight = alpha * s_fg + (1.0 - alpha) * s_bg
 
-    shot, read = _add_noise(out, rng, cfg)
-    out_u8 = linear_to_srgb(out)
     h, w = fg.shape
     side = cfg.size
-    if side is not None and (h, w) != (side, side):
-        out_u8 = np.asarray(Image.fromarray(out_u8).resize((side, side), Image.BILINEAR))
-        sharp_weight = np.asarray(Image.fromarray(sharp_weight.astype(np.float32)).resize((side, side), Image.BILINEAR))
+    if side is not None and (h, w) != (side, side):  # squash to the output in linear light
+        out = resize_channels(out, (side, side))
+        sharp_weight = resize_channels(sharp_weight[None].astype(np.float32), (side, side))[0]
+    shot, read = _add_noise(out, rng, cfg)
+    out_u8 = linear_to_srgb(out)
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))

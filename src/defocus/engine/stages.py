@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
@@ -55,6 +56,16 @@ def to_unit_range(images: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     return images * s + m
+
+
+def backbone_features(model: nn.Module, x: torch.Tensor) -> list:
+    """Raw backbone features of a DFFNet, deepest first, exactly as its ``forward`` returns them (same input
+    padding) without running the decoder, whose output the defocus teacher would discard."""
+    s = model.stride
+    ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return model.backbone(x)[::-1]
 
 
 def set_teacher_mode(teacher: nn.Module, mode: str) -> nn.Module:
@@ -158,7 +169,7 @@ class Stage2:
                 m = torch.tensor(self.t_mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
                 s = torch.tensor(self.t_std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
                 t_in = (x01 - m) / s
-            f_dbd = self.dbd_teacher(t_in)[1]
+            f_dbd = backbone_features(self.dbd_teacher, t_in)
             f_dep, _ = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=False)
         return [f.detach() for f in f_dbd], [f.detach() for f in f_dep]
 

@@ -267,6 +267,11 @@ class Trainer:
                         break
                 if finished_epoch:
                     self._end_epoch()
+            if window:   # the steps since the last logged row
+                row = self._log_row(window, time.monotonic() - window_t)
+                if csv is not None:
+                    csv.write(row)
+                tb.write(row, self.step)
         finally:
             bar.close()
             tb.close()

@@ -79,12 +79,23 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     cfg.pop("std", None)
     sd = load_file(str(path))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
-    # Built without storage (skips the random initialisation), then the file's tensors become the weights.
-    with torch.device("meta"):
-        model = create_model(name, backbone=backbone, pretrained=False, **cfg)
-    model.load_state_dict(sd, strict=True, assign=True)
-    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
-        # a backbone with buffers outside the state dict: build it normally
+    model = _build_without_storage(name, backbone, cfg)
+    if model is not None:
+        # the file's tensors become the weights (no random initialisation to overwrite)
+        model.load_state_dict(sd, strict=True, assign=True)
+        if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+            model = None  # a backbone with buffers outside the state dict
+    if model is None:
         model = create_model(name, backbone=backbone, pretrained=False, **cfg)
         model.load_state_dict(sd, strict=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _build_without_storage(name: str, backbone: str, cfg: dict):
+    """The model on the ``meta`` device (no memory, no initialisation), or None where a backbone's constructor
+    needs real values (e.g. reads a tensor with ``.tolist()``)."""
+    try:
+        with torch.device("meta"):
+            return create_model(name, backbone=backbone, pretrained=False, **cfg)
+    except (RuntimeError, NotImplementedError):
+        return None

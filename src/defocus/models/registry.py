@@ -48,8 +48,8 @@ def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=F
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
-    _, dec_kwargs, use_rfb, default_backbone = _MODELS[name]
-    backbone = backbone or default_backbone
+    _, dec_kwargs, use_rfb, paper_backbone = _MODELS[name]
+    backbone = backbone or paper_backbone
     bb = create_backbone(backbone, pretrained)
     if dec_kwargs is None:
         if kwargs:

@@ -1,0 +1,199 @@
+"""HiFST blur maps (Golestaneh & Karam, "Spatially-varying blur detection based on multiscale fused and sorted
+transform coefficients of gradient magnitudes", CVPR 2017).
+
+Pipeline (paper Sec. 2):
+
+1. gradient magnitude G of the gray image;
+2. for every patch size M_r = 2^(2+r) - 1 (7, 15, 31, 63), the 2-D DCT of the M_r x M_r patch of G centred on a
+   pixel, keeping the high-frequency coefficients (row + column index >= M_r - 1: (M_r^2 + M_r) / 2 of them);
+3. fusion and sorting: the absolute high-frequency coefficients of all scales at a pixel are pooled and sorted in
+   increasing order; the t-th sorted value over the image forms layer L_t;
+4. each layer is normalised to [0, 1] over the image and the first sum_r M_r layers are max-pooled into D;
+5. D is weighted by the local entropy of the image and smoothed with an edge-preserving filter.
+
+Deviations (named parameters, see ``docs/classical.md``): step 2 is evaluated on a grid whose step grows with the
+patch size (``strides``, default (M_r + 1) / 8: every pixel for 7x7 patches, every 8th for 63x63) and the sorted
+coefficient vectors are bilinearly interpolated to the fusion grid (``fusion_stride``, default 2; an interpolation
+of sorted vectors stays sorted), D is bilinearly upsampled to full size; step 5 uses a guided filter instead of the
+domain-transform filter. ``strides=(1, 1, 1, 1), fusion_stride=1`` computes every pixel exactly (slow).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from functools import lru_cache
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
+
+from ._filters import box_mean, guided_filter, guided_upsample, resize
+from ._image import to_gray
+
+logger = logging.getLogger(__name__)
+
+#: Patch sizes M_r = 2^(2+r) - 1, r = 1..4.
+PAPER_PATCH_SIZES = (7, 15, 31, 63)
+#: Side of the neighbourhood of the local entropy weighting.
+ENTROPY_WINDOW = 7
+
+# Upper bound on the floats of one batch of patches (memory of the DCT step).
+_BATCH_FLOATS = 1 << 22
+
+
+@lru_cache(maxsize=16)
+def _dct_matrix(m: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix: row k is the k-th cosine basis vector of length m."""
+    n = np.arange(m)
+    mat = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * m)) * math.sqrt(2.0 / m)
+    mat[0] /= math.sqrt(2.0)
+    return mat.astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _high_frequency_index(m: int) -> np.ndarray:
+    """Flat indices of the coefficients (u, v) of an m x m DCT with u + v >= m - 1."""
+    u, v = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    return np.flatnonzero((u + v).ravel() >= m - 1)
+
+
+def _grid(n: int, stride: int) -> np.ndarray:
+    return np.arange(0, n, stride)
+
+
+def sorted_high_frequency(grad: np.ndarray, patch: int, stride: int = 1, keep: int | None = None) -> np.ndarray:
+    """Sorted absolute high-frequency DCT coefficients of the ``patch`` x ``patch`` neighbourhoods of ``grad``
+    (odd ``patch``; mirrored borders) centred on the grid points (every ``stride``-th row and column, from 0).
+
+    Returns float32 (len(rows), len(cols), k): the ``keep`` smallest of the (patch^2 + patch) / 2 values (all of
+    them when ``keep`` is None), in increasing order.
+    """
+    h, w = grad.shape
+    r = patch // 2
+    padded = np.pad(grad.astype(np.float32), r, mode="symmetric")
+    windows = sliding_window_view(padded, (patch, patch))  # (h, w, patch, patch) view, centred on each pixel
+    ys, xs = _grid(h, stride), _grid(w, stride)
+    dct = _dct_matrix(patch)
+    index = _high_frequency_index(patch)
+    k = index.size if keep is None else min(int(keep), index.size)
+    out = np.empty((ys.size, xs.size, k), dtype=np.float32)
+    rows_per_batch = max(1, _BATCH_FLOATS // (xs.size * patch * patch))
+    for start in range(0, ys.size, rows_per_batch):
+        y_batch = ys[start:start + rows_per_batch]
+        p = windows[y_batch[:, None], xs[None, :]].reshape(-1, patch, patch)
+        n = p.shape[0]
+        # C = D P D^T with two large matrix products; the second yields C^T, whose high-frequency set is the same
+        # (the condition u + v >= patch - 1 is symmetric).
+        half = (p.reshape(n * patch, patch) @ dct.T).reshape(n, patch, patch)
+        coeffs = np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(n * patch, patch) @ dct.T
+        high = np.abs(coeffs.reshape(n, patch * patch)[:, index])
+        if k < high.shape[1]:
+            high = np.partition(high, k - 1, axis=1)[:, :k]
+        high.sort(axis=1)
+        out[start:start + y_batch.size] = high.reshape(y_batch.size, xs.size, k)
+    return out
+
+
+def _interp_axis(arr: np.ndarray, src_stride: int, dst_stride: int, n_dst: int, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` from samples at multiples of ``src_stride`` to ``n_dst`` samples at
+    multiples of ``dst_stride`` (clamped beyond the last sample)."""
+    n_src = arr.shape[axis]
+    if src_stride == dst_stride and n_src == n_dst:
+        return arr
+    pos = np.arange(n_dst) * (dst_stride / src_stride)
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    wgt = np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
+    shape = [1] * arr.ndim
+    shape[axis] = n_dst
+    wgt = wgt.reshape(shape)
+    return np.take(arr, i0, axis=axis) * (1 - wgt) + np.take(arr, i1, axis=axis) * wgt
+
+
+def local_entropy(gray: np.ndarray, window: int = ENTROPY_WINDOW, bins: int = 32) -> np.ndarray:
+    """Shannon entropy (bits) of the gray-level histogram in the ``window`` x ``window`` neighbourhood of each
+    pixel (clipped at the border); gray levels are the image min-max normalised and quantised to ``bins`` levels.
+    Returns float32 HxW."""
+    g = gray.astype(np.float32)
+    lo, hi = float(g.min()), float(g.max())
+    if hi <= lo:
+        return np.zeros(g.shape, dtype=np.float32)
+    q = np.minimum(((g - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    ent = np.zeros(g.shape, dtype=np.float64)
+    for b in np.unique(q):
+        p = box_mean((q == b).astype(np.float32), window // 2)
+        ent -= p * np.log2(np.where(p > 0, p, 1.0))
+    return ent.astype(np.float32)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo <= 1e-12:
+        return np.zeros_like(x, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = None, strides=None,
+              fusion_stride: int = 2, entropy_window: int = ENTROPY_WINDOW, entropy_bins: int = 32,
+              smooth_radius: int | None = None, smooth_eps: float = 1e-2,
+              work_pixels: int | None = 4_000_000) -> np.ndarray:
+    """HiFST sharpness map (1 = in focus), float32 HxW in [0, 1], same size as ``image``.
+
+    Parameters
+    ----------
+    image: HxWx3 (RGB) or HxW array, uint8 or float in [0, 1].
+    patch_sizes: odd DCT patch sizes M_r (paper: 7, 15, 31, 63).
+    n_layers: number of smallest sorted coefficients max-pooled (paper: sum of the patch sizes, 116).
+    strides: grid step of the DCT of each scale (default (M_r + 1) // 8, at least 1).
+    fusion_stride: grid step at which the scales are fused, sorted and max-pooled.
+    entropy_window, entropy_bins: neighbourhood and gray-level quantisation of the local entropy weighting.
+    smooth_radius, smooth_eps: guided filter of the final smoothing (radius default: longer side / 64, >= 2).
+    work_pixels: larger images are processed shrunk to this many pixels (memory: about 250 bytes per processed
+        pixel) and the map is brought back with a guided upsampling; ``None`` never shrinks.
+    """
+    patch_sizes = tuple(int(m) for m in patch_sizes)
+    if any(m < 1 or m % 2 == 0 for m in patch_sizes):
+        raise ValueError(f"HiFST patch sizes must be odd positive sizes, got {patch_sizes}")
+    strides = tuple(max(1, (m + 1) // 8) for m in patch_sizes) if strides is None else tuple(int(s) for s in strides)
+    if len(strides) != len(patch_sizes) or min(strides) < 1:
+        raise ValueError(f"need one positive stride per patch size, got {strides}")
+    n_layers = sum(patch_sizes) if n_layers is None else int(n_layers)
+    gray_full = to_gray(image)
+    h_full, w_full = gray_full.shape
+    gray = gray_full
+    if work_pixels and h_full * w_full > work_pixels:
+        scale = math.sqrt(work_pixels / (h_full * w_full))
+        gray = resize(gray_full, (max(1, round(h_full * scale)), max(1, round(w_full * scale))))
+        logger.debug("HiFST on a %dx%d copy of the %dx%d image", gray.shape[0], gray.shape[1], h_full, w_full)
+    h, w = gray.shape
+    grad = np.hypot(ndimage.sobel(gray, axis=1, mode="nearest"), ndimage.sobel(gray, axis=0, mode="nearest"))
+
+    fs = max(1, int(fusion_stride))
+    gh, gw = _grid(h, fs).size, _grid(w, fs).size
+    pooled = []
+    for m, s in zip(patch_sizes, strides):
+        coeffs = sorted_high_frequency(grad, m, s, keep=n_layers)
+        coeffs = _interp_axis(coeffs, s, fs, gh, axis=0)
+        pooled.append(_interp_axis(coeffs, s, fs, gw, axis=1))
+    fused = np.concatenate(pooled, axis=2)
+    del pooled
+    t = min(n_layers, fused.shape[2])
+    if t < fused.shape[2]:
+        fused = np.partition(fused, t - 1, axis=2)[:, :, :t]
+    fused.sort(axis=2)
+    lo = fused.min(axis=(0, 1))
+    span = fused.max(axis=(0, 1)) - lo
+    span[span <= 1e-12] = np.inf  # a constant layer carries no information: it normalises to 0
+    fused -= lo
+    fused /= span
+    blur_free = fused.max(axis=2)  # max-pooling over the normalised layers
+    del fused
+    if (gh, gw) != (h, w):
+        blur_free = resize(blur_free, (h, w))
+
+    weighted = blur_free * _normalise(local_entropy(gray, entropy_window, entropy_bins))
+    radius = max(2, round(max(h, w) / 64)) if smooth_radius is None else int(smooth_radius)
+    smooth = guided_filter(gray, weighted, radius, smooth_eps)
+    if (h, w) != (h_full, w_full):
+        smooth = guided_upsample(gray_full, smooth, 1, 1e-3)
+    return _normalise(smooth)

@@ -1,0 +1,72 @@
+"""`defocus predict`: in-focus maps, masks and overlays for image files, folders, globs or lists."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``predict`` command."""
+
+    @app.command("predict")
+    def predict_cmd(
+        inputs: List[str] = typer.Argument(..., metavar="INPUT...",
+                                           help="Image files, folders, glob patterns, or .txt files listing them."),
+        out: str = typer.Option("outputs", "--output", "-o", help="Output folder."),
+        model: str = typer.Option("default", "--model", "-m",
+                                  help="'default' (bundled weights), a checkpoint (.safetensors, authors' .pth, "
+                                       ".onnx), or a registry NAME[:BACKBONE] (random weights: speed tests only)."),
+        method: Optional[str] = typer.Option(None, "--method", help="Training-free baseline instead of a network: "
+                                             "lbp or hifst."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        size: int = typer.Option(320, "--size", min=1, help="Network input size (the paper's 320)."),
+        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+                                        help="Mask threshold on the in-focus probability."),
+        save: str = typer.Option("prob,mask,overlay", "--save", help="Outputs to write: any of prob,mask,overlay."),
+        backend: str = typer.Option("torch", "--backend", help="torch or onnx (ONNX Runtime)."),
+        batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+        keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
+                                         "instead of the paper's square resize."),
+        recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+        as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+        upsample: str = typer.Option("bilinear", "--upsample", help="Resizing of the map back to the image size: "
+                                     "bilinear, or nearest (the paper's)."),
+        fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode JPEGs at a reduced DCT scale "
+                                         "(>= 2x the input size): faster on large photos, nearly identical maps."),
+        max_pixels: int = typer.Option(90_000_000, "--max-pixels", min=0, help="Refuse larger images (guard "
+                                       "against decompression bombs); 0 disables the limit."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 on CUDA."),
+        compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+        workers: int = typer.Option(2, "--workers", min=1, help="Decoding / writing threads."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ):
+        """Predict which parts of each image are in focus. Writes OUT/<stem>_prob.png (255 = in focus),
+        <stem>_mask.png, <stem>_overlay.jpg and OUT/summary.json. Exit status 1 if any input failed."""
+        import json
+        import sys
+
+        from tqdm import tqdm
+
+        from ..inference import Predictor, predict_files
+
+        def report(path, reason):
+            tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+
+        try:
+            predictor = Predictor(model=model, device=device, size=size, backend=backend, method=method,
+                                  keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
+                                  max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
+                                  precision=precision, compile=compile_model, workers=workers)
+            summary = predict_files(predictor, inputs, out, save=save, recursive=recursive, progress=progress,
+                                    on_error=report)
+        except (ValueError, OSError, ImportError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        ok = summary["n_images"] - summary["failed"]
+        typer.echo(f"{ok} image(s) done, {summary['failed']} failed; outputs in {summary['out_dir']} "
+                   f"(model: {predictor.info})", err=True)
+        if summary["failed"] or not summary["n_images"]:
+            raise typer.Exit(1)

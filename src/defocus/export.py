@@ -1,0 +1,170 @@
+"""ONNX export of defocus networks, with a parity check against PyTorch, and ONNX Runtime sessions.
+
+The exported graph maps a normalised image batch ``image`` (N x 3 x H x W, float32; N, H and W dynamic) to the
+final ``logit`` (N x 1 x H x W; ``sigmoid`` gives the in-focus probability). Like the PyTorch model, it pads
+H and W to a multiple of the backbone stride (replicate, bottom/right) and crops the logit back, so any size
+works. The model's config (name, backbone, mean, std) is stored in the file's metadata, which is how
+``Predictor(model="model.onnx")`` knows the normalisation.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import imageio
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+CONFIG_KEY = "defocus_config"
+INPUT_NAME, OUTPUT_NAME = "image", "logit"
+#: (batch, height, width) of the random inputs of the parity check: square, odd-sized and batched.
+CHECK_SHAPES = ((1, 320, 320), (2, 256, 384), (1, 200, 296))
+
+
+class ExportGraph(nn.Module):
+    """``image -> logit`` for export: pads to a multiple of the stride, runs the network, crops the logit."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.stride = int(getattr(net, "stride", 32))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2], image.shape[-1]
+        s = self.stride
+        x = F.pad(image, (0, (s - w % s) % s, 0, (s - h % s) % s), mode="replicate")
+        return self.net(x)[0][..., :h, :w]
+
+
+def _prepare(net: nn.Module, fuse: bool) -> nn.Module:
+    import copy
+
+    from .models.fuse import fuse_conv_bn
+
+    net = copy.deepcopy(net).float().cpu().eval()
+    return fuse_conv_bn(net, inplace=True) if fuse else net
+
+
+def _metadata(net: nn.Module) -> dict:
+    cfg = dict(getattr(net, "config", {}) or {})
+    return {CONFIG_KEY: json.dumps(cfg), "output": "logit: sigmoid(logit) = in-focus probability (1 = in focus)"}
+
+
+def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True, size: int = 320) -> bytes:
+    """Export ``net`` (a defocus network) to an in-memory ONNX model with dynamic batch, height and width.
+
+    ``fuse`` folds conv + BN first; ``size`` is the side of the example input used for tracing.
+    """
+    import onnx
+
+    graph = ExportGraph(_prepare(net, fuse)).eval()
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic (exercised by the parity check)
+        torch.onnx.export(graph, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
+    model = onnx.load_from_string(buf.getvalue())
+    for k, v in _metadata(net).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "defocus"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_session(model, device=torch.device("cpu"), threads: int | None = None):
+    """An ONNX Runtime session for a file path or serialized bytes; CUDA when ``device`` is CUDA and the
+    installed onnxruntime provides it. ``threads`` defaults to PyTorch's intra-op thread count."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("the ONNX backend needs onnxruntime: pip install 'defocus[onnx]'") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    if isinstance(model, (str, Path)):
+        model = str(model)
+    return ort.InferenceSession(model, sess_options=opts, providers=providers)
+
+
+def read_onnx_config(session) -> dict:
+    """The defocus model config stored in an exported file's metadata (via an ONNX Runtime session)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if CONFIG_KEY not in meta:
+        raise ValueError("this ONNX file was not exported by defocus (no model config in its metadata)")
+    return json.loads(meta[CONFIG_KEY])
+
+
+def _torch_logits(net: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return net(torch.from_numpy(x))[0].numpy()
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHECK_SHAPES, seed: int = 0) -> dict:
+    """Compare ONNX Runtime on ``model`` (path or bytes) with the unfused PyTorch ``net`` in float32.
+
+    Inputs: random normalised batches of ``shapes`` and the real ``images`` (paths, preprocessed as the
+    Predictor does: squashed to ``size``). Returns ``{"cases": [...], "max_abs_diff_prob", "max_abs_diff_logit"}``
+    (each case: its name, shape and the two differences).
+    """
+    net = net.float().cpu().eval()
+    session = onnx_session(model, torch.device("cpu"))
+    cfg = getattr(net, "config", {}) or {}
+    mean = np.asarray(cfg.get("mean", (0.5, 0.5, 0.5)), np.float32)
+    std = np.asarray(cfg.get("std", (0.5, 0.5, 0.5)), np.float32)
+    rng = np.random.default_rng(seed)
+    cases = [(f"random {n}x3x{h}x{w}", rng.standard_normal((n, 3, h, w)).astype(np.float32)) for n, h, w in shapes]
+    from PIL import Image
+
+    for p in images:
+        rgb, _ = imageio.decode_rgb(p)
+        a = np.asarray(rgb.resize((size, size), Image.BILINEAR), np.float32) / 255.0
+        cases.append((f"image {Path(p).name}", ((a - mean) / std).transpose(2, 0, 1)[None].copy()))
+    out = []
+    for name, x in cases:
+        ref = _torch_logits(net, x)
+        got = session.run(None, {INPUT_NAME: x})[0]
+        if got.shape != ref.shape:
+            raise AssertionError(f"{name}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+        out.append({"case": name, "shape": list(x.shape),
+                    "max_abs_diff_logit": float(np.abs(got - ref).max()),
+                    "max_abs_diff_prob": float(np.abs(_sigmoid(got) - _sigmoid(ref)).max())})
+    return {"cases": out,
+            "max_abs_diff_prob": max(c["max_abs_diff_prob"] for c in out),
+            "max_abs_diff_logit": max(c["max_abs_diff_logit"] for c in out)}
+
+
+def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = True, check: bool = True,
+                check_images=(), tolerance: float = 1e-4) -> dict:
+    """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
+    model (see :func:`validate_onnx`). Raises ``AssertionError`` when the probability difference exceeds
+    ``tolerance``, leaving no file behind. Returns the validation report (empty without ``check``)."""
+    data = export_onnx_bytes(net, opset=opset, fuse=fuse)
+    report: dict = {}
+    if check:
+        report = validate_onnx(net, data, images=check_images)
+        if report["max_abs_diff_prob"] > tolerance:
+            raise AssertionError(f"ONNX output differs from PyTorch by {report['max_abs_diff_prob']:.3g} "
+                                 f"(> {tolerance:g}); not written")
+    imageio.write_bytes_atomic(data, path)
+    report["path"] = str(path)
+    report["bytes"] = len(data)
+    return report
