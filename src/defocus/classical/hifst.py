@@ -193,7 +193,8 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
 
     weighted = blur_free * _normalise(local_entropy(gray, entropy_window, entropy_bins))
     radius = max(2, round(max(h, w) / 64)) if smooth_radius is None else int(smooth_radius)
-    smooth = guided_filter(gray, weighted, radius, smooth_eps)
+    # the guide is min-max normalised so that smooth_eps does not depend on the image contrast
+    smooth = guided_filter(_normalise(gray), weighted, radius, smooth_eps)
     if (h, w) != (h_full, w_full):
-        smooth = guided_upsample(gray_full, smooth, 1, 1e-3)
+        smooth = guided_upsample(_normalise(gray_full), smooth, 1, 1e-3)
     return _normalise(smooth)

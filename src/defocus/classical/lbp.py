@@ -14,7 +14,7 @@ Pipeline (paper Sec. III-IV):
 5. segmentation: the sharpness map thresholded at T_seg, :func:`lbp_segment`.
 
 Deviations (named parameters, see ``docs/classical.md``): steps 3-4 run at a reduced resolution (at most
-``work_pixels`` pixels, 40 000 by default) and the result is brought back to full size with a guided upsampling
+``work_pixels`` pixels, 20 000 by default) and the result is brought back to full size with a guided upsampling
 (the matting model itself: alpha locally linear in the image); the inference uses a continuous primal-dual solver
 instead of discrete loopy belief propagation.
 """
@@ -122,7 +122,7 @@ def _work_size(h: int, w: int, work_pixels: int | None) -> tuple[int, int]:
 
 def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESHOLD, t_m1: float = PAPER_T_M1,
             t_m2: float = PAPER_T_M2, beta: float = PAPER_BETA, refine: bool = True, n_iter: int = 100,
-            work_pixels: int | None = 40_000, upsample_radius: int = 1, upsample_eps: float = 1e-3) -> np.ndarray:
+            work_pixels: int | None = 20_000, upsample_radius: int = 1, upsample_eps: float = 1e-3) -> np.ndarray:
     """Sharpness map of the LBP method (1 = in focus), float32 HxW in [0, 1], same size as ``image``.
 
     Parameters

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -115,6 +115,19 @@ class SynthConfig:
         """The scene-case probabilities (near, far, wide, full), normalised."""
         p = np.array([self.p_near, self.p_far, self.p_wide, self.p_full], np.float64)
         return p / p.sum() if p.sum() > 0 else p
+
+
+def config_from_dict(values: dict) -> SynthConfig:
+    """A :class:`SynthConfig` from plain values (e.g. parsed YAML): lists become tuples, ``sharpness`` may be a
+    dict of :class:`~defocus.data.sharpness.SharpnessTest` fields; unknown keys raise ``ValueError``."""
+    known = {f.name for f in fields(SynthConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown SynthConfig fields: {', '.join(sorted(unknown))}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if isinstance(kw.get("sharpness"), dict):
+        kw["sharpness"] = SharpnessTest(**kw["sharpness"])
+    return SynthConfig(**kw)
 
 
 def _loguniform(rng, lo: float, hi: float) -> float:

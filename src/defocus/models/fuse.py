@@ -134,7 +134,9 @@ def fuse_conv_bn(model: nn.Module, example: torch.Tensor | None = None, inplace:
         raise ValueError("fuse_conv_bn needs a model in eval mode (call model.eval() first)")
     if not inplace:
         model = copy.deepcopy(model)
-    param = next(model.parameters())
+    param = next(model.parameters(), None)
+    if param is None:
+        return model
     if example is None:
         example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(param)
     pairs = find_conv_bn_pairs(model, example)

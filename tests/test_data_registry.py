@@ -1,0 +1,221 @@
+"""Dataset registry, mask polarity, torch datasets and paired transforms."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from defocus.data import (DataError, DBDDataset, Pair, build_dataset, drop_mismatched_sizes, list_datasets,
+                          load_pairs, read_mask, split_stems)
+from defocus.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairedResize, eval_transform, train_transform
+
+REQUIRED = ["cuhk-tr1", "cuhk-te1", "dut-tr", "dut-te", "ctcug", "ebd", "ebd1305", "ebd300", "cuhk-tr1+dut-tr",
+            "cuhk2-tr", "cuhk2-te", "folder"]
+
+
+def _mask_img(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def _write_pair(img_dir, mask_dir, stem, mask: np.ndarray, ext=".jpg", colour=(90, 120, 150)):
+    img_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    h, w = mask.shape
+    Image.new("RGB", (w, h), colour).save(img_dir / f"{stem}{ext}")
+    _mask_img(mask).save(mask_dir / f"{stem}.png")
+
+
+@pytest.fixture
+def mini_root(tmp_path):
+    """A data root in the registry layout: CUHK (white = blur) with two TE-1 stems and one TR-1 stem, DUT
+    train/test (white = in focus), EBD with 4 images. Every mask's left half is in focus."""
+    left = np.zeros((12, 16), np.uint8)
+    left[:, :8] = 255  # white on the left
+    te = split_stems("TE-1.txt")[:2]
+    tr = split_stems("TR-1.txt")[:1]
+    for stem in te + tr:  # CUHK raw polarity: white = blur, so the in-focus left half is black
+        _write_pair(tmp_path / "CUHK/images", tmp_path / "CUHK/masks", stem, 255 - left,
+                    ext=".JPG" if stem == te[0] else ".jpg")
+    for part in ("train", "test"):
+        for k in range(2):
+            _write_pair(tmp_path / f"DUT/{part}/images", tmp_path / f"DUT/{part}/masks", f"{part}{k}", left)
+    for k in range(4):
+        _write_pair(tmp_path / "EBD/images", tmp_path / "EBD/masks", f"{k:04d}", left)
+    return tmp_path
+
+
+def test_registry_names_and_shipped_splits():
+    names = list_datasets()
+    for n in REQUIRED:
+        assert n in names
+    te, tr = split_stems("TE-1.txt"), split_stems("TR-1.txt")
+    assert len(te) == 100 and len(tr) == 604 and not set(te) & set(tr)
+
+
+def test_shipped_te1_split_matches_shared(shared_dir):
+    shared = (shared_dir / "data/CUHK/splits/TE-1.txt").read_text().split()
+    assert split_stems("TE-1.txt") == [s.strip() for s in shared]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1", "I;16"])
+def test_read_mask_modes_and_polarity(tmp_path, mode):
+    arr = np.zeros((6, 10), np.uint8)
+    arr[:, 3:] = 255
+    arr[0, 0] = 127  # below the 128 threshold
+    arr[0, 1] = 128  # at the threshold: white
+    im = _mask_img(arr)
+    if mode == "I;16":
+        im = Image.fromarray(arr.astype(np.uint16) * 257)
+    elif mode != "L":
+        im = im.convert(mode)
+    path = tmp_path / "m.png"
+    im.save(path)
+    white = arr >= 128
+    if mode == "1":  # PIL's 1-bit conversion dithers at 128 too
+        white = np.asarray(im.convert("L")) >= 128
+    assert read_mask(path, "in-focus").dtype == bool
+    np.testing.assert_array_equal(read_mask(path, "in-focus"), white)
+    np.testing.assert_array_equal(read_mask(path, "blur"), ~white)
+
+
+def test_read_mask_alpha_channel_and_01_masks(tmp_path):
+    arr = np.zeros((5, 5), np.uint8)
+    arr[2:, 2:] = 255
+    rgba = np.zeros((5, 5, 4), np.uint8)
+    rgba[..., 3] = arr  # black colour, the mask lives in alpha
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "a.png", "in-focus"), arr > 0)
+    Image.fromarray((arr > 0).astype(np.uint8)).save(tmp_path / "b.png")  # a {0,1} mask
+    np.testing.assert_array_equal(read_mask(tmp_path / "b.png", "in-focus"), arr > 0)
+    with pytest.raises(ValueError):
+        read_mask(tmp_path / "b.png", "white")
+
+
+def test_read_mask_real_cuhk_rgba_style(shared_dir, tmp_path):
+    src = shared_dir / "data/CUHK/all/masks/out_of_focus0056.png"
+    ref = read_mask(src, "in-focus")
+    assert 0.017 <= ref.mean() <= 0.87
+    # store it the way the upstream RGBA files were: raw polarity (white = blur), RGB equal channels, opaque alpha
+    raw = np.where(ref, 0, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([raw, raw, raw, np.full_like(raw, 255)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "rgba.png", "blur"), ref)
+
+
+def test_load_pairs_layout_and_subsets(mini_root):
+    te = load_pairs("cuhk-te1", mini_root, strict=False)
+    assert [p.stem for p in te] == split_stems("TE-1.txt")[:2]
+    assert te[0].image.suffix == ".JPG" and all(p.mask_white == "blur" for p in te)
+    with pytest.raises(DataError, match="listed stems"):
+        load_pairs("cuhk-te1", mini_root)  # 98 TE-1 stems are missing
+    assert len(load_pairs("CUHK-TR-1", mini_root, strict=False)) == 1  # case and dashes are ignored
+    assert [p.stem for p in load_pairs("dut-te", mini_root)] == ["test0", "test1"]
+    assert [p.stem for p in load_pairs("ebd1305", mini_root, strict=False)] == ["0000", "0001", "0002", "0003"]
+    assert [p.stem for p in load_pairs("ebd300", mini_root, strict=False)] == ["0000", "0001", "0002", "0003"]
+    with pytest.raises(DataError):
+        load_pairs("nonexistent", mini_root)
+    with pytest.raises(DataError):
+        load_pairs("dut-tr", mini_root / "nowhere")
+
+
+def test_list_file_datasets(mini_root, tmp_path):
+    te = split_stems("TE-1.txt")
+    lst = tmp_path / "cuhk2_test.txt"
+    lst.write_text(f"1.bmp--{te[1]}.jpg\n# comment\n{te[0]}.JPG\n")
+    pairs = load_pairs("cuhk2-te", mini_root, list_file=lst)
+    assert [p.stem for p in pairs] == [te[1], te[0]]  # file order kept
+    with pytest.raises(DataError, match="list file"):
+        load_pairs("cuhk2-tr", mini_root)
+
+
+def test_unpaired_files_are_named(mini_root):
+    (mini_root / "DUT/test/masks/test1.png").unlink()
+    with pytest.raises(DataError, match="without a mask"):
+        load_pairs("dut-te", mini_root)
+    assert [p.stem for p in load_pairs("dut-te", mini_root, strict=False)] == ["test0"]
+
+
+def test_combined_dataset_inverts_per_sample(mini_root):
+    pairs = load_pairs("cuhk-tr1+dut-tr", mini_root, strict=False)
+    assert {p.mask_white for p in pairs} == {"blur", "in-focus"}
+    ds = DBDDataset(pairs, transform=None)
+    for i in range(len(ds)):
+        item = ds[i]
+        # every mask has its in-focus half on the left, whatever the raw polarity
+        assert item["target"][:, :8].all() and not item["target"][:, 8:].any(), item["stem"]
+    # and the same through the tensor path, in one mixed batch
+    ds = build_dataset("cuhk-tr1+dut-tr", mini_root, eval_transform(16), strict=False)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))
+    assert batch["target"].shape == (3, 1, 16, 16)
+    assert (batch["target"][..., :8] == 1).all() and (batch["target"][..., 8:] == 0).all()
+
+
+def test_folder_dataset_declared_polarity(tmp_path):
+    m = np.zeros((8, 8), np.uint8)
+    m[:4] = 255
+    _write_pair(tmp_path / "im", tmp_path / "gt", "a", m, ext=".png")
+    for white, top in (("in-focus", 1), ("blur", 0)):
+        ds = DBDDataset(load_pairs("folder", image_dir=tmp_path / "im", mask_dir=tmp_path / "gt", mask_white=white))
+        assert ds[0]["target"][:4].min() == top and ds[0]["target"][4:].max() == 1 - top
+
+
+def test_drop_mismatched_sizes(mini_root):
+    pairs = load_pairs("dut-tr", mini_root)
+    Image.new("RGB", (20, 20)).save(pairs[0].image)
+    kept, dropped = drop_mismatched_sizes(pairs)
+    assert [p.stem for p in dropped] == [pairs[0].stem] and len(kept) == 1
+
+
+def test_mask_resize_matches_pil_nearest():
+    rng = np.random.default_rng(0)
+    arr = (rng.random((427, 640)) > 0.5).astype(np.uint8) * 255
+    image = Image.fromarray(rng.integers(0, 255, (427, 640, 3), dtype=np.uint8))
+    _, target = eval_transform(320)(image, _mask_img(arr))
+    ref = np.asarray(_mask_img(arr).resize((320, 320), Image.NEAREST)) >= 128
+    np.testing.assert_array_equal(target[0].numpy().astype(bool), ref)
+    assert isinstance(PairedResize(8), torch.nn.Module)
+
+
+def test_train_transform_flips_jointly_and_normalises():
+    img = np.zeros((10, 20, 3), np.uint8)
+    img[:, :10] = 200  # bright left half
+    mask = np.zeros((10, 20), np.uint8)
+    mask[:, :10] = 255  # in-focus left half
+    x, y = train_transform(size=16, hflip=1.0, jitter=0.0)(Image.fromarray(img), _mask_img(mask))
+    assert x.shape == (3, 16, 16) and y.shape == (1, 16, 16) and y.dtype == torch.float32
+    assert set(y.unique().tolist()) == {0.0, 1.0}
+    assert (y[0, :, 8:] == 1).all() and (y[0, :, :8] == 0).all()  # flipped: in focus on the right
+    bright = (200 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+    assert torch.allclose(x[0, :, 12], torch.full((16,), bright), atol=1e-4)
+    x0, y0 = train_transform(size=16, hflip=0.0, jitter=0.0)(Image.fromarray(img), _mask_img(mask))
+    assert (y0[0, :, :8] == 1).all()
+
+
+def test_train_transform_jitter_leaves_mask_alone():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    mask = _mask_img((rng.random((32, 32)) > 0.5) * 255)
+    t = train_transform(size=32, hflip=0.0, jitter=0.1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    xs, ys = zip(*(t(img, mask) for _ in range(3)))
+    assert not torch.equal(xs[0], xs[1])  # colour jitter is random
+    ref = torch.from_numpy(np.asarray(mask) >= 128).float()[None]
+    assert all(torch.equal(y, ref) for y in ys)
+    assert -1.0 <= float(torch.stack(xs).min()) and float(torch.stack(xs).max()) <= 1.0
+
+
+def test_eval_transform_full_resolution_target():
+    img = Image.new("RGB", (40, 30))
+    mask = Image.new("L", (40, 30), 255)
+    x, y = eval_transform(32, resize_mask=False)(img, mask)
+    assert x.shape == (3, 32, 32) and y.shape == (1, 30, 40) and (y == 1).all()
+
+
+def test_real_samples_load(shared_dir):
+    base = shared_dir / "data/CUHK/TE-1_btbnet320_samples"
+    ds = DBDDataset(load_pairs("folder", image_dir=base / "images", mask_dir=base / "masks", mask_white="in-focus"),
+                    eval_transform(320))
+    item = ds[0]
+    assert item["image"].shape == (3, 320, 320) and item["stem"] == "out_of_focus0037"
+    assert 0.017 <= float(item["target"].mean()) <= 0.87
+    assert isinstance(ds.pairs[0], Pair)

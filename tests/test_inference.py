@@ -1,0 +1,336 @@
+"""Predictor API: input types, preprocessing, EXIF orientation, keep-aspect shapes, batching, robust decoding,
+output naming and atomic writes. A content-dependent toy network keeps these fast and meaningful."""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from defocus import imageio
+from defocus.imageio import ImageDecodeError
+from defocus.inference import Predictor, prob_to_uint8
+
+
+class BrightNet(nn.Module):
+    """Toy network: in-focus probability = sigmoid(8 * (grey - 0.5)); bright = in focus."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(8.0))
+        self.config = {"name": "bright", "backbone": None, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+    def forward(self, x):
+        return (self.gain * (x.mean(1, keepdim=True) - 0.5),)
+
+
+@pytest.fixture(scope="module")
+def bright():
+    return Predictor(BrightNet(), device="cpu", size=64, batch_size=3)
+
+
+def halves(w=80, h=60, bright_left=True) -> np.ndarray:
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = 255 if bright_left else 0
+    a[:, w // 2:] = 0 if bright_left else 255
+    return a
+
+
+# ------------------------------------------------------------------------------------------- input types
+
+
+def test_input_types_give_the_same_map(bright, tmp_path):
+    a = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    ref = bright.predict(tmp_path / "x.png")
+    assert ref.prob.shape == (37, 53) and ref.prob.dtype == np.float32 and ref.size == (53, 37)
+    for x in (str(tmp_path / "x.png"), Image.fromarray(a), a, torch.from_numpy(a).permute(2, 0, 1),
+              torch.from_numpy(a).permute(2, 0, 1).float() / 255.0):
+        np.testing.assert_allclose(bright.predict(x).prob, ref.prob, atol=1e-6)
+
+
+def test_paper_preprocessing_and_polarity(bright):
+    """Squash-resize with PIL bilinear, sigmoid of the logit, bright half (toy: in focus) -> high probability."""
+    a = halves(200, 50)
+    pred = bright.predict(a)
+    small = np.asarray(Image.fromarray(a).resize((64, 64), Image.BILINEAR), np.float32) / 255.0
+    expected_low = 1 / (1 + np.exp(-8 * (small.mean(2) - 0.5)))
+    np.testing.assert_allclose(pred.prob_lowres, expected_low, atol=1e-5)
+    assert pred.prob[:, :90].min() > 0.98 and pred.prob[:, 110:].max() < 0.02
+    assert abs(pred.in_focus_fraction - 0.5) < 0.02
+    assert pred.mask.dtype == bool and pred.mask[:, :90].all() and not pred.mask[:, 110:].any()
+
+
+def test_threshold_and_nearest_upsampling():
+    grey = np.full((30, 40, 3), 140, np.uint8)  # prob = sigmoid(8 * 0.049) ~ 0.597
+    lo = Predictor(BrightNet(), device="cpu", size=32, threshold=0.55).predict(grey)
+    hi = Predictor(BrightNet(), device="cpu", size=32, threshold=0.65, upsample="nearest").predict(grey)
+    assert lo.mask.all() and not hi.mask.any()
+    a = halves(96, 64)
+    near = Predictor(BrightNet(), device="cpu", size=32, upsample="nearest").predict(a).prob
+    assert len(np.unique(near)) <= len(np.unique(Predictor(BrightNet(), device="cpu", size=32).predict(a).prob))
+    assert set(np.unique(near)) <= set(np.unique(Predictor(BrightNet(), device="cpu", size=32).predict(a)
+                                                 .prob_lowres))
+
+
+def test_keep_aspect_shapes():
+    p = Predictor(BrightNet(), device="cpu", size=64, keep_aspect=True)
+    assert p.input_size((200, 100)) == (64, 32)
+    assert p.input_size((100, 200)) == (32, 64)
+    assert p.input_size((1, 300)) == (1, 64)
+    for w, h in ((200, 100), (100, 200), (1, 300), (1, 1), (65, 64)):
+        pred = p.predict(np.full((h, w, 3), 200, np.uint8))
+        assert pred.prob.shape == (h, w)
+        tw, th = p.input_size((w, h))
+        assert pred.prob_lowres.shape == (th, tw)
+
+
+def test_tiny_network_on_odd_sizes(tmp_path, tiny_backbone):
+    """A real DFFNet (tiny backbone, saved and re-loaded) on squashed and aspect-kept inputs of odd sizes."""
+    from defocus.models import create_model, save_model
+
+    path = save_model(create_model("dffnet", backbone=tiny_backbone).eval(), tmp_path / "tiny.safetensors")
+    for keep in (False, True):
+        p = Predictor(str(path), device="cpu", size=64, keep_aspect=keep)
+        assert p.info.kind == "network" and p.info.backbone == tiny_backbone and p.info.source == str(path)
+        for shape in ((1, 1, 3), (45, 70, 3), (70, 45, 3)):
+            pred = p.predict(np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8))
+            assert pred.prob.shape == shape[:2] and np.isfinite(pred.prob).all()
+            assert 0.0 <= pred.prob.min() and pred.prob.max() <= 1.0
+
+
+def test_registry_name_warns_loudly(caplog):
+    with caplog.at_level(logging.WARNING, logger="defocus.inference"):
+        p = Predictor("dffnet:resnet18", device="cpu", size=64)
+    assert "RANDOM WEIGHTS" in caplog.text and "random" in p.info.source
+    with pytest.raises(ValueError, match="unknown model"):
+        Predictor("no_such_model_or_file", device="cpu")
+
+
+def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
+    import defocus.inference as inf
+
+    calls = []
+
+    def fake_lbp(rgb):
+        calls.append(rgb.shape)
+        return np.full(rgb.shape[:2], 0.75, np.float32)
+
+    monkeypatch.setattr(inf, "bundled_weights", lambda: None)
+    monkeypatch.setattr(inf, "classical_methods", lambda: {"lbp": fake_lbp})
+    with caplog.at_level(logging.WARNING, logger="defocus.inference"):
+        p = Predictor(device="cpu", size=48)
+    assert "LBP" in caplog.text and p.info.kind == "classical" and p.info.name == "lbp"
+    assert "fallback" in p.info.to_dict()["notes"]
+    pred = p.predict(np.zeros((20, 30, 3), np.uint8))
+    assert calls == [(48, 48, 3)] and pred.prob.shape == (20, 30) and np.allclose(pred.prob, 0.75)
+    monkeypatch.setattr(inf, "classical_methods", lambda: {})
+    with pytest.raises(ValueError, match="LBP baseline"):
+        Predictor(device="cpu")
+    with pytest.raises(ValueError, match="hifst"):
+        Predictor(method="hifst", device="cpu")
+
+
+# ----------------------------------------------------------------------------------------- EXIF, batching
+
+
+def test_exif_orientation_is_applied(bright, tmp_path):
+    stored = halves(80, 40, bright_left=True)  # stored: bright left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed = stored rotated 90 degrees clockwise: bright top half
+    Image.fromarray(stored).save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    pred = bright.predict(tmp_path / "rot.jpg")
+    assert pred.size == (40, 80) and pred.prob.shape == (80, 40)
+    assert pred.prob[:30].mean() > 0.95 and pred.prob[50:].mean() < 0.05
+    displayed = np.rot90(np.asarray(Image.open(tmp_path / "rot.jpg").convert("RGB")), -1)
+    np.testing.assert_allclose(bright.predict(np.ascontiguousarray(displayed)).prob, pred.prob, atol=1e-6)
+    assert pred.overlay().size == (40, 80)
+
+
+def test_predict_many_keeps_order_batches_and_reports_errors(bright, tmp_path):
+    (tmp_path / "bad.jpg").write_text("not an image")
+    inputs = [halves(20 + i, 10 + i) for i in range(4)] + [tmp_path / "bad.jpg", halves(33, 17)]
+    res = list(bright.predict_many(inputs, on_error="return"))
+    assert [r.ok for r in res] == [True] * 4 + [False, True]
+    assert [r.size for r in res if r.ok] == [(20, 10), (21, 11), (22, 12), (23, 13), (33, 17)]
+    assert "bad.jpg" in res[4].source and "not an image" in res[4].error
+    singles = [bright.predict(x).prob for x in inputs if not isinstance(x, Path)]
+    for r, s in zip([r for r in res if r.ok], singles):
+        np.testing.assert_allclose(r.prob, s, atol=1e-6)
+    with pytest.raises(ImageDecodeError, match="bad.jpg"):
+        list(bright.predict_many(inputs))
+
+
+def test_predict_many_mixed_shapes_with_keep_aspect():
+    p = Predictor(BrightNet(), device="cpu", size=32, keep_aspect=True, batch_size=4)
+    shapes = [(10, 20), (20, 10), (10, 20), (11, 20), (10, 20)]
+    res = list(p.predict_many([np.full((h, w, 3), 99, np.uint8) for h, w in shapes]))
+    assert [r.prob.shape for r in res] == shapes
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+
+def _png_with_header_size(path: Path, w: int, h: int):
+    """A PNG whose header claims w x h pixels (the data is a tiny valid image: enough for the size check)."""
+    Image.new("L", (4, 4)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then chunk length + type
+    data[ihdr:ihdr + 8] = struct.pack(">II", w, h)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def make_bad_and_odd_files(d: Path) -> dict[str, Path]:
+    """The robustness corpus: name -> path."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    f = {}
+    f["empty"] = d / "empty.jpg"
+    f["empty"].write_bytes(b"")
+    f["text"] = d / "notes.jpg"
+    f["text"].write_text("this is not a JPEG\n")
+    Image.fromarray(rgb).save(d / "full.jpg", quality=90)
+    f["truncated"] = d / "truncated.jpg"
+    f["truncated"].write_bytes((d / "full.jpg").read_bytes()[:300])
+    (d / "full.jpg").unlink()
+    f["cmyk"] = d / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(f["cmyk"])
+    f["png16"] = d / "grey16.png"
+    Image.fromarray(np.full((20, 30), 65535, np.uint16)).save(f["png16"])
+    f["grey"] = d / "grey.png"
+    Image.fromarray(rgb[..., 0]).save(f["grey"])
+    f["palette"] = d / "palette.png"
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16).save(f["palette"])
+    f["rgba"] = d / "rgba.png"
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:5, :, 3] = 255  # top half opaque red, bottom half fully transparent
+    Image.fromarray(rgba, "RGBA").save(f["rgba"])
+    f["one"] = d / "one.png"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(f["one"])
+    f["bomb"] = d / "bomb.png"
+    _png_with_header_size(f["bomb"], 10_000, 10_000)
+    f["unicode"] = d / "фото с пробелом ü.png"
+    Image.fromarray(rgb).save(f["unicode"])
+    return f
+
+
+BAD = {"empty": "empty file", "text": "not an image", "truncated": "truncated", "bomb": "max-pixels"}
+
+
+def test_decoding_corpus(tmp_path):
+    files = make_bad_and_odd_files(tmp_path)
+    for key, reason in BAD.items():
+        with pytest.raises(ImageDecodeError) as e:
+            imageio.decode_rgb(files[key])
+        assert str(files[key]) in str(e.value) and reason in str(e.value)
+    for key in ("cmyk", "png16", "grey", "palette", "rgba", "one", "unicode"):
+        img, native = imageio.decode_rgb(files[key])
+        assert img.mode == "RGB" and img.size == native
+    assert np.asarray(imageio.decode_rgb(files["png16"])[0]).min() == 255  # scaled, not clipped from 65535
+    rgba = np.asarray(imageio.decode_rgb(files["rgba"])[0])
+    assert (rgba[:5] == (255, 0, 0)).all() and (rgba[5:] == imageio.ALPHA_BACKGROUND).all()
+    # the pixel limit is the caller's: lower it, or disable it
+    with pytest.raises(ImageDecodeError, match="above the limit"):
+        imageio.decode_rgb(files["one"], max_pixels=0.5)
+    with pytest.raises(ImageDecodeError) as e:  # past the size check, the (fake) data is what fails
+        imageio.decode_rgb(files["bomb"], max_pixels=0)
+    assert "above the limit" not in str(e.value)
+
+
+def test_predictor_on_the_corpus(bright, tmp_path):
+    files = make_bad_and_odd_files(tmp_path)
+    res = {k: r for k, r in zip(files, bright.predict_many(files.values(), on_error="return"))}
+    assert {k for k, r in res.items() if not r.ok} == set(BAD)
+    assert res["one"].prob.shape == (1, 1) and res["png16"].prob.min() > 0.9
+    assert res["rgba"].prob.shape == (10, 10)
+    limited = Predictor(BrightNet(), device="cpu", size=32, max_pixels=100)
+    with pytest.raises(ImageDecodeError, match="max_pixels"):
+        limited.predict(np.zeros((20, 20, 3), np.uint8))
+
+
+def test_fast_decode_is_close_to_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    a = np.asarray(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((1600, 1200)))
+    Image.fromarray(a).save(tmp_path / "big.jpg", quality=95)
+    exact = Predictor(BrightNet(), device="cpu", size=64).predict(tmp_path / "big.jpg")
+    fast = Predictor(BrightNet(), device="cpu", size=64, fast_decode=True).predict(tmp_path / "big.jpg")
+    assert fast.size == exact.size == (1600, 1200)
+    assert np.abs(fast.prob - exact.prob).mean() < 0.01
+    assert fast.overlay().size == (1600, 1200)  # the overlay re-decodes at full size
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def test_save_writes_polarity_correct_maps(bright, tmp_path):
+    pred = bright.predict(halves(50, 20))
+    written = pred.save(tmp_path / "out", stem="x")
+    assert sorted(p.name for p in written.values()) == ["x_mask.png", "x_overlay.jpg", "x_prob.png"]
+    prob = np.asarray(Image.open(written["prob"]))
+    mask = np.asarray(Image.open(written["mask"]))
+    assert prob.dtype == np.uint8 and prob.shape == (20, 50)
+    assert prob[:, :20].min() >= 250 and prob[:, 30:].max() <= 5  # 255 = in focus (sigmoid(4) -> 250)
+    assert set(np.unique(mask)) == {0, 255} and (mask == np.where(pred.mask, 255, 0)).all()
+    overlay = np.asarray(Image.open(written["overlay"]).convert("RGB")).astype(int)
+    assert overlay.shape == (20, 50, 3)
+    assert overlay[2:-2, 2:20].mean() > overlay[2:-2, 32:].mean()  # blurred part dimmed
+    assert np.array_equal(prob_to_uint8(np.array([0.0, 0.5, 1.0], np.float32)), [0, 128, 255])
+    assert list(tmp_path.joinpath("out").glob(".*")) == []
+    assert set(pred.save(tmp_path / "o2", what="mask")) == {"mask"}
+    with pytest.raises(ValueError, match="unknown output"):
+        pred.save(tmp_path, what=("prob", "depth"))
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x_prob.png"
+    target.write_bytes(b"previous")
+
+    def broken(f):
+        f.write(b"partial data")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        imageio.atomic_write(target, broken)
+    assert target.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == ["x_prob.png"]
+    imageio.save_image_atomic(Image.new("L", (3, 3)), target, "PNG")
+    assert Image.open(target).size == (3, 3) and sorted(os.listdir(tmp_path)) == ["x_prob.png"]
+
+
+def test_output_stems_are_unique_and_never_name_an_input(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "b" / "X.tif", tmp_path / "x-2.jpg",
+             tmp_path / "y.png", tmp_path / "y_prob.png"]
+    stems = imageio.output_stems(files, tmp_path)
+    assert stems[0] == "x" and len({s.casefold() for s in stems}) == len(stems)
+    assert stems[3] == "x-2" and stems[1] not in ("x", "x-2")
+    # out dir == input dir: "y" would write y_prob.png, which is an input
+    assert stems[4] != "y" and stems[5] == "y_prob"
+
+
+def test_collect_inputs(tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for name in ("b.jpg", "a.png", "sub/c.jpg", ".hidden.jpg", "readme.md", "a_prob.png"):
+        Image.new("RGB", (2, 2)).save(d / name) if name.endswith(("jpg", "png")) else (d / name).write_text("x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("# photos\nin/b.jpg\n\nin/sub/c.jpg\n")
+    got = imageio.collect_inputs([d], out_dir=tmp_path / "elsewhere")
+    assert [p.name for p in got.files] == ["a.png", "a_prob.png", "b.jpg"]
+    got = imageio.collect_inputs([d], recursive=True, out_dir=d)  # in the output folder: outputs skipped
+    assert [p.name for p in got.files] == ["a.png", "b.jpg", "c.jpg"]
+    got = imageio.collect_inputs([lst, str(d / "*.jpg"), d / "b.jpg", str(tmp_path / "nope*.png"), "missing.jpg"])
+    assert [p.name for p in got.files] == ["b.jpg", "c.jpg"]
+    assert [e[1] for e in got.errors] == ["no image files match this pattern", "no such file or directory"]
+    assert [p.name for p in imageio.collect_inputs([str(d / "**" / "*.jpg")], recursive=True).files] == [
+        "b.jpg", "c.jpg"]
