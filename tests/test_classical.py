@@ -32,7 +32,7 @@ def half_blurred(blur: str = "gaussian", sharp_side: str = "left", h: int = 96, 
     rng = np.random.default_rng(seed)
     texture = ndimage.gaussian_filter(rng.random((h, w)), 1.0)
     texture = (texture - texture.min()) / (texture.max() - texture.min())
-    blurred = ndimage.gaussian_filter(texture, 3.0) if blur == "gaussian" else disk_blur(texture, 4)
+    blurred = ndimage.gaussian_filter(texture, 3.0) if blur == "gaussian" else disk_blur(texture, 6)
     in_focus = np.zeros((h, w), dtype=bool)
     if sharp_side == "left":
         in_focus[:, : w // 2] = True
@@ -139,3 +139,13 @@ def test_real_samples_rank_in_focus_pixels_higher(shared_dir, name, sub, stem, e
     sharp = predict_map(name, image)
     assert sharp.shape == in_focus.shape
     assert auc(sharp, in_focus) > 0.85
+
+
+def test_missing_matting_library_gives_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymatting", None)  # makes `import pymatting` fail
+    img, _ = half_blurred(h=32, w=40)
+    with pytest.raises(ImportError, match=r"defocus\[matting\]"):
+        lbp_map(img)
+    assert lbp_map(img, refine=False).shape == (32, 40)

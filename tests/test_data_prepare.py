@@ -180,8 +180,9 @@ def test_prepare_reports_unpaired_and_missing_layout(tmp_path):
     report = prepare_dataset("ebd", tmp_path / "dl", tmp_path / "root")
     assert not report.ok and any("2.jpg" in p for p in report.problems)
     assert len(list((tmp_path / "root/EBD/images").iterdir())) == 2
-    with pytest.raises(ValueError):
-        prepare_dataset("ctcug", tmp_path / "dl", tmp_path / "root")
+    for other in ("ctcug", "dut"):  # generic image/ + gt/ folders of an EBD tree are not another dataset's
+        with pytest.raises(ValueError, match="no .* download layout"):
+            prepare_dataset(other, tmp_path / "dl", tmp_path / "root")
 
 
 def test_cli_prepare_and_verify(cuhk_download, tmp_path, broken_root):

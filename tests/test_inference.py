@@ -306,16 +306,19 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert Image.open(target).size == (3, 3) and sorted(os.listdir(tmp_path)) == ["x_prob.png"]
 
 
-def test_output_stems_are_unique_and_never_name_an_input(tmp_path):
+def test_output_stems_are_unique_and_never_overwrite_other_files(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    Image.new("L", (2, 2)).save(tmp_path / "z_mask.png")  # someone else's file
+    Image.new("L", (2, 2)).save(tmp_path / "w_prob.png", **imageio.output_save_params("prob"))  # an old output
     files = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.png", tmp_path / "b" / "X.tif", tmp_path / "x-2.jpg",
-             tmp_path / "y.png", tmp_path / "y_prob.png"]
+             tmp_path / "y.png", tmp_path / "y_prob.png", tmp_path / "z.jpg", tmp_path / "w.jpg"]
     stems = imageio.output_stems(files, tmp_path)
     assert stems[0] == "x" and len({s.casefold() for s in stems}) == len(stems)
     assert stems[3] == "x-2" and stems[1] not in ("x", "x-2")
     # out dir == input dir: "y" would write y_prob.png, which is an input
-    assert stems[4] != "y" and stems[5] == "y_prob"
+    assert stems[4] == "y-2" and stems[5] == "y_prob"
+    assert stems[6] == "z-2" and stems[7] == "w"
 
 
 def test_collect_inputs(tmp_path):
@@ -323,14 +326,18 @@ def test_collect_inputs(tmp_path):
     (d / "sub").mkdir(parents=True)
     for name in ("b.jpg", "a.png", "sub/c.jpg", ".hidden.jpg", "readme.md", "a_prob.png"):
         Image.new("RGB", (2, 2)).save(d / name) if name.endswith(("jpg", "png")) else (d / name).write_text("x")
+    Image.new("L", (2, 2)).save(d / "b_mask.png", **imageio.output_save_params("mask"))
+    Image.new("RGB", (2, 2)).save(d / "sub" / "c_overlay.jpg", **imageio.output_save_params("overlay"))
+    assert imageio.is_tagged_output(d / "sub" / "c_overlay.jpg") and not imageio.is_tagged_output(d / "a_prob.png")
     lst = tmp_path / "list.txt"
     lst.write_text("# photos\nin/b.jpg\n\nin/sub/c.jpg\n")
-    got = imageio.collect_inputs([d], out_dir=tmp_path / "elsewhere")
+    got = imageio.collect_inputs([d])  # our (tagged) outputs skipped, a user's "a_prob.png" kept
     assert [p.name for p in got.files] == ["a.png", "a_prob.png", "b.jpg"]
-    got = imageio.collect_inputs([d], recursive=True, out_dir=d)  # in the output folder: outputs skipped
-    assert [p.name for p in got.files] == ["a.png", "b.jpg", "c.jpg"]
+    got = imageio.collect_inputs([d], recursive=True)
+    assert [p.name for p in got.files] == ["a.png", "a_prob.png", "b.jpg", "c.jpg"]
     got = imageio.collect_inputs([lst, str(d / "*.jpg"), d / "b.jpg", str(tmp_path / "nope*.png"), "missing.jpg"])
     assert [p.name for p in got.files] == ["b.jpg", "c.jpg"]
     assert [e[1] for e in got.errors] == ["no image files match this pattern", "no such file or directory"]
     assert [p.name for p in imageio.collect_inputs([str(d / "**" / "*.jpg")], recursive=True).files] == [
         "b.jpg", "c.jpg"]
+    assert [p.name for p in imageio.collect_inputs([d / "b_mask.png"]).files] == ["b_mask.png"]  # explicit

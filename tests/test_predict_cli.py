@@ -110,16 +110,16 @@ def test_input_folder_equal_to_output_folder(tmp_path, tiny_ckpt):
     after = digest(d)
     assert {k: after[k] for k in originals} == originals  # inputs untouched
     outputs = sorted(set(after) - set(originals))
-    assert len(outputs) == 3 * 3 + 1 and "p_prob_prob.png" in outputs
-    assert "p_prob.png" in originals and not any(o.startswith("p_prob_prob_prob") for o in outputs)
+    assert len(outputs) == 3 * 3 + 1  # one set per input, overwritten by the second run
+    assert {"p-2_prob.png", "p_prob_prob.png", "q_prob.png"} <= set(outputs)  # p_prob.png is an input: kept
 
 
 def test_list_file_globs_missing_and_pixel_limit(tmp_path, tiny_ckpt):
     photo(tmp_path / "imgs" / "a.png", 1)
-    photo(tmp_path / "imgs" / "b.png", 2, size=(40, 40))
+    photo(tmp_path / "imgs" / "b.png", 2, size=(50, 40))
     (tmp_path / "list.txt").write_text("imgs/a.png\nimgs/missing.png\n")
     r = run(tmp_path / "list.txt", tmp_path / "imgs" / "b*.png", tmp_path / "nope.jpg", "-o", tmp_path / "o",
-            "--model", tiny_ckpt, "--max-pixels", "1000", "--keep-aspect")
+            "--model", tiny_ckpt, "--max-pixels", "1600", "--keep-aspect")
     assert r.exit_code == 1
     errs = error_lines(r.stderr)
     assert len(errs) == 3
@@ -127,7 +127,7 @@ def test_list_file_globs_missing_and_pixel_limit(tmp_path, tiny_ckpt):
     assert any("nope.jpg" in e for e in errs) and any("b.png" in e and "--max-pixels" in e for e in errs)
     assert (tmp_path / "o" / "a_prob.png").is_file() and not (tmp_path / "o" / "b_prob.png").exists()
     r = run(tmp_path / "imgs" / "b.png", "-o", tmp_path / "o", "--model", tiny_ckpt, "--max-pixels", "0")
-    assert r.exit_code == 0 and Image.open(tmp_path / "o" / "b_prob.png").size == (40, 40)
+    assert r.exit_code == 0 and Image.open(tmp_path / "o" / "b_prob.png").size == (50, 40)
 
 
 def test_bad_model_is_a_clear_error(tmp_path):

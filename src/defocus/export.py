@@ -48,10 +48,10 @@ class ExportGraph(nn.Module):
 def _prepare(net: nn.Module, fuse: bool) -> nn.Module:
     import copy
 
-    from .models.fuse import fuse_conv_bn
+    from .models.fuse import fuse_model
 
     net = copy.deepcopy(net).float().cpu().eval()
-    return fuse_conv_bn(net, inplace=True) if fuse else net
+    return fuse_model(net, inplace=True) if fuse else net
 
 
 def _metadata(net: nn.Module) -> dict:

@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 #: decompression bombs; at this size the native-resolution map alone takes 360 MB.
 DEFAULT_MAX_PIXELS = 90_000_000
 
-#: File name endings of the outputs; such files inside the output folder are never taken as inputs.
+#: File name endings of the outputs.
 OUTPUT_SUFFIXES = {"prob": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.jpg"}
 SUMMARY_NAME = "summary.json"
+#: Every output carries this tag (PNG text chunk / JPEG comment): folders and globs never yield our own outputs
+#: as inputs, and an existing file is only ever overwritten when it is one of our outputs.
+OUTPUT_TAG = "defocus-output"
 
 #: Suffixes taken from folders and globs (explicitly named files are always tried, whatever their suffix).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp",
@@ -244,6 +247,29 @@ def write_bytes_atomic(data: bytes, path) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def output_save_params(kind: str) -> dict:
+    """Pillow ``save`` parameters that tag an output of ``kind`` (see :data:`OUTPUT_TAG`)."""
+    if OUTPUT_SUFFIXES[kind].endswith(".png"):
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text(OUTPUT_TAG, kind)
+        return {"pnginfo": info}
+    return {"comment": f"{OUTPUT_TAG} {kind}".encode()}
+
+
+def is_tagged_output(path) -> bool:
+    """Whether ``path`` is an image written by this tool (reads the header only)."""
+    try:
+        with Image.open(path) as im:
+            comment = im.info.get("comment", b"")
+            if isinstance(comment, bytes):
+                comment = comment.decode("latin-1")
+            return OUTPUT_TAG in im.info or str(comment).startswith(OUTPUT_TAG)
+    except Exception:  # unreadable files are not ours
+        return False
+
+
 def check_writable_dir(folder) -> Path:
     """Create ``folder`` if needed and check that files can be created in it; raise ``OSError`` with a clear
     message otherwise."""
@@ -268,35 +294,28 @@ class InputList:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
 
 
-def _is_output_file(p: Path) -> bool:
-    return p.name == SUMMARY_NAME or any(p.name.endswith(s) for s in OUTPUT_SUFFIXES.values())
+def _is_our_output(p: Path) -> bool:
+    return any(p.name.endswith(s) for s in OUTPUT_SUFFIXES.values()) and is_tagged_output(p)
 
 
-def _same_dir(a: Path, b: Path | None) -> bool:
-    if b is None:
-        return False
-    try:
-        return a.resolve() == b
-    except OSError:
-        return False
+def _wanted(p: Path) -> bool:
+    """Folder / glob members that are taken: visible image files that are not this tool's outputs."""
+    return not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and not _is_our_output(p)
 
 
-def _walk(folder: Path, recursive: bool, out_dir: Path | None) -> list[Path]:
-    """Image files in ``folder`` (sorted; hidden entries skipped; in the output folder, our outputs skipped)."""
+def _walk(folder: Path, recursive: bool) -> list[Path]:
+    """Image files in ``folder``, sorted by name (hidden entries and our outputs skipped)."""
     found = []
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as e:
         log.warning("%s: cannot list folder (%s)", folder, e.strerror or e)
         return found
-    in_out_dir = _same_dir(folder, out_dir)
     for p in entries:
-        if p.name.startswith("."):
-            continue
         if p.is_dir():
-            if recursive and not p.is_symlink():
-                found.extend(_walk(p, recursive, out_dir))
-        elif p.suffix.lower() in IMAGE_SUFFIXES and not (in_out_dir and _is_output_file(p)):
+            if recursive and not p.is_symlink() and not p.name.startswith("."):
+                found.extend(_walk(p, recursive))
+        elif _wanted(p):
             found.append(p)
     return found
 
@@ -314,16 +333,15 @@ def read_path_list(list_file: Path) -> list[str]:
     return entries
 
 
-def collect_inputs(inputs, recursive: bool = False, out_dir=None) -> InputList:
+def collect_inputs(inputs, recursive: bool = False) -> InputList:
     """Expand command-line style inputs into image files.
 
     Each input is a file (used whatever its suffix), a folder (its image files; sub-folders with
     ``recursive``), a glob pattern (``*``, ``?``, ``[...]``; ``**`` with ``recursive``), or a ``.txt`` file
-    listing such inputs (one per line). Files are de-duplicated (first occurrence kept). Inside ``out_dir``,
-    files named like this tool's outputs are skipped when expanding folders and globs, so that a run writing
-    into its own input folder never re-reads its outputs.
+    listing such inputs (one per line). Files are de-duplicated (first occurrence kept). Folders and globs
+    skip hidden files and this tool's own (tagged) outputs, so that a run writing into its own input folder
+    never re-reads its outputs.
     """
-    out_dir = Path(out_dir).resolve() if out_dir is not None else None
     result = InputList()
     seen: set[Path] = set()
 
@@ -339,7 +357,7 @@ def collect_inputs(inputs, recursive: bool = False, out_dir=None) -> InputList:
     def expand(item: str, allow_lists: bool):
         p = Path(item).expanduser()
         if p.is_dir():
-            for f in _walk(p, recursive, out_dir):
+            for f in _walk(p, recursive):
                 add(f)
         elif p.is_file() or p.is_symlink():
             if allow_lists and p.suffix.lower() == ".txt":
@@ -357,9 +375,8 @@ def collect_inputs(inputs, recursive: bool = False, out_dir=None) -> InputList:
             files = []
             for m in map(Path, matches):
                 if m.is_dir():
-                    files.extend(_walk(m, recursive, out_dir))
-                elif (m.suffix.lower() in IMAGE_SUFFIXES and not m.name.startswith(".")
-                      and not (_same_dir(m.parent, out_dir) and _is_output_file(m))):
+                    files.extend(_walk(m, recursive))
+                elif _wanted(m):
                     files.append(m)
             if not files:
                 result.errors.append((item, "no image files match this pattern"))
@@ -377,8 +394,9 @@ def output_stems(files, out_dir, avoid=()) -> list[str]:
     """A unique output stem per input file, in order.
 
     Stems that occur once keep the file's stem; repeated stems (compared case-insensitively, as on macOS and
-    Windows) get ``-2``, ``-3``, ... in input order. No stem yields an output path equal to an input file (or to
-    a path in ``avoid``), so inputs are never overwritten even when the output folder is the input folder.
+    Windows) get ``-2``, ``-3``, ... in input order. No stem yields an output path that is an input file, a path
+    in ``avoid``, or an existing file that is not one of this tool's outputs: inputs and other files are never
+    overwritten (earlier outputs are), even when the output folder is the input folder.
     """
     out_dir = Path(out_dir).resolve()
     files = [Path(f) for f in files]
@@ -390,7 +408,11 @@ def output_stems(files, out_dir, avoid=()) -> list[str]:
             pass
 
     def clashes(stem: str) -> bool:
-        return any(out_dir / (stem + s) in reserved for s in OUTPUT_SUFFIXES.values())
+        for suffix in OUTPUT_SUFFIXES.values():
+            target = out_dir / (stem + suffix)
+            if target in reserved or (os.path.lexists(target) and not is_tagged_output(target)):
+                return True
+        return False
 
     counts: dict[str, int] = {}
     for f in files:

@@ -154,11 +154,11 @@ class _TorchRunner:
     """Runs a PyTorch network on normalised NCHW float32 batches; returns NxHxW probabilities."""
 
     def __init__(self, net, device, fuse=True, channels_last=True, compile=False, precision="fp32"):
-        from .models.fuse import fuse_conv_bn
+        from .models.fuse import fuse_model
 
         self.device, self.channels_last, self.precision = device, channels_last, precision
         if fuse:
-            net = fuse_conv_bn(net, inplace=True)
+            net = fuse_model(net, inplace=True)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = torch.compile(net, dynamic=False) if compile else net
@@ -169,10 +169,15 @@ class _TorchRunner:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with self._lock, torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
-                                                                 enabled=dtype is not None):
-            logit = self.net(x)[0]
-            prob = torch.sigmoid(logit.float())[:, 0]
+        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            with self._lock, torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
+                                                                     enabled=dtype is not None):
+                logit = self.net(x)[0]
+                prob = torch.sigmoid(logit.float())[:, 0]
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
         return prob.cpu().numpy()
 
 
@@ -310,14 +315,14 @@ class Prediction:
         written = {}
         for kind in what:
             path = out_dir / f"{stem}{OUTPUT_SUFFIXES[kind]}"
+            params = imageio.output_save_params(kind)
             if kind == "prob":
-                img, fmt, params = Image.fromarray(prob_to_uint8(self.prob), "L"), "PNG", {
-                    "compress_level": png_compress_level}
+                img, fmt = Image.fromarray(prob_to_uint8(self.prob), "L"), "PNG"
             elif kind == "mask":
-                img, fmt, params = Image.fromarray(self.mask.view(np.uint8) * np.uint8(255), "L"), "PNG", {
-                    "compress_level": png_compress_level}
+                img, fmt = Image.fromarray(self.mask.view(np.uint8) * np.uint8(255), "L"), "PNG"
             else:
-                img, fmt, params = self.overlay(), "JPEG", {"quality": jpeg_quality}
+                img, fmt = self.overlay(), "JPEG"
+            params.update({"compress_level": png_compress_level} if fmt == "PNG" else {"quality": jpeg_quality})
             written[kind] = imageio.save_image_atomic(img, path, fmt, **params)
         return written
 
@@ -658,7 +663,7 @@ def predict_files(predictor: Predictor, inputs, out_dir="outputs", save=SAVE_CHO
     report = on_error or (lambda path, reason: log.error("%s: %s", path, reason))
     t_start = time.perf_counter()
     out_dir = imageio.check_writable_dir(out_dir)
-    found = imageio.collect_inputs(inputs, recursive=recursive, out_dir=out_dir)
+    found = imageio.collect_inputs(inputs, recursive=recursive)
     stems = imageio.output_stems(found.files, out_dir, avoid=[out_dir / imageio.SUMMARY_NAME])
     entries: list[dict] = []
     for item, reason in found.errors:

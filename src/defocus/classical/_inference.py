@@ -5,7 +5,7 @@ Minimises over h (S, H, W)::
     sum_s sum_i |h_i^s - a_i^s|
       + beta * ( sum_s sum_i sum_{j in N4(i)} |h_i^s - h_j^s|  +  sum_{s<S} sum_i |h_i^s - h_i^{s+1}| )
 
-(Yi & Eramian, TIP 2016, Sec. IV-C). The double sum over i and its 4-neighbours j counts every in-scale edge
+(Yi & Eramian, TIP 2016). The double sum over i and its 4-neighbours j counts every in-scale edge
 twice, so in-scale edges weigh 2*beta and cross-scale edges beta. The paper solves a discretised version with
 loopy belief propagation; here the same convex energy is minimised over continuous h with the first-order
 primal-dual algorithm of Chambolle & Pock (JMIV 2011), fully vectorised.

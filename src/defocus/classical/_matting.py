@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 def _import_pymatting():
     try:
         from pymatting import cf_laplacian, cg, ichol, jacobi
-    except ImportError as exc:  # pragma: no cover - depends on the installation
+    except ImportError as exc:
         raise ImportError(
             "the LBP method's matting refinement needs pymatting: `pip install defocus[matting]` "
             "(or pass refine=False to skip the refinement)"

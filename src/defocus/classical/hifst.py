@@ -1,7 +1,7 @@
 """HiFST blur maps (Golestaneh & Karam, "Spatially-varying blur detection based on multiscale fused and sorted
 transform coefficients of gradient magnitudes", CVPR 2017).
 
-Pipeline (paper Sec. 2):
+Pipeline:
 
 1. gradient magnitude G of the gray image;
 2. for every patch size M_r = 2^(2+r) - 1 (7, 15, 31, 63), the 2-D DCT of the M_r x M_r patch of G centred on a
@@ -12,10 +12,11 @@ Pipeline (paper Sec. 2):
 5. D is weighted by the local entropy of the image and smoothed with an edge-preserving filter.
 
 Deviations (named parameters, see ``docs/classical.md``): step 2 is evaluated on a grid whose step grows with the
-patch size (``strides``, default (M_r + 1) / 8: every pixel for 7x7 patches, every 8th for 63x63) and the sorted
-coefficient vectors are bilinearly interpolated to the fusion grid (``fusion_stride``, default 2; an interpolation
-of sorted vectors stays sorted), D is bilinearly upsampled to full size; step 5 uses a guided filter instead of the
-domain-transform filter. ``strides=(1, 1, 1, 1), fusion_stride=1`` computes every pixel exactly (slow).
+patch size (``strides``, default (M_r + 1) / 8, i.e. every 8th pixel for 63x63 patches, but never finer than the
+fusion grid) and the sorted coefficient vectors are bilinearly interpolated to the fusion grid (``fusion_stride``,
+default 2: every other pixel; an interpolation of sorted vectors stays sorted); D is bilinearly interpolated to
+every pixel; step 5 uses a guided filter instead of the domain-transform filter. ``strides=(1, 1, 1, 1),
+fusion_stride=1`` computes every pixel exactly (slow).
 """
 from __future__ import annotations
 
@@ -94,20 +95,38 @@ def sorted_high_frequency(grad: np.ndarray, patch: int, stride: int = 1, keep: i
     return out
 
 
-def _interp_axis(arr: np.ndarray, src_stride: int, dst_stride: int, n_dst: int, axis: int) -> np.ndarray:
-    """Linear interpolation along ``axis`` from samples at multiples of ``src_stride`` to ``n_dst`` samples at
-    multiples of ``dst_stride`` (clamped beyond the last sample)."""
+def _interp_axis(arr: np.ndarray, src_stride: int, positions: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` of samples taken at multiples of ``src_stride`` to the pixel
+    ``positions`` (clamped beyond the last sample)."""
     n_src = arr.shape[axis]
-    if src_stride == dst_stride and n_src == n_dst:
-        return arr
-    pos = np.arange(n_dst) * (dst_stride / src_stride)
+    pos = positions / float(src_stride)
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, n_src - 1)
     i1 = np.minimum(i0 + 1, n_src - 1)
     wgt = np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
+    if not wgt.any():
+        return np.take(arr, i0, axis=axis)
     shape = [1] * arr.ndim
-    shape[axis] = n_dst
+    shape[axis] = len(positions)
     wgt = wgt.reshape(shape)
     return np.take(arr, i0, axis=axis) * (1 - wgt) + np.take(arr, i1, axis=axis) * wgt
+
+
+def _fuse_and_sort(per_scale, ys: np.ndarray, xs: np.ndarray, n_layers: int) -> np.ndarray:
+    """(len(ys), len(xs), n_layers): at each fusion-grid pixel, the n_layers smallest values of all scales'
+    sorted coefficients (interpolated from each scale's grid), in increasing order. Built in row strips to bound
+    the memory."""
+    total = sum(c.shape[2] for c, _ in per_scale)
+    t = min(n_layers, total)
+    out = np.empty((ys.size, xs.size, t), dtype=np.float32)
+    rows = max(1, _BATCH_FLOATS // max(1, xs.size * total))
+    for y0 in range(0, ys.size, rows):
+        parts = [_interp_axis(_interp_axis(c, s, ys[y0:y0 + rows], 0), s, xs, 1) for c, s in per_scale]
+        strip = np.concatenate(parts, axis=2)
+        if t < total:
+            strip = np.partition(strip, t - 1, axis=2)[:, :, :t]
+        strip.sort(axis=2)
+        out[y0:y0 + rows] = strip
+    return out
 
 
 def local_entropy(gray: np.ndarray, window: int = ENTROPY_WINDOW, bins: int = 32) -> np.ndarray:
@@ -136,7 +155,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = None, strides=None,
               fusion_stride: int = 2, entropy_window: int = ENTROPY_WINDOW, entropy_bins: int = 32,
               smooth_radius: int | None = None, smooth_eps: float = 1e-2,
-              work_pixels: int | None = 4_000_000) -> np.ndarray:
+              work_pixels: int | None = 2_000_000) -> np.ndarray:
     """HiFST sharpness map (1 = in focus), float32 HxW in [0, 1], same size as ``image``.
 
     Parameters
@@ -144,11 +163,12 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
     image: HxWx3 (RGB) or HxW array, uint8 or float in [0, 1].
     patch_sizes: odd DCT patch sizes M_r (paper: 7, 15, 31, 63).
     n_layers: number of smallest sorted coefficients max-pooled (paper: sum of the patch sizes, 116).
-    strides: grid step of the DCT of each scale (default (M_r + 1) // 8, at least 1).
-    fusion_stride: grid step at which the scales are fused, sorted and max-pooled.
+    strides: grid step of the DCT of each scale (default (M_r + 1) // 8; never finer than ``fusion_stride``).
+    fusion_stride: grid step at which the scales are fused, sorted and max-pooled; D is then bilinearly
+        interpolated to every pixel.
     entropy_window, entropy_bins: neighbourhood and gray-level quantisation of the local entropy weighting.
     smooth_radius, smooth_eps: guided filter of the final smoothing (radius default: longer side / 64, >= 2).
-    work_pixels: larger images are processed shrunk to this many pixels (memory: about 250 bytes per processed
+    work_pixels: larger images are processed shrunk to this many pixels (memory: about 400 bytes per processed
         pixel) and the map is brought back with a guided upsampling; ``None`` never shrinks.
     """
     patch_sizes = tuple(int(m) for m in patch_sizes)
@@ -169,29 +189,23 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
     grad = np.hypot(ndimage.sobel(gray, axis=1, mode="nearest"), ndimage.sobel(gray, axis=0, mode="nearest"))
 
     fs = max(1, int(fusion_stride))
-    gh, gw = _grid(h, fs).size, _grid(w, fs).size
-    pooled = []
-    for m, s in zip(patch_sizes, strides):
-        coeffs = sorted_high_frequency(grad, m, s, keep=n_layers)
-        coeffs = _interp_axis(coeffs, s, fs, gh, axis=0)
-        pooled.append(_interp_axis(coeffs, s, fs, gw, axis=1))
-    fused = np.concatenate(pooled, axis=2)
-    del pooled
-    t = min(n_layers, fused.shape[2])
-    if t < fused.shape[2]:
-        fused = np.partition(fused, t - 1, axis=2)[:, :, :t]
-    fused.sort(axis=2)
-    lo = fused.min(axis=(0, 1))
-    span = fused.max(axis=(0, 1)) - lo
+    ys, xs = _grid(h, fs), _grid(w, fs)
+    # a scale sampled more densely than the fusion grid would only be subsampled again
+    per_scale = [(sorted_high_frequency(grad, m, max(s, fs), keep=n_layers), max(s, fs))
+                 for m, s in zip(patch_sizes, strides)]
+    layers = _fuse_and_sort(per_scale, ys, xs, n_layers)
+    del per_scale
+    lo = layers.min(axis=(0, 1))
+    span = layers.max(axis=(0, 1)) - lo
     span[span <= 1e-12] = np.inf  # a constant layer carries no information: it normalises to 0
-    fused -= lo
-    fused /= span
-    blur_free = fused.max(axis=2)  # max-pooling over the normalised layers
-    del fused
-    if (gh, gw) != (h, w):
-        blur_free = resize(blur_free, (h, w))
+    layers -= lo
+    layers /= span
+    evidence = layers.max(axis=2)  # max-pooling over the normalised layers: D of the paper
+    del layers
+    if evidence.shape != (h, w):
+        evidence = _interp_axis(_interp_axis(evidence, fs, np.arange(h), 0), fs, np.arange(w), 1)
 
-    weighted = blur_free * _normalise(local_entropy(gray, entropy_window, entropy_bins))
+    weighted = evidence * _normalise(local_entropy(gray, entropy_window, entropy_bins))
     radius = max(2, round(max(h, w) / 64)) if smooth_radius is None else int(smooth_radius)
     # the guide is min-max normalised so that smooth_eps does not depend on the image contrast
     smooth = guided_filter(_normalise(gray), weighted, radius, smooth_eps)

@@ -1,6 +1,6 @@
 """LBP-based defocus segmentation (Yi & Eramian, "LBP-based segmentation of defocus blur", IEEE TIP 2016).
 
-Pipeline (paper Sec. III-IV):
+Pipeline:
 
 1. rotation-invariant uniform LBP(8,1) codes with a small intensity threshold (``|n_p - n_c| >= 0.016`` on [0, 1]
    intensities sets bit p), :func:`lbp_riu2_codes`;
@@ -32,16 +32,16 @@ from ._matting import matte_from_constraints
 
 logger = logging.getLogger(__name__)
 
-#: Intensity threshold of the LBP comparisons, on [0, 1] intensities (paper Sec. III).
+#: Intensity threshold of the LBP comparisons, on [0, 1] intensities.
 PAPER_LBP_THRESHOLD = 0.016
-#: Window sizes of the three scales (paper Sec. IV).
+#: Window sizes of the three scales.
 PAPER_WINDOWS = (11, 15, 21)
-#: Matting initialisation: alpha = 1 above T_m1, alpha = 0 below T_m2 (paper Sec. IV-B).
+#: Matting initialisation: alpha = 1 above T_m1, alpha = 0 below T_m2.
 PAPER_T_M1 = 0.3
 PAPER_T_M2 = 0.01
-#: Weight of the smoothness terms of the multi-scale inference (paper Sec. IV-C).
+#: Weight of the smoothness terms of the multi-scale inference.
 PAPER_BETA = 0.5
-#: Segmentation threshold on the final sharpness map (paper Sec. IV-D).
+#: Segmentation threshold on the final sharpness map.
 PAPER_T_SEG = 0.3
 
 # Unit-circle offsets (dy, dx) of the 8 neighbours, counter-clockwise from the right (image rows grow downwards).
@@ -145,6 +145,7 @@ def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESH
         return metrics[-1]
     h, w = gray.shape
     hs, ws = _work_size(h, w, work_pixels)
+    logger.debug("LBP matting and inference at %dx%d for a %dx%d image", hs, ws, h, w)
     rgb_small = np.moveaxis(resize(np.moveaxis(to_rgb(image), 2, 0), (hs, ws)), 0, 2)
     m_small = resize(metrics, (hs, ws))
     sharp = m_small > t_m1

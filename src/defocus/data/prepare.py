@@ -8,6 +8,10 @@ levels below ``--src``):
 - CTCUG: ``CTCUG_images/`` + ``CTCUG_gt/``
 - EBD: ``image/`` + ``gt/``
 
+Generic names (``image/``, ``images/``, ``gt/``) are only taken for DUT-test, CTCUG and EBD when the path from
+``--src`` down names the dataset (``.../EBD/image``, ``DUT-DBD_Dataset/image``) or, for DUT, when they sit
+beside ``DUT600S_Training``; CUHK's are recognised by their ``out_of_focus`` file names.
+
 Files pair by stem; when the stems differ but the counts agree, they pair by sorted file order (the reference
 code's rule) and the mask is stored under the image's stem. Files are copied (or hard/soft linked) byte for byte.
 """
@@ -40,14 +44,18 @@ class SourcePart:
     dest: str
     name_prefix: Optional[str] = None
     near: Optional[str] = None
+    generic: tuple = ()
+    hint: Optional[str] = None
 
 
 LAYOUTS = {
     "cuhk": (SourcePart("CUHK", ("image", "images"), ("gt", "masks"), "CUHK", name_prefix="out_of_focus"),),
     "dut": (SourcePart("DUT train", ("DUT600S_Training",), ("DUT600GT_Training",), "DUT/train"),
-            SourcePart("DUT test", ("image", "images"), ("gt", "masks"), "DUT/test", near="DUT600S_Training")),
-    "ctcug": (SourcePart("CTCUG", ("CTCUG_images", "images", "image"), ("CTCUG_gt", "gt", "masks"), "CTCUG"),),
-    "ebd": (SourcePart("EBD", ("image", "images"), ("gt", "masks"), "EBD"),),
+            SourcePart("DUT test", ("image", "images"), ("gt", "masks"), "DUT/test", near="DUT600S_Training",
+                       generic=("image", "images"), hint="dut")),
+    "ctcug": (SourcePart("CTCUG", ("CTCUG_images", "images", "image"), ("CTCUG_gt", "gt", "masks"), "CTCUG",
+                         generic=("images", "image"), hint="ctcug"),),
+    "ebd": (SourcePart("EBD", ("image", "images"), ("gt", "masks"), "EBD", generic=("image", "images"), hint="ebd"),),
 }
 
 
@@ -93,12 +101,22 @@ def _find_dirs(src: Path, names: tuple, max_depth: int = 3) -> list[Path]:
     return found
 
 
+def _hinted(src: Path, folder: Path, part: SourcePart) -> bool:
+    """Generic folder names (``image/``, ``gt/``) only count inside a download whose path (from ``src``'s
+    name down) names the dataset, or beside ``part.near``: an EBD tree is never taken for DUT's test set."""
+    rel = str(folder.relative_to(src.parent)).lower()
+    near = part.near and any(c.name.lower() == part.near.lower() for c in folder.parent.iterdir())
+    return bool(near) or (part.hint is not None and part.hint in rel)
+
+
 def _locate(src: Path, part: SourcePart) -> Optional[tuple[Path, Path]]:
     """The (images, masks) folders of ``part`` in a download (sibling folders; those beside ``part.near``
     preferred); None if absent."""
     found = []
     for img_name in part.image_dirs:
         for img_dir in _find_dirs(src, (img_name,)):
+            if img_name in part.generic and not _hinted(src, img_dir, part):
+                continue
             for mask_name in part.mask_dirs:
                 mask_dir = next((c for c in img_dir.parent.iterdir()
                                  if c.is_dir() and c.name.lower() == mask_name.lower()), None)

@@ -69,7 +69,9 @@ class SynthConfig:
     ``noise_read`` (min, max) std, both in linear light; ``jpeg_prob``, ``jpeg_quality`` (min, max).
     Verification: ``sharpness`` (the test), ``verify_subject`` (the object must pass it to be labelled in focus;
     otherwise the sample is rendered fully defocused). ``mask_min_area``: mask specks and pin-holes smaller
-    than this (pixels of the rendered frame) are removed first."""
+    than this (pixels of the rendered frame) are removed first. ``redraws``: when a source cannot support the
+    drawn case (it fails verification), the dataset tries up to this many other sources before accepting the
+    fallback, so the rendered mix stays close to the configured one."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -84,23 +86,24 @@ class SynthConfig:
     ramp_levels: int = 3
     aspect: str = "squash"
     max_aspect: float = 1.6
-    crop_prob: float = 0.5
-    crop_scale: tuple = (0.5, 1.0)
-    max_upscale: float = 1.3
+    crop_prob: float = 0.7
+    crop_scale: tuple = (0.4, 1.0)
+    max_upscale: float = 1.6
     highlight_prob: float = 0.7
     highlight_threshold: float = 0.75
     highlight_gain: tuple = (1.5, 6.0)
-    bokeh_prob: float = 0.3
-    bokeh_points: tuple = (3, 25)
-    bokeh_strength: tuple = (0.1, 0.8)
+    bokeh_prob: float = 0.2
+    bokeh_points: tuple = (2, 20)
+    bokeh_strength: tuple = (0.05, 0.6)
     noise_prob: float = 0.8
-    noise_shot: tuple = (1e-5, 2e-3)
-    noise_read: tuple = (0.0, 0.002)
+    noise_shot: tuple = (1e-5, 5e-4)
+    noise_read: tuple = (0.0, 6e-4)
     jpeg_prob: float = 0.7
-    jpeg_quality: tuple = (60, 95)
+    jpeg_quality: tuple = (75, 95)
     sharpness: SharpnessTest = field(default_factory=SharpnessTest)
     verify_subject: bool = True
     mask_min_area: int = 100
+    redraws: int = 3
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -187,9 +190,18 @@ def _clean_mask(alpha: np.ndarray, min_area: int) -> np.ndarray:
     return alpha
 
 
-def _choose_case(rng, cfg: SynthConfig, sharp_background_ok: bool, checks: Callable) -> tuple[str, str]:
-    """Draw the scene case, then fall back to what the source supports: (case drawn, case rendered)."""
-    drawn = CASES[int(rng.choice(4, p=cfg.case_probs()))]
+def draw_case(rng, cfg: SynthConfig) -> str:
+    """Draw a scene case (near, far, wide, full) with the configured probabilities."""
+    return CASES[int(rng.choice(4, p=cfg.case_probs()))]
+
+
+def _choose_case(rng, cfg: SynthConfig, sharp_background_ok: bool, checks: Callable,
+                 drawn: Optional[str] = None) -> tuple[str, str]:
+    """Draw the scene case (unless given), then fall back to what the source supports: (drawn, rendered)."""
+    if drawn is None:
+        drawn = draw_case(rng, cfg)
+    elif drawn not in CASES:
+        raise ValueError(f"case must be one of {CASES}, got {drawn!r}")
     case = drawn
     if case in ("far", "wide") and not sharp_background_ok:
         case = "near"
@@ -226,13 +238,15 @@ def _boost_highlights(lin: np.ndarray, rng, cfg: SynthConfig) -> np.ndarray:
 
 
 def _add_point_lights(layer: np.ndarray, where: np.ndarray, radius_at: Callable, rng, cfg: SynthConfig) -> None:
-    """Add point lights (future bokeh disks) in place, at pixels of ``where`` drawn with a preference for
-    bright ones (where real lights and specular glints are)."""
+    """Add point lights (future bokeh disks) in place, at the brightest tenth of the pixels of ``where``
+    (where real lights and specular glints are), brighter ones more likely."""
     ys, xs = np.nonzero(where)
     if len(ys) == 0:
         return
     n = int(rng.integers(cfg.bokeh_points[0], cfg.bokeh_points[1] + 1))
-    lum = layer[1, ys, xs] + 0.02
+    lum = layer[1, ys, xs]
+    top = lum >= np.percentile(lum, 90)
+    ys, xs, lum = ys[top], xs[top], lum[top] + 0.02
     p = lum * lum
     idx = rng.choice(len(ys), size=n, p=p / p.sum())
     tint = rng.uniform(0.55, 1.0, (n, 3))
@@ -272,7 +286,8 @@ def _add_noise(lin: np.ndarray, rng, cfg: SynthConfig) -> tuple[float, float]:
 
 
 def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
-                  *, sharp_background_ok: bool = True, return_info: bool = False):
+                  *, sharp_background_ok: bool = True, case: Optional[str] = None, strict_case: bool = False,
+                  return_info: bool = False):
     """Render one synthetic defocus sample from a sharp photo and its foreground mask.
 
     ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``fg_mask_bool``: HxW bool, True = the foreground
@@ -280,7 +295,9 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     same generator state, same sample). Returns ``(image uint8 SxSx3, in_focus bool SxS)`` with S =
     ``cfg.size`` (or the source size when ``cfg.size`` is None), plus an info dict (case, radii, ...) when
     ``return_info``. ``sharp_background_ok=False`` forbids the far/wide cases (for sources whose backgrounds
-    are known to be naturally blurred)."""
+    are known to be naturally blurred). ``case`` forces the scene case instead of drawing it; it still falls
+    back when the source fails verification, unless ``strict_case``, which returns None instead (cheaply,
+    before rendering) so the caller can try another source."""
     cfg = cfg or SynthConfig()
     src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
     msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
@@ -296,7 +313,8 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
         ratio, contrast = cache["maps"]
         if what not in cache:
             if what == "subject":
-                cache[what] = region_is_sharp(ratio, contrast, window_max(fg, 5), cfg.sharpness)
+                # the subject's interior only: a silhouette against a sharp background proves nothing
+                cache[what] = region_is_sharp(ratio, contrast, ~window_max(~fg, 5), cfg.sharpness)
             elif what == "background":
                 bg = ~window_max(fg, 9)
                 cache[what] = region_is_sharp_everywhere(ratio, contrast, bg, cfg.sharpness)
@@ -305,7 +323,9 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
                     and checks("subject")
         return cache[what]
 
-    drawn, case = _choose_case(rng, cfg, sharp_background_ok, checks)
+    drawn, case = _choose_case(rng, cfg, sharp_background_ok, checks, case)
+    if strict_case and case != drawn:
+        return None
     blur_r = lambda: _loguniform(rng, *cfg.blur_radius)  # noqa: E731
     sharp_r = lambda: float(rng.uniform(*cfg.sharp_radius))  # noqa: E731
     fg_blurred = case in ("far", "full")
@@ -444,12 +464,19 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         """Item ``i`` before the transform: (image uint8 SxSx3, in_focus bool SxS, info dict)."""
         if not 0 <= i < self.length:
             raise IndexError(i)
-        pair = self.sources[self._source_index(i)]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        image, mask = load_source(pair, self.cfg.size)
-        out, in_focus, info = render_sample(image, mask, rng, self.cfg,
-                                            sharp_background_ok=pair.sharp_background_ok, return_info=True)
-        info["source"] = str(pair.image)
+        case = draw_case(rng, self.cfg)
+        idx = self._source_index(i)
+        for attempt in range(self.cfg.redraws + 1):
+            pair = self.sources[idx]
+            image, mask = load_source(pair, self.cfg.size)
+            res = render_sample(image, mask, rng, self.cfg, sharp_background_ok=pair.sharp_background_ok,
+                                case=case, strict_case=attempt < self.cfg.redraws, return_info=True)
+            if res is not None:
+                break
+            idx = int(rng.integers(len(self.sources)))
+        out, in_focus, info = res
+        info.update(source=str(pair.image), attempts=attempt + 1)
         return out, in_focus, info
 
     def __getitem__(self, i: int) -> dict:

@@ -130,7 +130,7 @@ class Trainer:
         if resume == "auto":
             resume = self.checkpoint_path if self.checkpoint_path.exists() else None
         if resume:
-            self.load_state(load_checkpoint(resume, map_location=self.device))
+            self.load_state(load_checkpoint(resume, map_location="cpu"))
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, self.step, self.epoch + 1,
                      self.batch_in_epoch)
         self._resumed_step = self.step if resume else None

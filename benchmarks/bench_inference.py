@@ -1,0 +1,263 @@
+"""Inference speed and memory on CPU (results: benchmarks/RESULTS_inference.md).
+
+1. DFFNet on ResNeSt-101 (``resnest101e``, random weights: speed does not depend on them), 320x320, batch 1:
+   the optimised path (folded conv+BN and conv+1x1, channels-last, ``inference_mode``) against the plain eval
+   model, timed alternately in one process (so machine load hits both alike), outputs compared; ONNX Runtime on
+   the exported graph. Peak memory (``VmHWM``) of each in a fresh process, including a model that also carries
+   the authors' unused ``layer3_2`` / ``layer4_2`` copies (their checkpoint's 44.5 M extra parameters).
+2. DFFNet on EfficientNet-Lite0 (``tf_efficientnet_lite0``), 320x320, batch 1 and 8: images/s.
+3. A 24-megapixel JPEG end to end (decode, infer, write prob + mask PNGs) with ``Predictor``.
+
+Every timing run sets the thread count (default 2) and ``torch.set_flush_denormal(True)`` in all
+configurations alike (random weights produce denormal products in the DFFM that real weights rarely do).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_inference.py [--runs 7] [--threads 2] [--only resnest,lite,photo]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dahlia_flower.jpg"
+
+
+def _in_child(fn, *args):
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _setup(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    return torch
+
+
+def _status_mb(field: str) -> float:
+    # /proc/self/status without importing defocus (whose import pulls in torch)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _median_ms(ts):
+    return round(1000 * statistics.median(ts), 1)
+
+
+def _make(backbone: str, randomise: bool = False):
+    import torch
+
+    from defocus.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("dffnet", backbone=backbone).eval()
+    if randomise:  # non-trivial BatchNorm statistics: spatially varying maps, like a trained model's
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+                    m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net
+
+
+def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, warmup: int = 1) -> dict:
+    """Baseline (plain eval model, no_grad) vs optimised, timed alternately; output difference."""
+    torch = _setup(threads)
+    from defocus.models.fuse import fuse_model
+
+    base = _make(backbone, randomise=True)
+    opt = fuse_model(base).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    xc = x.contiguous(memory_format=torch.channels_last)
+
+    def run_base():
+        with torch.no_grad():
+            return base(x)[0]
+
+    def run_opt():
+        with torch.inference_mode():
+            return opt(xc)[0]
+
+    ref, got = run_base(), run_opt()
+    diff_logit = float((ref - got).abs().max())
+    diff_prob = float((ref.sigmoid() - got.sigmoid()).abs().max())
+    tb, to = [], []
+    for i in range(warmup + runs):
+        for fn, ts in ((run_base, tb), (run_opt, to)):
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                ts.append(time.perf_counter() - t0)
+    return {"backbone": backbone, "size": size, "batch": batch, "runs": runs, "threads": threads,
+            "baseline_ms": _median_ms(tb), "optimised_ms": _median_ms(to),
+            "baseline_images_per_s": round(batch / statistics.median(tb), 2),
+            "optimised_images_per_s": round(batch / statistics.median(to), 2),
+            "speedup": round(statistics.median(tb) / statistics.median(to), 2),
+            "max_abs_diff_logit": diff_logit, "max_abs_diff_prob": diff_prob}
+
+
+def onnx_speed(onnx_path: str, size: int, batch: int, runs: int, threads: int) -> dict:
+    """ONNX Runtime alone (no torch import in this process): images/s and peak RSS."""
+    import numpy as np
+    import onnxruntime as ort
+
+    rss0 = _status_mb("VmRSS")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((batch, 3, size, size), dtype=np.float32)
+    sess.run(None, {"image": x})
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {"image": x})
+        ts.append(time.perf_counter() - t0)
+    return {"batch": batch, "onnx_ms": _median_ms(ts), "onnx_images_per_s": round(batch / statistics.median(ts), 2),
+            "rss_after_imports_mb": round(rss0, 1), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
+            "torch_imported": "torch" in sys.modules}
+
+
+def memory(kind: str, backbone: str, size: int, threads: int) -> dict:
+    """Peak RSS of building a model and running three forward passes, in this (fresh) process."""
+    torch = _setup(threads)
+    import copy
+
+    from defocus.bench import peak_rss_mb, reset_peak_rss, rss_mb
+    from defocus.models.fuse import fuse_model
+
+    rss0 = rss_mb()
+    reset_peak_rss()
+    net = _make(backbone)
+    if kind == "authors":  # the reference model also allocates unused copies of layer3 and layer4
+        body = net.backbone.body
+        net.unused_layer3_2, net.unused_layer4_2 = copy.deepcopy(body.layer3), copy.deepcopy(body.layer4)
+    x = torch.randn(1, 3, size, size)
+    if kind == "optimised":
+        net = fuse_model(net, inplace=True).to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    ctx = torch.inference_mode if kind == "optimised" else torch.no_grad
+    with ctx():
+        for _ in range(3):
+            net(x)
+    n_params = sum(p.numel() for p in net.parameters())
+    return {"kind": kind, "params_m": round(n_params / 1e6, 2), "rss_after_imports_mb": round(rss0, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "model_and_run_mb": round(peak_rss_mb() - rss0, 1)}
+
+
+def export_onnx_file(backbone: str, path: str) -> dict:
+    from defocus.export import export_onnx
+
+    return export_onnx(_make(backbone, randomise=True), path, check=True)
+
+
+def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: str) -> dict:
+    """Predictor on one large JPEG: decode, infer, write prob + mask; per-stage times of the last run."""
+    _setup(threads)
+    from PIL import Image
+
+    from defocus import imageio
+    from defocus.bench import peak_rss_mb, reset_peak_rss, rss_mb
+    from defocus.inference import Predictor
+
+    pred = Predictor(_make("tf_efficientnet_lite0", randomise=True), device="cpu", fast_decode=fast_decode)
+    rss0 = rss_mb()
+    reset_peak_rss()
+    ts = []
+    for _ in range(runs + 1):
+        t0 = time.perf_counter()
+        res = pred.predict(path)
+        res.save(save_dir, what=("prob", "mask"), stem="photo")
+        ts.append(time.perf_counter() - t0)
+    ts = ts[1:]
+    stages = {}
+    t0 = time.perf_counter()
+    img, _ = imageio.decode_rgb(path, draft_min_size=pred._draft_size if fast_decode else None)
+    stages["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    small = img.resize((320, 320), Image.BILINEAR)
+    stages["resize_to_320_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = pred.predict(small)
+    stages["infer_320_s"] = time.perf_counter() - t0
+    res2 = pred.predict(path)
+    t0 = time.perf_counter()
+    res2.prob
+    res2.mask
+    stages["map_to_native_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res2.save(save_dir, what=("prob", "mask"), stem="photo")
+    stages["write_pngs_s"] = time.perf_counter() - t0
+    sizes = {p.name: os.path.getsize(p) for p in Path(save_dir).glob("photo_*")}
+    return {"fast_decode": fast_decode, "runs": runs, "threads": threads, "median_s": round(statistics.median(ts), 3),
+            "min_s": round(min(ts), 3), "stages_last_run": {k: round(v, 3) for k, v in stages.items()},
+            "output_bytes": sizes, "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(rss0, 1)}
+
+
+def make_24mp_jpeg(path: Path):
+    """A 6000x4000 JPEG (an example photo upscaled, with sensor-like noise so it compresses like a photo)."""
+    import numpy as np
+    from PIL import Image
+
+    base = Image.open(EXAMPLE).convert("RGB").resize((6000, 4000), Image.BICUBIC)
+    a = np.asarray(base).astype(np.int16)
+    a += np.random.default_rng(0).integers(-6, 7, a.shape, dtype=np.int16)
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path, quality=92)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="resnest,lite,photo")
+    ap.add_argument("--json", default=None, help="Also write the results to this file.")
+    args = ap.parse_args()
+    parts = set(args.only.split(","))
+    from defocus.bench import machine_info
+
+    out = {"machine": machine_info(), "threads": args.threads, "runs": args.runs}
+    out["machine"]["torch_threads"] = args.threads
+    tmp = Path(tempfile.mkdtemp(prefix="defocus-bench-"))
+    if "resnest" in parts:
+        out["resnest_speed"] = _in_child(speed_pair, "resnest101e", 320, 1, args.runs, args.threads)
+        print(json.dumps(out["resnest_speed"]), flush=True)
+        out["resnest_memory"] = [_in_child(memory, k, "resnest101e", 320, args.threads)
+                                 for k in ("authors", "baseline", "optimised")]
+        print(json.dumps(out["resnest_memory"]), flush=True)
+        onnx_path = str(tmp / "resnest.onnx")
+        out["resnest_onnx_export"] = {k: v for k, v in _in_child(export_onnx_file, "resnest101e", onnx_path).items()
+                                      if k != "cases"}
+        out["resnest_onnx"] = _in_child(onnx_speed, onnx_path, 320, 1, max(3, args.runs // 2), args.threads)
+        print(json.dumps(out["resnest_onnx"]), flush=True)
+    if "lite" in parts:
+        out["lite0_speed"] = [_in_child(speed_pair, "tf_efficientnet_lite0", 320, b, args.runs, args.threads)
+                              for b in (1, 8)]
+        print(json.dumps(out["lite0_speed"]), flush=True)
+        onnx_path = str(tmp / "lite0.onnx")
+        _in_child(export_onnx_file, "tf_efficientnet_lite0", onnx_path)
+        out["lite0_onnx"] = [_in_child(onnx_speed, onnx_path, 320, b, args.runs, args.threads) for b in (1, 8)]
+        print(json.dumps(out["lite0_onnx"]), flush=True)
+    if "photo" in parts:
+        jpg = tmp / "photo_24mp.jpg"
+        make_24mp_jpeg(jpg)
+        out["photo_24mp"] = [_in_child(photo_e2e, str(jpg), args.runs, args.threads, fd, str(tmp / "out"))
+                             for fd in (False, True)]
+        print(json.dumps(out["photo_24mp"]), flush=True)
+    out["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

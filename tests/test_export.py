@@ -1,0 +1,135 @@
+"""Conv + BN folding (exactness and safety), ONNX export parity, the ONNX backend, and the benchmark harness."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from conftest import TINY_BACKBONE
+from defocus.cli import app
+from defocus.inference import Predictor
+from defocus.models import create_model, save_model
+from defocus.models.fuse import find_conv_bn_pairs, fuse_conv_bn
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters (a fresh model's fold would be near-identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return randomise_bn(create_model("dffnet", backbone=TINY_BACKBONE))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny, tmp_path_factory):
+    return str(save_model(tiny, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"))
+
+
+def test_fused_equals_unfused(tiny):
+    fused = fuse_conv_bn(tiny)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())  # every pair folds in this model
+    assert any(isinstance(m, nn.BatchNorm2d) for m in tiny.modules())  # the original is untouched
+    x = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = tiny(x)[0], fused(x)[0]
+    assert ref.std() > 0.1  # a non-degenerate output
+    assert (ref - got).abs().max() <= 1e-4
+    assert (ref.sigmoid() - got.sigmoid()).abs().max() <= 1e-4
+
+
+def test_fold_is_skipped_where_the_conv_output_is_reused():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn_a = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.b, self.bn_b = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.bn_a(y) + y, self.bn_b(self.b(x))  # a's output also feeds the sum: not foldable
+
+    m = randomise_bn(Residual())
+    x = torch.randn(1, 3, 8, 8)
+    assert find_conv_bn_pairs(m, x) == [("b", "bn_b")]
+    fused = fuse_conv_bn(m, example=x)
+    assert isinstance(fused.bn_a, nn.BatchNorm2d) and isinstance(fused.bn_b, nn.Identity)
+    with torch.no_grad():
+        for r, f in zip(m(x), fused(x)):
+            assert (r - f).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="eval"):
+        fuse_conv_bn(Residual().train())
+
+
+def test_predictor_optimisations_do_not_change_outputs(tiny, shared_dir):
+    image = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[0]
+    fast = Predictor(tiny, device="cpu", size=96).predict(image)
+    plain = Predictor(tiny, device="cpu", size=96, fuse=False, channels_last=False).predict(image)
+    assert fast.prob.shape == plain.prob.shape
+    assert np.abs(fast.prob - plain.prob).max() <= 1e-4
+    assert plain.prob.std() > 0.01
+
+
+def test_onnx_export_parity_and_backend(tiny, tiny_ckpt, shared_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from defocus.export import export_onnx
+
+    images = sorted((shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples" / "images").iterdir())[:1]
+    report = export_onnx(tiny, tmp_path / "m.onnx", check_images=images)
+    shapes = [tuple(c["shape"]) for c in report["cases"]]
+    assert (2, 3, 256, 384) in shapes and (1, 3, 200, 296) in shapes and len(shapes) == 4  # dynamic N, H, W
+    assert report["max_abs_diff_prob"] <= 1e-4 and report["max_abs_diff_logit"] <= 1e-4
+    onnx_pred = Predictor(str(tmp_path / "m.onnx"), device="cpu", size=96, keep_aspect=True).predict(images[0])
+    torch_pred = Predictor(tiny_ckpt, device="cpu", size=96, keep_aspect=True).predict(images[0])
+    assert onnx_pred.model.kind == "onnx" and onnx_pred.model.backbone == "resnet18"
+    assert np.abs(onnx_pred.prob - torch_pred.prob).max() <= 1e-4
+    in_memory = Predictor(tiny_ckpt, device="cpu", size=96, backend="onnx").predict(images[0])
+    assert np.abs(in_memory.prob - Predictor(tiny_ckpt, device="cpu", size=96).predict(images[0]).prob).max() <= 1e-4
+
+
+def test_export_cli(tiny_ckpt, tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = CliRunner().invoke(app, ["export", "--model", tiny_ckpt, "-o", str(tmp_path / "x.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "max |prob diff|" in r.stdout and (tmp_path / "x.onnx").is_file()
+    r = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nothing.safetensors"), "-o",
+                                 str(tmp_path / "y.onnx")])
+    assert r.exit_code == 2 and not (tmp_path / "y.onnx").exists()
+
+
+def test_benchmark_rows(tiny_ckpt):
+    from defocus.bench import benchmark, format_table
+
+    report = benchmark(model=tiny_ckpt, size=64, batch_sizes=(1, 2), backends=("torch", "torch-baseline"),
+                       runs=2, warmup=1, isolate=False)
+    rows = report["results"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [("torch", 1), ("torch", 2), ("torch-baseline", 1),
+                                                          ("torch-baseline", 2)]
+    assert all(r["images_per_s"] > 0 and r["p90_ms"] >= r["p50_ms"] > 0 for r in rows)
+    assert report["machine"]["logical_cpus"] >= 1 and "resnet18" in format_table(report)
+    with pytest.raises(ValueError, match="unknown backend"):
+        benchmark(model=tiny_ckpt, backends=("tensorrt",))
+
+
+@pytest.mark.slow
+def test_benchmark_cli_isolated(tiny_ckpt):
+    r = CliRunner().invoke(app, ["benchmark", "--model", tiny_ckpt, "--size", "64", "--batch-size", "1",
+                                 "--runs", "1", "--warmup", "0", "--threads", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["results"][0]
+    assert row["peak_rss_mb"] > 0 and row["threads"] == 1

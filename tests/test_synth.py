@@ -1,0 +1,304 @@
+"""The synthetic defocus renderer: optics, label physics, compositing, determinism, dataset and CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from defocus.cli import app
+from defocus.data import load_pairs
+from defocus.data.lens import DiskBlur, disk_blur, disk_kernel, fill_holes, linear_to_srgb, srgb_to_linear
+from defocus.data.sharpness import SharpnessTest, edge_maps, luma, region_is_sharp
+from defocus.data.synth import (SynthConfig, SyntheticDefocusDataset, config_from_dict, list_natural_sources,
+                                render_sample)
+from defocus.data.transforms import train_transform
+
+SIZE = 128
+ONLY = {c: {f"p_{k}": float(k == c) for k in ("near", "far", "wide", "full")} for c in ("near", "far", "wide", "full")}
+# physics tests: no randomness beyond the lens (no crop, ramp, highlights, bokeh, noise or JPEG)
+PLAIN = dict(size=None, crop_prob=0.0, ramp_prob=0.0, highlight_prob=0.0, bokeh_prob=0.0, noise_prob=0.0,
+             jpeg_prob=0.0, sharp_radius=(0.0, 0.4))
+
+
+def _cfg(case: str, **kw) -> SynthConfig:
+    return SynthConfig(**{**PLAIN, **ONLY[case], **kw})
+
+
+def _texture(rng, size=SIZE, block=4) -> np.ndarray:
+    n = size // block
+    return rng.integers(20, 236, (n, n, 3)).astype(np.uint8).repeat(block, 0).repeat(block, 1)
+
+
+def _square(size=SIZE) -> np.ndarray:
+    fg = np.zeros((size, size), bool)
+    fg[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = True
+    return fg
+
+
+def _blurred(img: np.ndarray, r: float) -> np.ndarray:
+    return linear_to_srgb(disk_blur(srgb_to_linear(img), r))
+
+
+def _local_var(img: np.ndarray) -> np.ndarray:
+    y = luma(img)
+    return ndimage.uniform_filter(y * y, 5) - ndimage.uniform_filter(y, 5) ** 2
+
+
+def _render(img, fg, cfg, seed=0):
+    return render_sample(img, fg, np.random.default_rng(seed), cfg, return_info=True)
+
+
+# --- optics primitives ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("r", [0.7, 2.0, 5.5, 12.0])
+def test_disk_kernel_is_a_normalised_pillbox(r):
+    k = disk_kernel(r)
+    assert k.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(k, k.T) and np.allclose(k, k[::-1])
+    c = k.shape[0] // 2
+    dist = np.hypot(*np.mgrid[-c: c + 1, -c: c + 1])
+    assert (k[dist > r + 0.71] == 0).all()  # nothing beyond the rim
+    assert np.allclose(k[dist < r - 0.71], k.max())  # flat top inside it: a pillbox, not a Gaussian
+    assert k.max() == pytest.approx(1 / (np.pi * r * r), rel=0.1)
+    assert disk_kernel(0.3).shape == (1, 1)
+
+
+def test_fft_disk_blur_equals_direct_convolution():
+    x = np.random.default_rng(0).random((3, 60, 70)).astype(np.float32)
+    blur = DiskBlur(x, 6.0)
+    for r in (3.0, 6.0):
+        ref = np.stack([ndimage.correlate(c, disk_kernel(r), mode="reflect") for c in x])
+        np.testing.assert_allclose(blur(r), ref, atol=1e-5)
+
+
+def test_fill_holes_keeps_valid_pixels_and_extends_them():
+    x = np.zeros((3, 64, 64), np.float32)
+    x[:, :, :32] = 0.2
+    x[:, :, 32:] = 0.8
+    valid = np.ones((64, 64), bool)
+    valid[20:44, 20:44] = False
+    x_holed = np.where(valid, x, 5.0)  # hidden pixels carry a value that must not leak
+    out = fill_holes(x_holed, valid)
+    np.testing.assert_array_equal(out[:, valid], x[:, valid])
+    assert 0.2 - 1e-6 <= out.min() and out.max() <= 0.8 + 1e-6
+    assert out[0, 32, 21] < 0.5 < out[0, 32, 42]  # each side extends its own neighbour
+
+
+def test_srgb_round_trip_is_exact():
+    v = np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, 2)
+    np.testing.assert_array_equal(linear_to_srgb(srgb_to_linear(v)), v)
+
+
+# --- the sharpness test, on the real DBD samples --------------------------------------------------------------
+
+def test_sharpness_test_separates_real_in_focus_from_blurred_regions(shared_dir):
+    pairs = load_pairs("folder", image_dir=shared_dir / "data/CUHK/TE-1_btbnet320_samples/images",
+                       mask_dir=shared_dir / "data/CUHK/TE-1_btbnet320_samples/masks")
+    pairs += load_pairs("folder", image_dir=shared_dir / "data/DUT/test_samples/images",
+                        mask_dir=shared_dir / "data/DUT/test_samples/masks")
+    assert len(pairs) == 10
+    for p in pairs:
+        ratio, contrast = edge_maps(luma(np.asarray(Image.open(p.image).convert("RGB"))))
+        gt = np.asarray(Image.open(p.mask)) >= 128
+        sharp = ndimage.binary_erosion(gt, iterations=4)
+        blurred = ndimage.binary_erosion(~gt, iterations=4)
+        assert region_is_sharp(ratio, contrast, sharp), p.stem
+        assert not region_is_sharp(ratio, contrast, blurred), p.stem
+
+
+def test_sharpness_test_rejects_synthetic_blur():
+    img = _texture(np.random.default_rng(1))
+    everywhere = np.ones(img.shape[:2], bool)
+    assert region_is_sharp(*edge_maps(luma(img)), everywhere)
+    assert not region_is_sharp(*edge_maps(luma(_blurred(img, 2.0))), everywhere)
+    assert not region_is_sharp(*edge_maps(luma(np.full_like(img, 128))), everywhere)  # flat: cannot verify
+
+
+# --- label physics and compositing -------------------------------------------------------------------------
+
+def test_near_focus_subject_stays_sharp_background_blurs():
+    rng = np.random.default_rng(2)
+    img, fg = _texture(rng), _square()
+    out, in_focus, info = _render(img, fg, _cfg("near", blur_radius=(4.0, 12.0)))
+    assert info["case"] == "near" and info["r_bg_far"] >= 4.0
+    np.testing.assert_array_equal(in_focus, fg)
+    inner = ndimage.binary_erosion(fg, iterations=2)
+    np.testing.assert_array_equal(out[inner], img[inner])  # the in-focus subject is untouched
+    bg = ~ndimage.binary_dilation(fg, iterations=6)
+    assert np.median(_local_var(out)[bg]) < 0.3 * np.median(_local_var(img)[bg])
+
+
+def test_far_focus_background_stays_sharp_subject_blurs():
+    img, fg = _texture(np.random.default_rng(3)), _square()
+    out, in_focus, info = _render(img, fg, _cfg("far"))
+    assert info["case"] == "far" and info["r_fg"] >= 2.0
+    inter = (~in_focus & fg).sum() / (~in_focus | fg).sum()
+    assert inter > 0.9  # the blurred subject is the out-of-focus region, up to its rounded corners
+    far_bg = ~ndimage.binary_dilation(fg, iterations=int(np.ceil(info["r_fg"])) + 1)
+    np.testing.assert_array_equal(out[far_bg], img[far_bg])
+    inner = ndimage.binary_erosion(fg, iterations=int(np.ceil(info["r_fg"])) + 1)
+    assert np.median(_local_var(out)[inner]) < 0.3 * np.median(_local_var(img)[inner])
+
+
+def test_wide_and_full_cases():
+    img, fg = _texture(np.random.default_rng(4)), _square()
+    out, in_focus, info = _render(img, fg, _cfg("wide"))
+    assert info["case"] == "wide" and in_focus.all()
+    np.testing.assert_array_equal(out, img)
+    out, in_focus, info = _render(img, fg, _cfg("full"))
+    assert info["case"] == "full" and not in_focus.any()
+    assert np.median(_local_var(out)) < 0.3 * np.median(_local_var(img))
+
+
+def test_naturally_blurred_regions_are_never_labelled_in_focus():
+    rng = np.random.default_rng(5)
+    img, fg = _texture(rng), _square()
+    soft_bg = np.where(fg[..., None], img, _blurred(img, 4.0))  # a photo whose background is already blurred
+    for seed in range(3):
+        for case in ("far", "wide"):
+            out, in_focus, info = _render(soft_bg, fg, _cfg(case), seed)
+            assert info["case"] == "near" and info["background_sharp"] in (False, None)
+            assert not in_focus[~fg].any()
+    soft_fg = np.where(fg[..., None], _blurred(img, 4.0), img)  # the subject itself is out of focus
+    out, in_focus, info = _render(soft_fg, fg, _cfg("near"))
+    assert info["case"] == "full" and not in_focus.any()
+    _, in_focus, info = render_sample(img, fg, np.random.default_rng(0), _cfg("far"), sharp_background_ok=False,
+                                      return_info=True)
+    assert info["case"] == "near"
+
+
+def test_sharp_subject_leaves_no_halo():
+    """A bright subject over a dark background: the blurred background next to it must stay dark. A naive
+    composite (blur the whole photo, paste the subject back) shows the halo this test can detect."""
+    rng = np.random.default_rng(6)
+    tex = _texture(rng)
+    fg = _square()
+    img = np.where(fg[..., None], 175 + tex // 3, tex // 4).astype(np.uint8)  # textured: it passes as sharp
+    out, _, info = _render(img, fg, _cfg("near", blur_radius=(8.0, 8.0001)))
+    assert info["case"] == "near"
+    ring = ndimage.binary_dilation(fg, iterations=6) & ~ndimage.binary_dilation(fg, iterations=1)
+    far_bg = ~ndimage.binary_dilation(fg, iterations=20)
+    naive = np.where(fg[..., None], img, _blurred(img, 8.0))
+    excess = luma(out)[ring].mean() - luma(out)[far_bg].mean()
+    naive_excess = luma(naive)[ring].mean() - luma(naive)[far_bg].mean()
+    assert naive_excess > 0.15
+    assert excess < 0.15 * naive_excess
+
+
+def test_blurred_foreground_has_soft_see_through_edges():
+    rng = np.random.default_rng(7)
+    tex = _texture(rng)
+    fg = _square()
+    img = np.where(fg[..., None], 175 + tex // 3, tex // 4).astype(np.uint8)
+    out, in_focus, info = _render(img, fg, _cfg("far", blur_radius=(6.0, 6.0001)))
+    assert info["case"] == "far"
+    y, y0 = luma(out), luma(img)
+    outside = ndimage.binary_dilation(fg, iterations=3) & ~fg  # just outside the silhouette
+    inside = fg & ~ndimage.binary_erosion(fg, iterations=3)  # just inside it
+    assert y[outside].mean() > y0[outside].mean() + 0.15  # the blurred subject spills over the background
+    assert y[inside].mean() < y0[inside].mean() - 0.15  # and the background shows through its edge
+    assert in_focus[outside].mean() > 0.8 and not in_focus[ndimage.binary_erosion(fg, iterations=2)].any()
+
+
+# --- determinism, datasets and the CLI --------------------------------------------------------------------------
+
+def test_render_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(8)
+    img, fg = _texture(rng, 96), _square(96)
+    cfg = SynthConfig(size=64)  # full default recipe: crop, ramp, bokeh, noise, JPEG
+    a = render_sample(img, fg, np.random.default_rng(42), cfg)
+    b = render_sample(img, fg, np.random.default_rng(42), cfg)
+    c = render_sample(img, fg, np.random.default_rng(43), cfg)
+    assert a[0].shape == (64, 64, 3) and a[0].dtype == np.uint8 and a[1].dtype == bool
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.fixture
+def sources(tmp_path):
+    rng = np.random.default_rng(9)
+    out = []
+    for name in ("SetA", "HumanSeg"):
+        im_dir, mk_dir = tmp_path / name / "images", tmp_path / name / "masks"
+        im_dir.mkdir(parents=True)
+        mk_dir.mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(_texture(rng, 96)).save(im_dir / f"{k}.png")
+            Image.fromarray(_square(96).astype(np.uint8) * 255).save(mk_dir / f"{k}.png")
+        out.append((im_dir, mk_dir))
+    return tmp_path, out
+
+
+def test_dataset_items_are_deterministic_and_epoch_dependent(sources):
+    root, srcs = sources
+    assert list_natural_sources(root) == srcs[::-1]  # sorted: HumanSeg, SetA
+    ds1 = SyntheticDefocusDataset(srcs, size=48, length=5, seed=1)
+    ds2 = SyntheticDefocusDataset(srcs, size=48, length=5, seed=1)
+    item = ds1[3]
+    assert item["image"].shape == (48, 48, 3) and item["target"].shape == (48, 48)
+    assert set(np.unique(item["target"])) <= {0, 1}
+    np.testing.assert_array_equal(ds1[3]["image"], ds2[3]["image"])
+    np.testing.assert_array_equal(ds1[3]["target"], ds2[3]["target"])
+    ds2.set_epoch(1)
+    assert not np.array_equal(ds1[3]["image"], ds2[3]["image"])
+    assert not np.array_equal(SyntheticDefocusDataset(srcs, size=48, length=5, seed=2)[3]["image"], item["image"])
+    assert {s.sharp_background_ok for s in ds1.sources} == {True, False}
+    with pytest.raises(IndexError):
+        ds1[5]
+
+
+def test_dataset_with_transform_feeds_a_dataloader(sources):
+    _, srcs = sources
+    ds = SyntheticDefocusDataset(srcs, size=32, length=4, seed=0, transform=train_transform(32))
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["target"].shape == (4, 1, 32, 32)
+    assert set(batch["target"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_cli_synth_writes_loadable_pairs(sources, tmp_path):
+    _, srcs = sources
+    runner = CliRunner()
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        args = ["data", "synth", "-n", "3", "-o", str(out), "--seed", "7", "--size", "40"]
+        for im, mk in srcs:
+            args += ["--src", str(im), "--masks", str(mk)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        outs.append(out)
+    pairs = load_pairs("folder", image_dir=outs[0] / "images", mask_dir=outs[0] / "masks", mask_white="in-focus")
+    assert len(pairs) == 3
+    for p in pairs:
+        m = np.asarray(Image.open(p.mask))
+        assert m.shape == (40, 40) and set(np.unique(m)) <= {0, 255}
+        assert p.image.read_bytes() == (outs[1] / "images" / p.image.name).read_bytes()  # same seed, same bytes
+    assert len((outs[0] / "samples.jsonl").read_text().splitlines()) == 3
+    res = runner.invoke(app, ["data", "synth", "-n", "1", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2
+
+
+def test_config_validation_and_from_dict():
+    with pytest.raises(ValueError):
+        SynthConfig(focus_threshold=3.0)  # inside the blurred range: no gap
+    cfg = config_from_dict({"blur_radius": [3, 9], "sharpness": {"threshold": 0.5}, "p_far": 0})
+    assert cfg.blur_radius == (3, 9) and cfg.sharpness == SharpnessTest(threshold=0.5)
+    with pytest.raises(ValueError):
+        config_from_dict({"no_such_knob": 1})
+
+
+def test_renders_real_natural_sources(shared_dir):
+    srcs = list_natural_sources(shared_dir / "data/natural")
+    assert [s[0].parent.name for s in srcs] == ["ECSSD", "HumanSeg", "SOD", "WeizmannHorse"]
+    ds = SyntheticDefocusDataset(srcs, size=320, length=6, seed=0)
+    for i in range(6):
+        img, in_focus, info = ds.render(i)
+        assert img.shape == (320, 320, 3) and in_focus.shape == (320, 320)
+        if info["case"] == "near":
+            assert 0.0 < in_focus.mean() < 1.0
+        if "HumanSeg" in info["source"]:
+            assert info["case"] in ("near", "full")
