@@ -137,6 +137,30 @@ def source_pass_rates(sources, test):
             for k, v in rates.items()}
 
 
+def calibration(sources, test, per_set=60, radii=(1.0, 1.5, 2.0, 3.0)):
+    """Pass rate of the subject test (interior of the object) on sources resized to the render canvas, as
+    they are and after an added disk blur of each radius: the test should pass sharp subjects and reject
+    blur from about 1.5 px on."""
+    rng = np.random.default_rng(0)
+    out = {}
+    by_set = {}
+    for pair in synth.index_sources(sources, near_only_sets=()):
+        by_set.setdefault(pair.image.parent.parent.name, []).append(pair)
+    for name, pairs in by_set.items():
+        hits = Counter()
+        chosen = rng.choice(len(pairs), min(per_set, len(pairs)), replace=False)
+        for k in chosen:
+            img = Image.open(pairs[k].image).convert("RGB").resize((427, 320), Image.BILINEAR)
+            fg = np.asarray(Image.open(pairs[k].mask).convert("L").resize((427, 320), Image.BILINEAR)) >= 128
+            inner = ndimage.binary_erosion(fg, iterations=2)
+            lin = synth.srgb_to_linear(np.asarray(img))
+            for r in (0.0,) + tuple(radii):
+                y = luma(synth.linear_to_srgb(synth.disk_blur(lin, r)) if r else np.asarray(img))
+                hits[r] += region_is_sharp(*edge_maps(y), inner, test)
+        out[name] = {f"r={r:g}": round(hits[r] / len(chosen), 3) for r in (0.0,) + tuple(radii)} | {"n": len(chosen)}
+    return out
+
+
 def bench_stats(sources, shared, n):
     ds = synth.SyntheticDefocusDataset(sources, size=320, length=n, seed=0)
     infos, scores, keep = [], [], []
@@ -251,18 +275,27 @@ def main():
     ap.add_argument("--n-baseline", type=int, default=30)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--n-stats", type=int, default=600)
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--only", choices=["speed", "stats", "calibration"], action="append",
+                    help="run only these parts (repeatable); results are merged into synth_results.json")
     args = ap.parse_args()
+    parts = set(args.only or ["speed", "stats", "calibration"])
     sources = synth.list_natural_sources(args.shared / "data/natural")
-    results = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_synth.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("shared", "skip_speed"))}
-    if not args.skip_speed:
+    path = HERE / "synth_results.json"
+    results = json.loads(path.read_text()) if path.exists() and args.only else {}
+    command = "OMP_NUM_THREADS=1 python benchmarks/bench_synth.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("shared", "only"))
+    command += "".join(f" --only {p}" for p in (args.only or []))
+    results.setdefault("commands", {}).update({p: command for p in parts})
+    if "speed" in parts:
         results["speed"] = bench_speed(sources, args.n_speed, args.runs, args.n_baseline)
-    stats, real = bench_stats(sources, args.shared, args.n_stats)
-    results["stats"] = stats
-    results["source_pass_rates"] = source_pass_rates(sources, SharpnessTest())
-    contact_sheet(sources, real, HERE / "synth_contact_sheet.png")
-    (HERE / "synth_results.json").write_text(json.dumps(results, indent=1))
+    if "stats" in parts:
+        stats, real = bench_stats(sources, args.shared, args.n_stats)
+        results["stats"] = stats
+        results["source_pass_rates"] = source_pass_rates(sources, SharpnessTest())
+        contact_sheet(sources, real, HERE / "synth_contact_sheet.png")
+    if "calibration" in parts:
+        results["subject_test_calibration"] = calibration(sources, SharpnessTest())
+    path.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
 

@@ -130,7 +130,8 @@ def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
     assert "LBP" in caplog.text and p.info.kind == "classical" and p.info.name == "lbp"
     assert "fallback" in p.info.to_dict()["notes"]
     pred = p.predict(np.zeros((20, 30, 3), np.uint8))
-    assert calls == [(48, 48, 3)] and pred.prob.shape == (20, 30) and np.allclose(pred.prob, 0.75)
+    big = p.predict(np.zeros((700, 1400, 3), np.uint8))  # aspect kept, long side capped, never enlarged
+    assert calls == [(20, 30, 3), (320, 640, 3)] and np.allclose(pred.prob, 0.75) and big.prob.shape == (700, 1400)
     monkeypatch.setattr(inf, "classical_methods", lambda: {})
     with pytest.raises(ValueError, match="LBP baseline"):
         Predictor(device="cpu")

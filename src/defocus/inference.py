@@ -42,6 +42,11 @@ DEFAULT_BATCH_SIZE = 4
 SAVE_CHOICES = tuple(OUTPUT_SUFFIXES)
 UPSAMPLE_CHOICES = ("bilinear", "nearest")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Classical methods see the image with its aspect ratio kept and the long side at most this many pixels: the
+#: scale (CUHK's ~640 px photos) at which their window sizes were chosen. Smaller images are not enlarged.
+CLASSICAL_MAX_SIDE = 640
+#: ``predict_many(keep_images=True)`` keeps decoded images up to this size; larger ones are decoded again.
+KEEP_IMAGE_PIXELS = 8_000_000
 #: Overlay colours: blurred regions are dimmed towards this tint; the focus boundary is drawn in this colour.
 OVERLAY_TINT = (20, 45, 110)
 OVERLAY_DIM = 0.45
@@ -127,7 +132,10 @@ def load_network(model, device=torch.device("cpu")) -> tuple[torch.nn.Module, Mo
         net, source = model, "in-memory model"
     elif Path(str(model)).expanduser().is_file():
         path = Path(str(model)).expanduser()
-        net = load_model(path, device="cpu")
+        try:
+            net = load_model(path, device="cpu")
+        except Exception as e:  # wrong format, truncated file, mismatching weights ...
+            raise ValueError(f"{path}: cannot load this checkpoint ({e})") from None
         cfg, source = net.config, str(path)
     elif isinstance(model, str) and _registry_spec(model):
         name, backbone = _registry_spec(model)
@@ -198,11 +206,14 @@ class _OnnxRunner:
 
 def _resize_map(prob: np.ndarray, size: tuple[int, int], upsample: str) -> np.ndarray:
     """Resize a float32 HxW map to (width, height) with Pillow (bilinear: pixel-centre aligned, as
-    ``align_corners=False``)."""
+    ``align_corners=False``); returns a read-only array."""
     if (prob.shape[1], prob.shape[0]) == tuple(size):
-        return prob
-    resample = Image.BILINEAR if upsample == "bilinear" else Image.NEAREST
-    return np.array(Image.fromarray(prob, "F").resize(tuple(size), resample))
+        out = prob.view()
+    else:
+        resample = Image.BILINEAR if upsample == "bilinear" else Image.NEAREST
+        out = np.asarray(Image.fromarray(prob, "F").resize(tuple(size), resample))
+    out.flags.writeable = False
+    return out
 
 
 def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
@@ -269,7 +280,7 @@ class Prediction:
 
     @property
     def prob(self) -> np.ndarray:
-        """float32 HxW in-focus probability at native size (computed on first use, then cached)."""
+        """float32 HxW in-focus probability at native size (computed on first use, then cached; read-only)."""
         with self._lock:
             if self._prob is None:
                 self._prob = _resize_map(np.ascontiguousarray(self.prob_lowres, np.float32), self.size,
@@ -278,9 +289,11 @@ class Prediction:
 
     @property
     def mask(self) -> np.ndarray:
-        """bool HxW: ``prob >= threshold`` (True = in focus)."""
+        """bool HxW: ``prob >= threshold`` (True = in focus; cached, read-only)."""
         if self._mask is None:
-            self._mask = self.prob >= self.threshold
+            mask = self.prob >= self.threshold
+            mask.flags.writeable = False
+            self._mask = mask
         return self._mask
 
     @property
@@ -408,7 +421,8 @@ class Predictor:
             (defocus ``.safetensors``, the authors' ``.pth``, or an exported ``.onnx``), a registry name
             ``NAME[:BACKBONE]`` (random weights: speed tests only), or an ``nn.Module``.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-        size: network input size (the paper's 320).
+        size: network input size (the paper's 320). Classical methods instead see the image with its aspect
+            ratio kept and the long side reduced to at most :data:`CLASSICAL_MAX_SIDE`.
         backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; a torch model is exported in memory first).
         method: a training-free baseline (``"lbp"``, ``"hifst"``) instead of a network.
         keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
@@ -481,6 +495,7 @@ class Predictor:
         if self.backend != "torch":
             raise ValueError("classical methods run in NumPy; backend 'onnx' applies to networks only")
         self._classical = methods[method]
+        self.backend = "numpy"
         notes = "fallback: no bundled weights installed" if fallback else ""
         self.info = ModelInfo("classical", method, None, "defocus.classical", notes=notes)
 
@@ -501,7 +516,14 @@ class Predictor:
     def _set_onnx_file(self, path: Path):
         from .export import onnx_session, read_onnx_config
 
-        session = onnx_session(str(path), self.device)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such model file")
+        try:
+            session = onnx_session(str(path), self.device)
+        except ImportError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{path}: cannot load this ONNX model ({e})") from None
         cfg = read_onnx_config(session)
         self.backend = "onnx"
         self.info = ModelInfo("onnx", cfg.get("name", "onnx"), cfg.get("backbone"), str(path),
@@ -511,10 +533,13 @@ class Predictor:
 
     # -- preprocessing
     def input_size(self, native: tuple[int, int]) -> tuple[int, int]:
-        """Network input (width, height) for an image of native (width, height)."""
+        """Model input (width, height) for an image of native (width, height)."""
+        w, h = native
+        if self._classical is not None:
+            scale = min(1.0, CLASSICAL_MAX_SIDE / max(w, h))
+            return max(1, round(w * scale)), max(1, round(h * scale))
         if not self.keep_aspect:
             return self.size, self.size
-        w, h = native
         if w >= h:
             return self.size, max(1, round(h * self.size / w))
         return max(1, round(w * self.size / h)), self.size
@@ -557,7 +582,9 @@ class Predictor:
             raise ImageDecodeError(source, f"cannot read ({e})") from None
         tw, th = self.input_size(native)
         small = np.asarray(img.resize((tw, th), Image.BILINEAR) if img.size != (tw, th) else img)
-        keep = img if (keep_image or loader is None) and img.size == native else None
+        # decoded images are kept for overlays unless they are large (bounded memory: re-decoded when needed)
+        keep_ok = loader is None or (keep_image and native[0] * native[1] <= KEEP_IMAGE_PIXELS)
+        keep = img if keep_ok and img.size == native else None
         if self._classical is not None:
             prob = np.asarray(self._classical(np.ascontiguousarray(small)), np.float32)
             if prob.shape != (th, tw):
@@ -581,14 +608,14 @@ class Predictor:
                      ) -> Iterator[Prediction | FailedPrediction]:
         """Predict an iterable of inputs, in order, batching the network and decoding in a thread pool while
         the network computes. ``on_error="return"`` yields a :class:`FailedPrediction` for each unusable input
-        and carries on; ``"raise"`` raises on the first one. ``keep_images`` keeps each decoded image on its
-        result (for :meth:`Prediction.overlay`) instead of decoding it again when needed."""
+        and carries on; ``"raise"`` raises on the first one. ``keep_images`` keeps each decoded image (up to
+        :data:`KEEP_IMAGE_PIXELS`) on its result for :meth:`Prediction.overlay` instead of decoding it again."""
         if on_error not in ("raise", "return"):
             raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
         it = iter(inputs)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="defocus-decode")
         pending: deque = deque()
-        prefetch = self.batch_size + 2 * self.workers
+        prefetch = self.batch_size + self.workers
 
         def refill():
             while len(pending) < prefetch:
@@ -606,17 +633,23 @@ class Predictor:
                 refill()
                 try:
                     item = fut.result()
-                except ImageDecodeError as e:
+                except Exception as e:  # one unusable input: report it in its place and go on
                     if on_error == "raise":
                         raise
                     yield from self._run(batch)
                     batch = []
-                    yield FailedPrediction(e.path, e.reason)
+                    if isinstance(e, ImageDecodeError):
+                        yield FailedPrediction(e.path, e.reason)
+                    else:
+                        yield FailedPrediction(_describe(x), f"{type(e).__name__}: {e}")
                     continue
-                if batch and (len(batch) >= self.batch_size or item.array.shape != batch[0].array.shape):
+                if batch and item.array.shape != batch[0].array.shape:
                     yield from self._run(batch)
                     batch = []
                 batch.append(item)
+                if len(batch) >= self.batch_size:
+                    yield from self._run(batch)
+                    batch = []
             yield from self._run(batch)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

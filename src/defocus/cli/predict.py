@@ -5,6 +5,8 @@ from typing import List, Optional
 
 import typer
 
+from ..imageio import DEFAULT_MAX_PIXELS
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``predict`` command."""
@@ -34,7 +36,7 @@ def register(app: typer.Typer) -> None:
                                      "bilinear, or nearest (the paper's)."),
         fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode JPEGs at a reduced DCT scale "
                                          "(>= 2x the input size): faster on large photos, nearly identical maps."),
-        max_pixels: int = typer.Option(90_000_000, "--max-pixels", min=0, help="Refuse larger images (guard "
+        max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (guard "
                                        "against decompression bombs); 0 disables the limit."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 on CUDA."),
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),

@@ -1,6 +1,7 @@
 """`defocus train`: stage 1 (DFFNet), stage 2 (D-DFFNet) or R-DFFNet from a YAML config."""
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 import typer
@@ -40,5 +41,7 @@ def register(app: typer.Typer) -> None:
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
+        if os.environ.get("RANK", "0") != "0":   # under torchrun only the first process reports
+            return
         state = "finished" if result.complete else "stopped early (resume with --resume auto)"
         typer.echo(f"{state} at step {result.step}: model {result.model_path}, checkpoint {result.checkpoint_path}")

@@ -95,6 +95,12 @@ def _pool(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(*a.shape[:-2], (h + ph) // f, f, (w + pw) // f, f).sum(axis=-1).sum(axis=-2)
 
 
+def _box_sum(a: np.ndarray, f: int) -> np.ndarray:
+    """Per-channel sums over ``f`` x ``f`` blocks of a (C, H, W) float array (PIL's box reduction; partial
+    blocks at the far edges are scaled up as if full, which keeps colour/weight ratios)."""
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(ch)).reduce(f)) for ch in a]) * float(f * f)
+
+
 def resize_channels(a: np.ndarray, shape: tuple) -> np.ndarray:
     """Bilinear resize of each channel of a (C, h, w) float array to ``shape`` = (H, W) (PIL, pixel-centre
     aligned, antialiased when shrinking)."""
@@ -141,12 +147,20 @@ def _window_reduce(a: np.ndarray, size: int, axis: int, op) -> np.ndarray:
 
 def fill_holes(image: np.ndarray, valid: np.ndarray, factor: int = 4) -> np.ndarray:
     """Fill the pixels of a channel-first image where ``valid`` is False with a smooth extrapolation of the
-    valid pixels (a push-pull pyramid from 1/``factor`` resolution); valid pixels are kept exactly."""
+    valid pixels (a push-pull pyramid from 1/``factor`` resolution, computed around the holes only); valid
+    pixels are kept exactly."""
     image = np.asarray(image, np.float32)
-    w = valid.astype(np.float32)
-    if w.all() or not w.any():
+    if valid.all() or not valid.any():
         return image.copy()
-    c, w = _pool(image * w, factor), _pool(w, factor)
+    rows, cols = np.nonzero(~valid.all(axis=1))[0], np.nonzero(~valid.all(axis=0))[0]
+    h, wd = valid.shape
+    mh, mw = max(16, (rows[-1] - rows[0]) // 2), max(16, (cols[-1] - cols[0]) // 2)
+    y0, y1 = max(0, rows[0] - mh), min(h, rows[-1] + 1 + mh)
+    x0, x1 = max(0, cols[0] - mw), min(wd, cols[-1] + 1 + mw)
+    out = image.copy()
+    crop, ok = image[:, y0:y1, x0:x1], valid[y0:y1, x0:x1]
+    w = ok.astype(np.float32)
+    c, w = _box_sum(crop * w, factor), _box_sum(w[None], factor)[0]
     levels = [(c, w)]
     while not (w > 0).all() and min(w.shape) > 1:
         c, w = _pool(c, 2), _pool(w, 2)
@@ -156,6 +170,6 @@ def fill_holes(image: np.ndarray, valid: np.ndarray, factor: int = 4) -> np.ndar
         up = est.repeat(2, axis=-2).repeat(2, axis=-1)[..., : w_l.shape[0], : w_l.shape[1]]
         conf = np.minimum(w_l, 1.0)
         est = c_l / np.maximum(w_l, 1e-6) * conf + up * (1.0 - conf)
-    h, wd = image.shape[-2:]
-    full = resize_channels(est, (est.shape[-2] * factor, est.shape[-1] * factor))[:, :h, :wd]
-    return np.where(valid, image, full).astype(np.float32)
+    full = resize_channels(est, (est.shape[-2] * factor, est.shape[-1] * factor))[:, : y1 - y0, : x1 - x0]
+    out[:, y0:y1, x0:x1] = np.where(ok, crop, full)
+    return out

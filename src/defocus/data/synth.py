@@ -56,7 +56,8 @@ class SynthConfig:
     Lens: ``blur_radius`` (min, max) CoC radius of a defocused layer, drawn log-uniformly; ``sharp_radius``
     (min, max) residual CoC of an in-focus layer; ``focus_threshold`` the CoC radius below which a layer is
     in focus (must lie in the gap between the two ranges). ``ramp_prob``: chance that a blurred background
-    recedes (its nearest part gets ``ramp_ratio`` x the farthest part's radius, linear in inverse depth);
+    recedes (radius linear in inverse depth, its nearest part's radius a ``ramp_ratio`` fraction of the way
+    from ``blur_radius[0]`` to the farthest part's);
     ``ramp_levels``: blur levels interpolated for a receding background.
     Framing: ``aspect``: "squash" renders at the source's aspect (short side ``size``, long side at most
     ``max_aspect`` x) and squashes to ``size`` x ``size`` like the benchmark data (elliptical bokeh), "square"
@@ -82,7 +83,7 @@ class SynthConfig:
     sharp_radius: tuple = (0.0, 0.6)
     focus_threshold: float = 1.0
     ramp_prob: float = 0.6
-    ramp_ratio: tuple = (0.3, 1.0)
+    ramp_ratio: tuple = (0.0, 0.8)
     ramp_levels: int = 3
     aspect: str = "squash"
     max_aspect: float = 1.6
@@ -335,7 +336,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     t = None
     r_near = r_far
     if bg_blurred and rng.random() < cfg.ramp_prob:
-        r_near = max(cfg.blur_radius[0], r_far * rng.uniform(*cfg.ramp_ratio))
+        r_near = cfg.blur_radius[0] + (r_far - cfg.blur_radius[0]) * rng.uniform(*cfg.ramp_ratio)
         t = _ramp(fg.shape, rng)
 
     lin = srgb_to_linear(img)
