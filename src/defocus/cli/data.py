@@ -22,7 +22,8 @@ def _print_report(report, strict: bool) -> bool:
 
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group."""
-    data = typer.Typer(no_args_is_help=True, help="Datasets: list, prepare downloads, verify, render synthetic defocus.")
+    data = typer.Typer(no_args_is_help=True,
+                       help="Datasets: list, prepare downloads, verify, render synthetic defocus.")
     app.add_typer(data, name="data")
 
     @data.command("list")
@@ -74,7 +75,8 @@ def register(app: typer.Typer) -> None:
         images: Optional[Path] = typer.Option(None, "--images", help="Image folder (dataset 'folder')."),
         masks: Optional[Path] = typer.Option(None, "--masks", help="Mask folder (dataset 'folder')."),
         mask_white: str = typer.Option("in-focus", "--mask-white", help="'in-focus' or 'blur' (dataset 'folder')."),
-        strict: bool = typer.Option(False, "--strict", help="Fail on warnings too (soft masks, polarity, stray files)."),
+        strict: bool = typer.Option(False, "--strict",
+                                    help="Fail on warnings too (soft masks, polarity, stray files)."),
     ):
         """Check counts, pairing, sizes, mask values and polarity; exit 1 if any problem is found."""
         from ..data.registry import DataError
@@ -92,7 +94,8 @@ def register(app: typer.Typer) -> None:
     def synth_cmd(
         src: Optional[List[Path]] = typer.Option(None, "--src", help="Folder of sharp photos (repeatable)."),
         masks: Optional[List[Path]] = typer.Option(None, "--masks", help="Matching folder of foreground masks."),
-        natural: Optional[Path] = typer.Option(None, "--natural", help="Use every <set>/{images,masks} under this root."),
+        natural: Optional[Path] = typer.Option(None, "--natural",
+                                               help="Use every <set>/{images,masks} under this root."),
         n: int = typer.Option(..., "-n", help="Number of samples."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, samples.jsonl)."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),

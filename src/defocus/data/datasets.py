@@ -24,7 +24,8 @@ class DBDDataset(torch.utils.data.Dataset):
     """Defocus-blur-detection samples from a list of :class:`Pair`.
 
     Item ``i`` is ``dict(image=..., target=..., stem=str)``. With a ``transform`` (called as
-    ``transform(PIL RGB image, PIL 'L' mask with 255 = in focus)``, e.g. :func:`~defocus.data.transforms.train_transform`)
+    ``transform(PIL RGB image, PIL 'L' mask with 255 = in focus)``, e.g.
+    :func:`~defocus.data.transforms.train_transform`)
     image is a normalised float tensor 3xHxW and target a float tensor 1xHxW in {0, 1}; without one, image is a
     uint8 HxWx3 array and target a uint8 HxW array in {0, 1}. The raw mask is inverted per sample according to
     its pair's polarity, so mixed-polarity (combined) datasets are handled sample by sample."""

@@ -180,7 +180,8 @@ def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = 
             masks = [p for p in masks if p.name.lower().startswith(part.name_prefix)]
         pairing, by_order = _pair(images, masks)
         if by_order:
-            log.warning("%s: stems differ between %s and %s; paired by sorted file order", part.label, img_dir, mask_dir)
+            log.warning("%s: stems differ between %s and %s; paired by sorted file order",
+                        part.label, img_dir, mask_dir)
         for p in pairing.images_without_mask:
             report.problems.append(f"{p}: image without a mask (not copied)")
         for p in pairing.masks_without_image:

@@ -74,16 +74,22 @@ _CTCUG = ("CTCUG/images", "CTCUG/masks", BLUR)
 _EBD = ("EBD/images", "EBD/masks", IN_FOCUS)
 
 _SPECS = [
-    DatasetSpec("cuhk", "CUHK defocus blur detection set, all 704 images (Shi et al. 2014)", (Part(*_CUHK),), 704, "cuhk"),
-    DatasetSpec("cuhk-tr1", "CUHK-TR-1: the 604 CUHK images outside BTBNet's test list", (Part(*_CUHK, "split:TR-1.txt"),), 604, "cuhk"),
-    DatasetSpec("cuhk-te1", "CUHK-TE-1: BTBNet's 100 CUHK test images", (Part(*_CUHK, "split:TE-1.txt"),), 100, "cuhk"),
-    DatasetSpec("cuhk2-tr", "CUHK-TR-2 (MA-GANet split): CUHK stems from a user-given list file", (Part(*_CUHK, "list"),), None, "cuhk"),
-    DatasetSpec("cuhk2-te", "CUHK-TE-2 (MA-GANet split): CUHK stems from a user-given list file", (Part(*_CUHK, "list"),), None, "cuhk"),
+    DatasetSpec("cuhk", "CUHK defocus blur detection set, all 704 images (Shi et al. 2014)",
+                (Part(*_CUHK),), 704, "cuhk"),
+    DatasetSpec("cuhk-tr1", "CUHK-TR-1: the 604 CUHK images outside BTBNet's test list",
+                (Part(*_CUHK, "split:TR-1.txt"),), 604, "cuhk"),
+    DatasetSpec("cuhk-te1", "CUHK-TE-1: BTBNet's 100 CUHK test images",
+                (Part(*_CUHK, "split:TE-1.txt"),), 100, "cuhk"),
+    DatasetSpec("cuhk2-tr", "CUHK-TR-2 (MA-GANet split): CUHK stems from a user-given list file",
+                (Part(*_CUHK, "list"),), None, "cuhk"),
+    DatasetSpec("cuhk2-te", "CUHK-TE-2 (MA-GANet split): CUHK stems from a user-given list file",
+                (Part(*_CUHK, "list"),), None, "cuhk"),
     DatasetSpec("dut-tr", "DUT-DBD training set (Zhao et al., BTBNet)", (Part(*_DUT_TR),), 600, "dut"),
     DatasetSpec("dut-te", "DUT-DBD test set", (Part(*_DUT_TE),), 500, "dut"),
     DatasetSpec("ctcug", "CTCUG test set (Tang et al., DeFusionNet)", (Part(*_CTCUG),), 150, "ctcug"),
     DatasetSpec("ebd", "EBD, all 1605 images (D-DFFNet)", (Part(*_EBD),), 1605, "ebd"),
-    DatasetSpec("ebd1305", "EBD(1305): the first 1305 (sorted) shallow-DOF images", (Part(*_EBD, "first:1305"),), 1305, "ebd"),
+    DatasetSpec("ebd1305", "EBD(1305): the first 1305 (sorted) shallow-DOF images",
+                (Part(*_EBD, "first:1305"),), 1305, "ebd"),
     DatasetSpec("ebd300", "EBD(300): the last 300 (sorted) wide-DOF images", (Part(*_EBD, "last:300"),), 300, "ebd"),
     DatasetSpec("cuhk-tr1+dut-tr", "CUHK-TR-1 & DUT-TR (1204 images; CUHK labels inverted per sample)",
                 (Part(*_CUHK, "split:TR-1.txt"), Part(*_DUT_TR)), 1204, None),
@@ -162,9 +168,11 @@ def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = 
         pairs = [by_stem[s] for s in stems if s in by_stem]
     else:
         if res.images_without_mask:
-            problems.append(f"{len(res.images_without_mask)} images without a mask, e.g. {res.images_without_mask[0]}")
+            problems.append(f"{len(res.images_without_mask)} images without a mask, "
+                            f"e.g. {res.images_without_mask[0]}")
         if res.masks_without_image:
-            problems.append(f"{len(res.masks_without_image)} masks without an image, e.g. {res.masks_without_image[0]}")
+            problems.append(f"{len(res.masks_without_image)} masks without an image, "
+                            f"e.g. {res.masks_without_image[0]}")
         if part.subset and part.subset.startswith(("first:", "last:")):
             kind, n = part.subset.split(":")
             n = int(n)
@@ -172,7 +180,8 @@ def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = 
                 problems.append(f"{img_dir}: {len(pairs)} pairs, fewer than the {n} this subset takes")
             pairs = pairs[:n] if kind == "first" else pairs[-n:]
     if res.duplicate_stems:
-        problems.append(f"{len(res.duplicate_stems)} files share a stem with another file, e.g. {res.duplicate_stems[0]}")
+        problems.append(f"{len(res.duplicate_stems)} files share a stem with another file, "
+                        f"e.g. {res.duplicate_stems[0]}")
     for msg in problems:
         if strict:
             raise DataError(f"{msg} (`defocus data verify` lists every problem; strict=False skips them)")
