@@ -9,7 +9,29 @@ from torch import nn
 from .blocks import RFB, ConvBN, up2
 
 
-class DFFNetDecoder(nn.Module):
+class _Aggregation(nn.Module):
+    """The "bottom-top" aggregation shared by DFFNet and PDNet (METHOD §1.5): concatenations growing
+    32 -> 64 -> 96 -> 128 channels from 1/16 to 1/4 resolution, then CB128 and the 1x1 head."""
+
+    def _build_aggregation(self, ch: int) -> None:
+        self.top = ConvBN(ch, ch)
+        self.g2_up = ConvBN(2 * ch, 2 * ch)
+        self.g3_up = ConvBN(3 * ch, 3 * ch)
+        self.g2_fuse = ConvBN(2 * ch, 2 * ch)
+        self.g3_fuse = ConvBN(3 * ch, 3 * ch)
+        self.g4_fuse = ConvBN(4 * ch, 4 * ch)
+        self.head_conv = ConvBN(4 * ch, 4 * ch)
+        self.head = nn.Conv2d(4 * ch, 1, 1)
+
+    def _aggregate(self, top, l2, l3, l4) -> torch.Tensor:
+        """G2 = CB64[l2, top]; G3 = CB96[l3, CB64(U2 G2)]; G4 = CB128[l4, CB96(U2 G3)]; returns CB128(G4)."""
+        g2 = self.g2_fuse(torch.cat([l2, top], 1))
+        g3 = self.g3_fuse(torch.cat([l3, self.g2_up(up2(g2))], 1))
+        g4 = self.g4_fuse(torch.cat([l4, self.g3_up(up2(g3))], 1))
+        return self.head_conv(g4)
+
+
+class DFFNetDecoder(_Aggregation):
     """Decoder of DFFNet and its ablations, taking the four RFB outputs R1..R4 (32 channels each).
 
     Flags select the paper's variants:
@@ -31,14 +53,7 @@ class DFFNetDecoder(nn.Module):
             self.r4_up2 = ConvBN(ch, ch)      # CB_c, shared by T3 and T4
             self.r3_up = ConvBN(ch, ch)       # CB_d, shared by T3 and T4
             self.r2_up = ConvBN(ch, ch)       # CB_e
-        self.top = ConvBN(ch, ch)             # CB_a: T1 (or, without DFFM, the post-attention top branch)
-        self.g2_up = ConvBN(2 * ch, 2 * ch)
-        self.g3_up = ConvBN(3 * ch, 3 * ch)
-        self.g2_fuse = ConvBN(2 * ch, 2 * ch)
-        self.g3_fuse = ConvBN(3 * ch, 3 * ch)
-        self.g4_fuse = ConvBN(4 * ch, 4 * ch)
-        self.head_conv = ConvBN(4 * ch, 4 * ch)
-        self.head = nn.Conv2d(4 * ch, 1, 1)
+        self._build_aggregation(ch)           # its `top` is CB_a: T1 (without DFFM: the post-attention top branch)
         self.sides = nn.ModuleList(nn.Conv2d(ch, 1, 1) for _ in range(4))
         if attention:
             self.attention_convs = nn.ModuleList(nn.Conv2d(1, ch, 3, padding=1, bias=False) for _ in range(4))
@@ -66,38 +81,25 @@ class DFFNetDecoder(nn.Module):
         a1, a2, a3, a4 = (self._attend(k, t, s) for k, (t, s) in enumerate(zip(ts, sides)))
         if not self.dffm:
             a1 = self.top(up2(a1))
-        g2 = self.g2_fuse(torch.cat([a2, a1], 1))
-        g3 = self.g3_fuse(torch.cat([a3, self.g2_up(up2(g2))], 1))
-        g4 = self.g4_fuse(torch.cat([a4, self.g3_up(up2(g3))], 1))
-        h = self.head_conv(g4)
+        h = self._aggregate(a1, a2, a3, a4)
         if self.depth_head is not None:
             depths = depths + [self.depth_head(h)]
         return self.head(h), sides, depths
 
 
-class PDNetDecoder(nn.Module):
+class PDNetDecoder(_Aggregation):
     """PDNet's simplified decoder (METHOD §1.9): 1x1 reductions (with bias) of the raw backbone features, then
     the same 32 -> 64 -> 96 -> 128 aggregation; no RFB, DFFM, sides or attention."""
 
     def __init__(self, in_channels, ch: int = 32):
         super().__init__()
         self.reduce = nn.ModuleList(nn.Conv2d(c, ch, 1) for c in in_channels)  # shallow -> deep
-        self.top = ConvBN(ch, ch)
-        self.g2_up = ConvBN(2 * ch, 2 * ch)
-        self.g3_up = ConvBN(3 * ch, 3 * ch)
-        self.g2_fuse = ConvBN(2 * ch, 2 * ch)
-        self.g3_fuse = ConvBN(3 * ch, 3 * ch)
-        self.g4_fuse = ConvBN(4 * ch, 4 * ch)
-        self.head_conv = ConvBN(4 * ch, 4 * ch)
-        self.head = nn.Conv2d(4 * ch, 1, 1)
+        self._build_aggregation(ch)
 
     def forward(self, x1, x2, x3, x4):
         """Return (P at the resolution of X1, [], None)."""
         g1, g2_, g3_, g4_ = (conv(x) for conv, x in zip(self.reduce, (x1, x2, x3, x4)))
-        g2 = self.g2_fuse(torch.cat([g3_, self.top(up2(g4_))], 1))
-        g3 = self.g3_fuse(torch.cat([g2_, self.g2_up(up2(g2))], 1))
-        g4 = self.g4_fuse(torch.cat([g1, self.g3_up(up2(g3))], 1))
-        return self.head(self.head_conv(g4)), [], None
+        return self.head(self._aggregate(self.top(up2(g4_)), g3_, g2_, g1)), [], None
 
 
 class DBDNet(nn.Module):
