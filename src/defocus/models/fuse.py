@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -30,22 +31,24 @@ log = logging.getLogger(__name__)
 
 class _ConsumerCounter(TorchFunctionMode):
     """Counts, per tensor, the torch calls that take it as an argument and produce a tensor (metadata queries
-    such as ``x.dim()`` or ``x.shape`` do not count). Keeps the tensors alive so that ``id`` stays unique."""
+    such as ``x.dim()`` or ``x.shape`` do not count). Tensors are held by weak reference only (an ``id`` reused
+    by a new tensor starts a new count), so tracing does not keep every activation alive."""
 
     def __init__(self):
         super().__init__()
-        self.consumers: dict[int, int] = {}
-        self.keep: list = []
+        self._counts: dict[int, tuple] = {}
+
+    def count(self, t: torch.Tensor) -> int:
+        """Number of consuming calls of ``t`` (a tensor alive now)."""
+        entry = self._counts.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        produced = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
-        if produced:
+        if any(isinstance(o, torch.Tensor) for o in tree_flatten(out)[0]):
             for a in tree_flatten((args, kwargs or {}))[0]:
                 if isinstance(a, torch.Tensor):
-                    self.consumers[id(a)] = self.consumers.get(id(a), 0) + 1
-                    self.keep.append(a)
-            self.keep.extend(produced)
+                    self._counts[id(a)] = (weakref.ref(a), self.count(a) + 1)
         return out
 
 
@@ -53,7 +56,7 @@ class _ConsumerCounter(TorchFunctionMode):
 class _Trace:
     outputs: dict = field(default_factory=dict)    # conv module -> its outputs, one per call
     inputs: dict = field(default_factory=dict)     # conv / BN module -> its first input, one per call
-    consumers: dict = field(default_factory=dict)  # id(tensor) -> number of consuming torch calls
+    counter: _ConsumerCounter | None = None         # consuming torch calls per (live) tensor
 
 
 def _trace(model: nn.Module, example: torch.Tensor) -> _Trace:
@@ -71,7 +74,7 @@ def _trace(model: nn.Module, example: torch.Tensor) -> _Trace:
     finally:
         for h in hooks:
             h.remove()
-    tr.consumers = counter.consumers
+    tr.counter = counter
     return tr
 
 
@@ -97,7 +100,7 @@ def _exclusive_pairs(tr: _Trace, second_ok) -> list[tuple[nn.Module, nn.Module]]
         second = next(iter(targets))
         if second is conv or sources[second] != {conv} or len(tr.inputs[second]) != len(outs):
             continue
-        if all(tr.consumers.get(id(o), 0) == 1 for o in outs):
+        if all(tr.counter.count(o) == 1 for o in outs):
             pairs.append((conv, second))
     return pairs
 
