@@ -342,3 +342,5 @@ def test_collect_inputs(tmp_path):
     assert [p.name for p in imageio.collect_inputs([str(d / "**" / "*.jpg")], recursive=True).files] == [
         "b.jpg", "c.jpg"]
     assert [p.name for p in imageio.collect_inputs([d / "b_mask.png"]).files] == ["b_mask.png"]  # explicit
+    (tmp_path / "empty").mkdir()
+    assert imageio.collect_inputs([tmp_path / "empty"]).errors[0][1].startswith("no image files in this folder")

@@ -92,16 +92,20 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def time_calls(fn, runs: int, warmup: int) -> list[float]:
-    """Seconds per call of ``fn()`` over ``runs`` calls after ``warmup`` untimed ones."""
+def time_calls(fn, runs: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds per call of ``fn()`` over ``runs`` calls after ``warmup`` untimed ones.
+
+    On a machine shared with other jobs, wall time measures the competition too; CPU time (meaningful with one
+    thread: spinning worker threads also burn CPU) is what the work costs an idle core."""
     for _ in range(warmup):
         fn()
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - t0)
-    return out
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def latency_stats(seconds: list[float], batch: int) -> dict:
@@ -147,9 +151,10 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
 
             def fn():
                 pred._runner(x)
-    seconds = time_calls(fn, runs, warmup)
+    seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
            "threads": torch.get_num_threads(), **latency_stats(seconds, batch),
+           "cpu_p50_ms": round(1000 * statistics.median(cpu), 2),
            "rss_before_mb": round(rss0, 1) if rss0 else None,
            "peak_rss_mb": round(peak_rss_mb() or 0, 1) or None}
     return row
@@ -194,8 +199,9 @@ def format_table(report: dict) -> str:
              + (f" | onnxruntime {m['onnxruntime']}" if "onnxruntime" in m else ""),
              f"model: {report['results'][0]['model'] if report['results'] else '-'}",
              f"{'backend':15s} {'batch':>5s} {'size':>5s} {'images/s':>9s} {'p50 ms':>9s} {'p90 ms':>9s} "
-             f"{'peak RSS MB':>11s}"]
+             f"{'CPU p50 ms':>10s} {'peak RSS MB':>11s}"]
     for r in report["results"]:
         lines.append(f"{r['backend']:15s} {r['batch']:5d} {r['size']:5d} {r['images_per_s']:9.2f} "
-                     f"{r['p50_ms']:9.1f} {r['p90_ms']:9.1f} {r['peak_rss_mb'] or float('nan'):11.0f}")
+                     f"{r['p50_ms']:9.1f} {r['p90_ms']:9.1f} {r['cpu_p50_ms']:10.1f} "
+                     f"{r['peak_rss_mb'] or float('nan'):11.0f}")
     return "\n".join(lines)

@@ -112,9 +112,9 @@ def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
-    Alpha (RGBA, LA, palette transparency) is composited onto :data:`ALPHA_BACKGROUND`; 16-bit and 32-bit
-    integer images are scaled to 8 bits (not clipped); float images in [0, 1] are scaled by 255; CMYK and
-    YCbCr use Pillow's conversions.
+    Alpha (RGBA, LA, palette transparency) is composited onto :data:`ALPHA_BACKGROUND`; 16-bit images (and
+    32-bit integer images with values above 255, taken as 16-bit) are scaled to 8 bits, not clipped; float
+    images in [0, 1] are scaled by 255; CMYK and YCbCr use Pillow's conversions.
     """
     mode = im.mode
     if mode == "RGB":
@@ -303,18 +303,19 @@ def _wanted(p: Path) -> bool:
     return not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and not _is_our_output(p)
 
 
-def _walk(folder: Path, recursive: bool) -> list[Path]:
-    """Image files in ``folder``, sorted by name (hidden entries and our outputs skipped)."""
+def _walk(folder: Path, recursive: bool, errors: list) -> list[Path]:
+    """Image files in ``folder``, sorted by name (hidden entries and our outputs skipped); folders that cannot
+    be listed are added to ``errors``."""
     found = []
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as e:
-        log.warning("%s: cannot list folder (%s)", folder, e.strerror or e)
+        errors.append((str(folder), f"cannot list folder ({e.strerror or e})"))
         return found
     for p in entries:
         if p.is_dir():
             if recursive and not p.is_symlink() and not p.name.startswith("."):
-                found.extend(_walk(p, recursive))
+                found.extend(_walk(p, recursive, errors))
         elif _wanted(p):
             found.append(p)
     return found
@@ -357,7 +358,12 @@ def collect_inputs(inputs, recursive: bool = False) -> InputList:
     def expand(item: str, allow_lists: bool):
         p = Path(item).expanduser()
         if p.is_dir():
-            for f in _walk(p, recursive):
+            n_errors = len(result.errors)
+            files = _walk(p, recursive, result.errors)
+            if not files and len(result.errors) == n_errors:
+                result.errors.append((item, "no image files in this folder" + ("" if recursive else
+                                                                               " (--recursive for sub-folders)")))
+            for f in files:
                 add(f)
         elif p.is_file() or p.is_symlink():
             if allow_lists and p.suffix.lower() == ".txt":
@@ -375,7 +381,7 @@ def collect_inputs(inputs, recursive: bool = False) -> InputList:
             files = []
             for m in map(Path, matches):
                 if m.is_dir():
-                    files.extend(_walk(m, recursive))
+                    files.extend(_walk(m, recursive, result.errors))
                 elif _wanted(m):
                     files.append(m)
             if not files:

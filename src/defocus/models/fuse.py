@@ -148,16 +148,19 @@ def find_conv_pointwise_pairs(model: nn.Module, example: torch.Tensor) -> list[t
 
 @torch.no_grad()
 def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold ``bn``'s eval-mode affine transform into ``conv``'s weight and bias (in place; computed in float64)."""
+    """Fold ``bn``'s eval-mode affine transform into ``conv``'s weight and bias, in place.
+
+    The per-channel scale and the bias are computed in float64; the weight is scaled in place (one rounding,
+    no copy of the weight: folding a large backbone does not raise peak memory).
+    """
     dtype = conv.weight.dtype
     var = bn.running_var.double()
     mean = bn.running_mean.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
     g = gamma / torch.sqrt(var + bn.eps)
-    w = conv.weight.double() * g.reshape(-1, *([1] * (conv.weight.dim() - 1)))
     b = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
-    conv.weight.copy_(w.to(dtype))
+    conv.weight.mul_(g.to(dtype).reshape(-1, *([1] * (conv.weight.dim() - 1))))
     new_bias = ((b - mean) * g + beta).to(dtype)
     if conv.bias is None:
         conv.bias = nn.Parameter(new_bias, requires_grad=conv.weight.requires_grad)

@@ -32,6 +32,9 @@ def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | N
     os.close(fd)
     try:
         save_file(sd, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
