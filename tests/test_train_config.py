@@ -87,6 +87,6 @@ def test_paper_presets_follow_the_method():
 
 def test_find_config_by_preset_name(monkeypatch):
     monkeypatch.chdir(REPO)
-    assert find_config("smoke_stage1").resolve() == REPO / "configs" / "smoke_stage1.yaml"
+    assert find_config("smoke_stage1").resolve() == (REPO / "configs" / "smoke_stage1.yaml").resolve()
     with pytest.raises(FileNotFoundError, match="no_such_preset"):
         find_config("no_such_preset")
