@@ -169,7 +169,8 @@ class _TorchRunner:
             net = fuse_model(net, inplace=True)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = torch.compile(net, dynamic=False) if compile else net
+        # freezing: weights become constants, so inductor can prepack them for the CPU kernels
+        self.net = torch.compile(net, dynamic=False, options={"freezing": True}) if compile else net
         self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
