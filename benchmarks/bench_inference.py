@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -283,6 +284,7 @@ def main():
         out["photo_24mp"] = [_in_child(photo_e2e, str(jpg), args.runs, args.threads, fd, str(tmp / "out"))
                              for fd in (False, True)]
         print(json.dumps(out["photo_24mp"]), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     out["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

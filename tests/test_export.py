@@ -133,3 +133,18 @@ def test_benchmark_cli_isolated(tiny_ckpt):
     assert r.exit_code == 0, r.output
     row = json.loads(r.stdout)["results"][0]
     assert row["peak_rss_mb"] > 0 and row["threads"] == 1
+
+
+def test_bundled_model_fused_equals_unfused(shared_dir):
+    from defocus.inference import bundled_weights
+
+    if bundled_weights() is None:
+        pytest.skip("no bundled weights in this installation")
+    images = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[:2]
+    fast = Predictor(device="cpu")
+    plain = Predictor(device="cpu", fuse=False, channels_last=False)
+    assert fast.info.source.startswith("bundled")
+    for image in images:
+        a, b = fast.predict(image), plain.predict(image)
+        assert b.prob.std() > 0.1  # real weights, a real photo: a non-trivial map
+        assert np.abs(a.prob - b.prob).max() <= 1e-4

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -386,7 +386,6 @@ class _Item:
     image: Image.Image | None = None
     loader: Callable | None = None
     ready: bool = False                  # array already holds the probability map
-    extra: dict = field(default_factory=dict)
 
 
 def _describe(x) -> str:
