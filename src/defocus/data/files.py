@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+from ..imageio import IMAGE_SUFFIXES  # one list of readable image suffixes for the whole package
 
 
 def is_image_file(path: Path) -> bool:
