@@ -148,3 +148,52 @@ def test_bundled_model_fused_equals_unfused(shared_dir):
         a, b = fast.predict(image), plain.predict(image)
         assert b.prob.std() > 0.1  # real weights, a real photo: a non-trivial map
         assert np.abs(a.prob - b.prob).max() <= 1e-4
+
+
+def test_exported_model_runs_without_torch(tiny, shared_dir, tmp_path):
+    """An exported model predicts in a process that never imports torch, with the same maps as in this one."""
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    from defocus.export import export_onnx
+
+    export_onnx(tiny, tmp_path / "m.onnx", check=False)
+    image = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[0]
+    script = (
+        "import sys, numpy as np\n"
+        "from defocus import Predictor\n"
+        f"r = Predictor({str(tmp_path / 'm.onnx')!r}, size=96).predict({str(image)!r})\n"
+        f"np.save({str(tmp_path / 'prob.npy')!r}, r.prob)\n"
+        "print('torch' in sys.modules, 'timm' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+    here = Predictor(str(tmp_path / "m.onnx"), device="cpu", size=96).predict(image).prob
+    assert np.array_equal(np.load(tmp_path / "prob.npy"), here) and here.std() > 0.01
+
+
+@pytest.mark.slow
+def test_benchmark_of_an_onnx_file_is_torch_free(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from defocus.bench import benchmark
+    from defocus.export import export_onnx
+
+    export_onnx(tiny, tmp_path / "m.onnx", check=False)
+    row = benchmark(model=str(tmp_path / "m.onnx"), size=64, batch_sizes=(1,), backends=("onnx",), runs=1,
+                    warmup=0, threads=1)["results"][0]
+    assert row["torch_imported"] is False and row["threads"] == 1 and row["peak_rss_mb"] > 0
+    with pytest.raises(ValueError, match="ONNX Runtime only"):
+        benchmark(model=str(tmp_path / "m.onnx"), backends=("torch-baseline",), isolate=False)
+
+
+def test_bf16_on_cpu_is_close_and_fp16_is_refused(tiny, shared_dir):
+    image = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[0]
+    exact = Predictor(tiny, device="cpu", size=96).predict(image).prob
+    bf16 = Predictor(tiny, device="cpu", size=96, precision="bf16").predict(image).prob
+    assert bf16.dtype == np.float32 and bf16.shape == exact.shape
+    assert 0 < np.abs(bf16 - exact).max() < 0.05  # bf16 rounding: close, not identical
+    with pytest.raises(ValueError, match="fp16"):
+        Predictor(tiny, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="torch backend only"):
+        Predictor(tiny, device="cpu", precision="bf16", backend="onnx")

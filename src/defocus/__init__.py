@@ -14,9 +14,13 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-from .models import create_model, list_models, load_model, save_model  # noqa: E402
-
+# Imported on first use, so that ``import defocus`` stays light (a process running an exported ONNX model
+# never imports torch).
 _LAZY = {
+    "create_model": ("defocus.models", "create_model"),
+    "list_models": ("defocus.models", "list_models"),
+    "load_model": ("defocus.models", "load_model"),
+    "save_model": ("defocus.models", "save_model"),
     "Predictor": ("defocus.inference", "Predictor"),
     "evaluate": ("defocus.evaluation", "evaluate"),
 }

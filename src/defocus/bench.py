@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -118,17 +119,25 @@ def latency_stats(seconds: list[float], batch: int) -> dict:
 def run_config(model="default", size: int = 320, batch: int = 1, backend: str = "torch", runs: int = 10,
                warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None) -> dict:
     """Measure one configuration in this process: build the model, time ``runs`` forward passes of a random
-    ``batch`` x 3 x ``size`` x ``size`` input (classical methods: one ``size`` x ``size`` image per call)."""
-    import torch
+    ``batch`` x 3 x ``size`` x ``size`` input (classical methods: one ``size`` x ``size`` image per call).
+    An exported ``.onnx`` model runs on ONNX Runtime without importing torch (its peak memory is then that of
+    an ONNX-only deployment)."""
+    from .inference import Predictor
 
-    from .inference import Predictor, load_network, resolve_device
+    onnx_file = str(model).lower().endswith(".onnx")
+    if onnx_file and backend == "torch-baseline":
+        raise ValueError("an exported .onnx model runs on ONNX Runtime only (backend 'onnx')")
+    if not onnx_file:
+        import torch
 
-    if threads:
-        torch.set_num_threads(int(threads))
+        if threads:
+            torch.set_num_threads(int(threads))
     reset_peak_rss()
     rss0 = rss_mb()
     rng = np.random.default_rng(0)
     if backend == "torch-baseline":
+        from .inference import load_network, resolve_device
+
         dev = resolve_device(device)
         net, info = load_network(model, dev)
         x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32)).to(dev)
@@ -139,6 +148,11 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
         desc = str(info)
     else:
         pred = Predictor(model=model, device=device, size=size, backend=backend, method=method, batch_size=batch)
+        if onnx_file and threads:
+            from .inference import _OnnxRunner
+            from .onnx_runtime import onnx_session
+
+            pred._runner = _OnnxRunner(onnx_session(str(model), pred.device, int(threads)))
         desc = str(pred.info)
         if pred._classical is not None:
             batch = 1
@@ -153,7 +167,8 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
                 pred._runner(x)
     seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
-           "threads": torch.get_num_threads(), **latency_stats(seconds, batch),
+           "threads": int(threads) if onnx_file and threads else (None if onnx_file else torch.get_num_threads()),
+           **latency_stats(seconds, batch), "torch_imported": not onnx_file or "torch" in sys.modules,
            "cpu_p50_ms": round(1000 * statistics.median(cpu), 2),
            "rss_before_mb": round(rss0, 1) if rss0 else None,
            "peak_rss_mb": round(peak_rss_mb() or 0, 1) or None}

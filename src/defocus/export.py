@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import imageio
+from .onnx_runtime import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, onnx_session, read_onnx_config  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-CONFIG_KEY = "defocus_config"
-INPUT_NAME, OUTPUT_NAME = "image", "logit"
 #: (batch, height, width) of the random inputs of the parity check: square, odd-sized and batched.
 CHECK_SHAPES = ((1, 320, 320), (2, 256, 384), (1, 200, 296))
 
@@ -81,32 +80,6 @@ def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = T
     model.producer_name = "defocus"
     onnx.checker.check_model(model)
     return model.SerializeToString()
-
-
-def onnx_session(model, device=torch.device("cpu"), threads: int | None = None):
-    """An ONNX Runtime session for a file path or serialized bytes; CUDA when ``device`` is CUDA and the
-    installed onnxruntime provides it. ``threads`` defaults to PyTorch's intra-op thread count."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install 'defocus[onnx]'") from None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    if isinstance(model, (str, Path)):
-        model = str(model)
-    return ort.InferenceSession(model, sess_options=opts, providers=providers)
-
-
-def read_onnx_config(session) -> dict:
-    """The defocus model config stored in an exported file's metadata (via an ONNX Runtime session)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if CONFIG_KEY not in meta:
-        raise ValueError("this ONNX file was not exported by defocus (no model config in its metadata)")
-    return json.loads(meta[CONFIG_KEY])
 
 
 def _torch_logits(net: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ logit is resized back to the image's own size. Deviations are named options: ``k
 
 Speed without changing outputs: conv + BN pairs are folded (:mod:`defocus.models.fuse`), the model runs in
 ``torch.inference_mode`` with channels-last tensors, decoding runs in a thread pool while the model computes,
-and large maps are resized and written with Pillow. ``precision="bf16"|"fp16"`` (CUDA) and ``compile=True``
-trade exactness or start-up time for speed.
+and large maps are resized and written with Pillow. ``precision="bf16"`` (CUDA, or a CPU with native bf16
+instructions), ``precision="fp16"`` (CUDA) and ``compile=True`` trade exactness or start-up time for speed.
+An exported ``.onnx`` model runs on ONNX Runtime without importing torch.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import sys
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from . import imageio
 from .imageio import DEFAULT_MAX_PIXELS, OUTPUT_SUFFIXES, ImageDecodeError
+from .onnx_runtime import device_type, onnx_device, onnx_session, read_onnx_config
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +103,10 @@ def classical_methods() -> dict:
     return dict(getattr(mod, "METHODS", {}) or {})
 
 
-def resolve_device(device="auto") -> torch.device:
+def resolve_device(device="auto") -> "torch.device":
     """``"auto"``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device in (None, "auto"):
@@ -122,12 +127,22 @@ def _registry_spec(spec: str):
     return None
 
 
-def load_network(model, device=torch.device("cpu")) -> tuple[torch.nn.Module, ModelInfo]:
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_module(x) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.nn.Module)
+
+
+def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
     """Resolve ``model`` (an ``nn.Module``, a checkpoint path, or a registry ``NAME[:BACKBONE]``) to an eval-mode
     network and its description. Registry names give **randomly initialised** weights (for speed tests only)."""
     from .models import create_model, list_models, load_model
 
-    if isinstance(model, torch.nn.Module):
+    if _is_module(model):
         cfg = getattr(model, "config", {}) or {}
         net, source = model, "in-memory model"
     elif Path(str(model)).expanduser().is_file():
@@ -162,6 +177,8 @@ class _TorchRunner:
     """Runs a PyTorch network on normalised NCHW float32 batches; returns NxHxW probabilities."""
 
     def __init__(self, net, device, fuse=True, channels_last=True, compile=False, precision="fp32"):
+        import torch
+
         from .models.fuse import fuse_model
 
         self.device, self.channels_last, self.precision = device, channels_last, precision
@@ -174,6 +191,8 @@ class _TorchRunner:
         self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -397,8 +416,10 @@ def _describe(x) -> str:
     return f"<{type(x).__name__} {shape}>"
 
 
-def _tensor_to_array(t: torch.Tensor) -> np.ndarray:
+def _tensor_to_array(t: "torch.Tensor") -> np.ndarray:
     """CHW (or 1xCxHxW) tensor -> HxWxC array; uint8 stays 0..255, floats are taken as [0, 1]."""
+    import torch
+
     t = t.detach().cpu()
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
@@ -431,7 +452,8 @@ class Predictor:
         max_pixels: refuse larger images (decompression-bomb guard; 0 or None disables).
         upsample: ``"bilinear"`` (default) or ``"nearest"`` (the paper's) to resize maps to native size.
         fast_decode: decode JPEGs at a reduced DCT scale that keeps at least twice the network input size.
-        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast (CUDA; outputs then differ slightly).
+        precision: ``"fp32"``, or autocast to ``"bf16"`` (CUDA or CPU; on a CPU faster only with native bf16
+            instructions such as AVX512-BF16 or AMX) / ``"fp16"`` (CUDA); outputs then differ slightly.
         fuse: fold conv + BN pairs (outputs equal to the unfused model within float rounding).
         channels_last: run the network on channels-last tensors.
         compile: wrap the network in ``torch.compile``.
@@ -458,10 +480,14 @@ class Predictor:
         self.size, self.keep_aspect, self.threshold = int(size), bool(keep_aspect), float(threshold)
         self.batch_size, self.max_pixels, self.upsample = int(batch_size), max_pixels, upsample
         self.fast_decode, self.workers = bool(fast_decode), max(1, int(workers))
-        self.device = resolve_device(device)
+        onnx_file = method is None and isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
+        # an exported .onnx file runs on ONNX Runtime alone: torch is never imported for it
+        self.device = onnx_device(device) if onnx_file else resolve_device(device)
         self.backend = backend
-        if precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"precision {precision!r} is for CUDA devices; use fp32 on {self.device.type}")
+        if precision == "fp16" and device_type(self.device) != "cuda":
+            raise ValueError(f"precision 'fp16' is for CUDA devices; use fp32 or bf16 on {device_type(self.device)}")
+        if precision != "fp32" and (onnx_file or backend == "onnx"):
+            raise ValueError(f"precision {precision!r} applies to the torch backend only")
         self._classical = None
         self._runner = None
         if method is not None:
@@ -476,10 +502,10 @@ class Predictor:
                 self._set_classical("lbp", fallback=True)
             else:
                 self._set_network(path, backend, fuse, channels_last, compile, precision, bundled=True)
-        elif isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
+        elif onnx_file:
             self._set_onnx_file(Path(model))
         else:
-            if isinstance(model, torch.nn.Module):
+            if _is_module(model):
                 model = copy.deepcopy(model)  # folding / channels-last must not change the caller's model
             self._set_network(model, backend, fuse, channels_last, compile, precision)
         log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
@@ -500,22 +526,20 @@ class Predictor:
         self.info = ModelInfo("classical", method, None, "defocus.classical", notes=notes)
 
     def _set_network(self, model, backend, fuse, channels_last, compile, precision, bundled=False):
-        net, info = load_network(model, self.device if backend == "torch" else torch.device("cpu"))
+        net, info = load_network(model, self.device if backend == "torch" else "cpu")
         if bundled:
             info.source = f"bundled ({BUNDLED_WEIGHTS})"
         self.info, self.mean, self.std = info, np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
         if backend == "torch":
             self._runner = _TorchRunner(net, self.device, fuse, channels_last, compile, precision)
         else:
-            from .export import export_onnx_bytes, onnx_session
+            from .export import export_onnx_bytes
 
             log.info("exporting the model to ONNX for ONNX Runtime ...")
             self._runner = _OnnxRunner(onnx_session(export_onnx_bytes(net, fuse=fuse), self.device))
             self.info.kind = "onnx"
 
     def _set_onnx_file(self, path: Path):
-        from .export import onnx_session, read_onnx_config
-
         if not path.is_file():
             raise ValueError(f"{path}: no such model file")
         try:
@@ -560,7 +584,7 @@ class Predictor:
                 raise ImageDecodeError(_describe(x), imageio._pixel_limit_message(*x.size, self.max_pixels))
             img = imageio.to_rgb(ImageOps.exif_transpose(x))
             return img, img.size, None
-        if isinstance(x, torch.Tensor):
+        if _is_tensor(x):
             x = _tensor_to_array(x)
         if isinstance(x, np.ndarray):
             img = imageio.image_from_array(x)

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                                          "(>= 2x the input size): faster on large photos, nearly identical maps."),
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (guard "
                                        "against decompression bombs); 0 disables the limit."),
-        precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 on CUDA."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 (CUDA, or a CPU with native bf16 instructions); fp16 (CUDA). Not exact."),
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
         workers: int = typer.Option(2, "--workers", min=1, help="Decoding / writing threads."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -34,7 +34,25 @@ def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
     pretrained = m.pretrained
     if isinstance(pretrained, str) and pretrained.lower() in ("true", "false"):
         pretrained = pretrained.lower() == "true"
-    return create_model(name or m.name, backbone=m.backbone, pretrained=pretrained, **m.model_kwargs)
+    model = create_model(name or m.name, backbone=m.backbone, pretrained=pretrained, **m.model_kwargs)
+    if m.init:
+        load_init_weights(model, m.init)
+    return model
+
+
+def load_init_weights(model: nn.Module, path) -> None:
+    """Initialise every parameter of ``model`` from a saved network: our safetensors file or a training checkpoint
+    (its ``model`` entry). Loading is strict, so the file must hold this architecture."""
+    from ..models.io import is_safetensors
+
+    if is_safetensors(path):
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt.get("model", ckpt)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    log.info("initialised the student from %s", path)
 
 
 def dbd_loss_from(cfg: TrainConfig, default_final_weight: float) -> DBDLoss:
