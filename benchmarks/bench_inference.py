@@ -2,10 +2,12 @@
 
 1. DFFNet on ResNeSt-101 (``resnest101e``, random weights: speed does not depend on them), 320x320, batch 1:
    the optimised path (folded conv+BN and conv+1x1, channels-last, ``inference_mode``) and ONNX Runtime on the
-   exported graph against the plain eval model, timed alternately in one process (so machine load hits all
-   alike), outputs compared. Peak memory (``VmHWM``) of each in a fresh process, including a model that also
+   exported graph (and CPU bf16 autocast, not exact) against the plain eval model, timed alternately in one
+   process (so machine load hits all alike), outputs compared. The float32 compute bound: the convolutions'
+   multiply-adds over the measured float32 matrix-multiply throughput. Peak memory (``VmHWM``) of each in a fresh process, including a model that also
    carries the authors' unused ``layer3_2`` / ``layer4_2`` copies (their checkpoint's 44.5 M extra
-   parameters), and of ONNX Runtime alone in a process that never imports torch.
+   parameters), of ONNX Runtime alone in a process that never imports torch, and of ``Predictor`` on the
+   exported file (a torch-free process) predicting a photo.
 2. DFFNet on EfficientNet-Lite0 (``tf_efficientnet_lite0``), 320x320, batch 1 and 8: images/s.
 3. A 24-megapixel JPEG end to end (decode, infer, write prob + mask PNGs) with ``Predictor``.
 
@@ -13,7 +15,7 @@ Every timing run sets the thread count (default 2) and ``torch.set_flush_denorma
 configurations alike (random weights produce denormal products in the DFFM that real weights rarely do).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_inference.py [--runs 7] [--threads 2]
-        [--only resnest-speed,resnest-memory,resnest-onnx,lite,photo] [--json results.json]
+        [--only resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo] [--json results.json]
 """
 from __future__ import annotations
 
@@ -83,9 +85,10 @@ def _make(backbone: str, randomise: bool = False):
 
 
 def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, warmup: int = 1,
-               with_onnx: bool = True) -> dict:
-    """Baseline (plain eval model, no_grad) vs optimised PyTorch (and ONNX Runtime on the exported graph),
-    timed alternately in this process; output differences against the baseline."""
+               with_onnx: bool = True, with_bf16: bool = False) -> dict:
+    """Baseline (plain eval model, no_grad) vs optimised PyTorch (and ONNX Runtime on the exported graph, and
+    the optimised model under CPU bf16 autocast), timed alternately in this process; output differences
+    against the baseline."""
     torch = _setup(threads)
     import numpy as np
 
@@ -104,7 +107,13 @@ def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, wa
         with torch.inference_mode():
             return opt(xc)[0]
 
+    def run_bf16():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return opt(xc)[0].float()
+
     fns = {"baseline": run_base, "optimised": run_opt}
+    if with_bf16:
+        fns["bf16"] = run_bf16
     if with_onnx:
         from defocus.export import export_onnx_bytes, onnx_session
 
@@ -135,6 +144,68 @@ def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, wa
             out[f"{name}_speedup"] = round(statistics.median(times["baseline"]) / statistics.median(ts), 2)
             out[f"{name}_cpu_speedup"] = round(statistics.median(cpu["baseline"]) / statistics.median(cpu[name]), 2)
     return out
+
+
+def compute_bound(backbone: str, size: int, runs: int, threads: int) -> dict:
+    """How fast the network could be in float32 on this CPU: the multiply-adds of its convolutions divided by
+    the measured float32 matrix-multiply throughput (the best case for any convolution algorithm that does
+    every multiply-add), against the baseline's measured time and its convolutions' share of it."""
+    torch = _setup(threads)
+    from torch import nn
+
+    net = _make(backbone, randomise=True)
+    macs = []
+
+    def count(mod, inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        macs.append(out.numel() * k)
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    gemm = [_timed(lambda: a @ b)[0] for _ in range(runs)]
+    gemm_gmacs = n ** 3 / statistics.median(gemm) / 1e9
+    with torch.no_grad():
+        for _ in range(2):
+            net(x)
+        base = [_timed(lambda: net(x))[0] for _ in range(runs)]
+        with torch.profiler.profile() as prof:
+            net(x)
+    conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
+    total_us = sum(e.self_cpu_time_total for e in prof.key_averages())
+    conv_gmac = sum(macs) / 1e9
+    bound_ms = 1000 * conv_gmac / gemm_gmacs
+    base_ms = 1000 * statistics.median(base)
+    return {"backbone": backbone, "size": size, "threads": threads, "conv_gmacs": round(conv_gmac, 2),
+            "fp32_matmul_gmacs_per_s": round(gemm_gmacs, 1), "baseline_ms": round(base_ms, 1),
+            "conv_share_of_baseline": round(conv_us / total_us, 3),
+            "baseline_conv_gmacs_per_s": round(conv_gmac / (base_ms / 1000 * conv_us / total_us), 1),
+            "fp32_bound_ms": round(bound_ms, 1), "max_fp32_speedup": round(base_ms / bound_ms, 2)}
+
+
+def onnx_predictor(onnx_path: str, image: str, runs: int, threads: int) -> dict:
+    """``defocus.Predictor`` on an exported file in a process that never imports torch: a real photo end to end
+    (decode, infer, maps at native size), its time and the process's peak RSS."""
+    import numpy as np
+
+    from defocus.inference import Predictor, _OnnxRunner
+    from defocus.onnx_runtime import onnx_session
+
+    pred = Predictor(onnx_path, device="cpu")
+    pred._runner = _OnnxRunner(onnx_session(onnx_path, "cpu", threads))
+    pred.predict(image).mask
+    ts = [_timed(lambda: pred.predict(image).mask)[0] for _ in range(runs)]
+    x = np.random.default_rng(1).standard_normal((1, 3, 320, 320), dtype=np.float32)
+    net = [_timed(lambda: pred._runner(x))[0] for _ in range(runs)]
+    return {"photo_ms": _median_ms(ts), "network_ms": _median_ms(net), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
+            "torch_imported": "torch" in sys.modules}
 
 
 def onnx_speed(onnx_path: str, size: int, batch: int, runs: int, threads: int) -> dict:
@@ -248,7 +319,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="resnest-speed,resnest-memory,resnest-onnx,lite,photo")
+    ap.add_argument("--only", default="resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo")
     ap.add_argument("--json", default=None, help="Also write the results to this file.")
     args = ap.parse_args()
     parts = set(args.only.split(","))
@@ -258,8 +329,11 @@ def main():
     out["machine"]["torch_threads"] = args.threads
     tmp = Path(tempfile.mkdtemp(prefix="defocus-bench-"))
     if "resnest-speed" in parts:
-        out["resnest_speed"] = _in_child(speed_pair, "resnest101e", 320, 1, args.runs, args.threads)
+        out["resnest_speed"] = _in_child(speed_pair, "resnest101e", 320, 1, args.runs, args.threads, 1, True, True)
         print(json.dumps(out["resnest_speed"]), flush=True)
+    if "resnest-bound" in parts:
+        out["resnest_bound"] = _in_child(compute_bound, "resnest101e", 320, args.runs, args.threads)
+        print(json.dumps(out["resnest_bound"]), flush=True)
     if "resnest-memory" in parts:
         out["resnest_memory"] = [_in_child(memory, k, "resnest101e", 320, args.threads)
                                  for k in ("authors", "baseline", "optimised")]
@@ -270,6 +344,9 @@ def main():
                                       if k != "cases"}
         out["resnest_onnx_alone"] = _in_child(onnx_speed, onnx_path, 320, 1, max(3, args.runs // 2), args.threads)
         print(json.dumps(out["resnest_onnx_alone"]), flush=True)
+        out["resnest_onnx_predictor"] = _in_child(onnx_predictor, onnx_path, str(EXAMPLE), max(3, args.runs // 2),
+                                                  args.threads)
+        print(json.dumps(out["resnest_onnx_predictor"]), flush=True)
     if "lite" in parts:
         out["lite0_speed"] = [_in_child(speed_pair, "tf_efficientnet_lite0", 320, b, args.runs, args.threads)
                               for b in (1, 8)]

@@ -34,13 +34,17 @@ def tiny_dpt_config():
         head_hidden_size=8)
 
 
+def save_tiny(config, directory):
+    """A randomly initialised (seeded) depth model from ``config``, saved to ``directory``."""
+    torch.manual_seed(0)
+    transformers.AutoModelForDepthEstimation.from_config(config).save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def depth_anything_dir(tmp_path_factory):
     """A saved tiny Depth Anything model with an image-processor config carrying non-ImageNet mean/std."""
-    torch.manual_seed(0)
-    model = transformers.AutoModelForDepthEstimation.from_config(tiny_depth_anything_config())
-    directory = tmp_path_factory.mktemp("depth_anything")
-    model.save_pretrained(directory)
+    directory = save_tiny(tiny_depth_anything_config(), tmp_path_factory.mktemp("depth_anything"))
     (directory / "preprocessor_config.json").write_text(
         json.dumps({"do_normalize": True, "image_mean": list(MEAN), "image_std": list(STD)}))
     return directory
@@ -49,11 +53,7 @@ def depth_anything_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dpt_dir(tmp_path_factory):
     """A saved tiny DPT model without an image-processor config."""
-    torch.manual_seed(0)
-    model = transformers.AutoModelForDepthEstimation.from_config(tiny_dpt_config())
-    directory = tmp_path_factory.mktemp("dpt")
-    model.save_pretrained(directory)
-    return directory
+    return save_tiny(tiny_dpt_config(), tmp_path_factory.mktemp("dpt"))
 
 
 def test_depth_anything_neck_features_and_depth(depth_anything_dir):
