@@ -195,11 +195,9 @@ def onnx_predictor(onnx_path: str, image: str, runs: int, threads: int) -> dict:
     (decode, infer, maps at native size), its time and the process's peak RSS."""
     import numpy as np
 
-    from defocus.inference import Predictor, _OnnxRunner
-    from defocus.onnx_runtime import onnx_session
+    from defocus.inference import Predictor
 
-    pred = Predictor(onnx_path, device="cpu")
-    pred._runner = _OnnxRunner(onnx_session(onnx_path, "cpu", threads))
+    pred = Predictor(onnx_path, device="cpu", threads=threads)
     pred.predict(image).mask
     ts = [_timed(lambda: pred.predict(image).mask)[0] for _ in range(runs)]
     x = np.random.default_rng(1).standard_normal((1, 3, 320, 320), dtype=np.float32)

@@ -107,3 +107,27 @@ def test_checkpoint_round_trip_with_rng_states(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a defocus training checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_model_init_loads_a_saved_network_strictly(tmp_path):
+    from conftest import TINY_BACKBONE
+    from defocus.engine.stages import build_student
+    from defocus.models import create_model, save_model
+
+    torch.manual_seed(1)
+    saved = create_model("dffnet", backbone=TINY_BACKBONE)
+    save_model(saved, tmp_path / "a.safetensors", dtype=torch.float16)
+    torch.save({"model": saved.state_dict(), "step": 7}, tmp_path / "ckpt.pt")
+    for source in ("a.safetensors", "ckpt.pt"):
+        cfg = load_config(None, [f"model.backbone={TINY_BACKBONE}", "model.pretrained=false",
+                                 f"model.init={tmp_path / source}"])
+        student = build_student(cfg)
+        tol = 1e-3 if source.endswith("safetensors") else 0  # the first file was stored in float16
+        for (k, a), b in zip(student.state_dict().items(), saved.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol), k
+    other = create_model("pdnet", backbone=TINY_BACKBONE)
+    save_model(other, tmp_path / "other.safetensors")
+    cfg = load_config(None, [f"model.backbone={TINY_BACKBONE}", "model.pretrained=false",
+                             f"model.init={tmp_path / 'other.safetensors'}"])
+    with pytest.raises(RuntimeError):
+        build_student(cfg)

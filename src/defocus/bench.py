@@ -147,12 +147,8 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
                 torch.sigmoid(net(x)[0]).cpu()
         desc = str(info)
     else:
-        pred = Predictor(model=model, device=device, size=size, backend=backend, method=method, batch_size=batch)
-        if onnx_file and threads:
-            from .inference import _OnnxRunner
-            from .onnx_runtime import onnx_session
-
-            pred._runner = _OnnxRunner(onnx_session(str(model), pred.device, int(threads)))
+        pred = Predictor(model=model, device=device, size=size, backend=backend, method=method, batch_size=batch,
+                         threads=threads)
         desc = str(pred.info)
         if pred._classical is not None:
             batch = 1

@@ -458,13 +458,16 @@ class Predictor:
         channels_last: run the network on channels-last tensors.
         compile: wrap the network in ``torch.compile``.
         workers: decoding threads of :meth:`predict_many`.
+        threads: CPU threads of an ONNX Runtime session (default: torch's thread count when torch is imported,
+            else one per physical core). PyTorch's own count is process-wide: ``torch.set_num_threads``.
     """
 
     def __init__(self, model="default", device="auto", size: int = DEFAULT_SIZE, backend: str = "torch",
                  method: str | None = None, keep_aspect: bool = False, threshold: float = 0.5,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  upsample: str = "bilinear", fast_decode: bool = False, precision: str = "fp32",
-                 fuse: bool = True, channels_last: bool = True, compile: bool = False, workers: int = 2):
+                 fuse: bool = True, channels_last: bool = True, compile: bool = False, workers: int = 2,
+                 threads: int | None = None):
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
         if batch_size < 1:
@@ -480,6 +483,7 @@ class Predictor:
         self.size, self.keep_aspect, self.threshold = int(size), bool(keep_aspect), float(threshold)
         self.batch_size, self.max_pixels, self.upsample = int(batch_size), max_pixels, upsample
         self.fast_decode, self.workers = bool(fast_decode), max(1, int(workers))
+        self.threads = int(threads) if threads else None
         onnx_file = method is None and isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
         # an exported .onnx file runs on ONNX Runtime alone: torch is never imported for it
         self.device = onnx_device(device) if onnx_file else resolve_device(device)
@@ -536,14 +540,14 @@ class Predictor:
             from .export import export_onnx_bytes
 
             log.info("exporting the model to ONNX for ONNX Runtime ...")
-            self._runner = _OnnxRunner(onnx_session(export_onnx_bytes(net, fuse=fuse), self.device))
+            self._runner = _OnnxRunner(onnx_session(export_onnx_bytes(net, fuse=fuse), self.device, self.threads))
             self.info.kind = "onnx"
 
     def _set_onnx_file(self, path: Path):
         if not path.is_file():
             raise ValueError(f"{path}: no such model file")
         try:
-            session = onnx_session(str(path), self.device)
+            session = onnx_session(str(path), self.device, self.threads)
         except ImportError:
             raise
         except Exception as e:

@@ -51,7 +51,7 @@ def load_init_weights(model: nn.Module, path) -> None:
     else:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         state = ckpt.get("model", ckpt)
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     log.info("initialised the student from %s", path)
 
 
