@@ -90,8 +90,6 @@ def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, wa
     the optimised model under CPU bf16 autocast), timed alternately in this process; output differences
     against the baseline."""
     torch = _setup(threads)
-    import numpy as np
-
     from defocus.models.fuse import fuse_model
 
     base = _make(backbone, randomise=True)
@@ -153,6 +151,8 @@ def compute_bound(backbone: str, size: int, runs: int, threads: int) -> dict:
     torch = _setup(threads)
     from torch import nn
 
+    from defocus.bench import time_calls
+
     net = _make(backbone, randomise=True)
     macs = []
 
@@ -168,14 +168,10 @@ def compute_bound(backbone: str, size: int, runs: int, threads: int) -> dict:
         h.remove()
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    gemm = [_timed(lambda: a @ b)[0] for _ in range(runs)]
+    gemm = time_calls(lambda: a @ b, runs, warmup=3)[0]
     gemm_gmacs = n ** 3 / statistics.median(gemm) / 1e9
     with torch.no_grad():
-        for _ in range(2):
-            net(x)
-        base = [_timed(lambda: net(x))[0] for _ in range(runs)]
+        base = time_calls(lambda: net(x), runs, warmup=2)[0]
         with torch.profiler.profile() as prof:
             net(x)
     conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key)
@@ -195,13 +191,13 @@ def onnx_predictor(onnx_path: str, image: str, runs: int, threads: int) -> dict:
     (decode, infer, maps at native size), its time and the process's peak RSS."""
     import numpy as np
 
+    from defocus.bench import time_calls
     from defocus.inference import Predictor
 
     pred = Predictor(onnx_path, device="cpu", threads=threads)
-    pred.predict(image).mask
-    ts = [_timed(lambda: pred.predict(image).mask)[0] for _ in range(runs)]
+    ts = time_calls(lambda: pred.predict(image).mask, runs, warmup=1)[0]
     x = np.random.default_rng(1).standard_normal((1, 3, 320, 320), dtype=np.float32)
-    net = [_timed(lambda: pred._runner(x))[0] for _ in range(runs)]
+    net = time_calls(lambda: pred._runner(x), runs, warmup=0)[0]
     return {"photo_ms": _median_ms(ts), "network_ms": _median_ms(net), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
             "torch_imported": "torch" in sys.modules}
 
@@ -209,19 +205,14 @@ def onnx_predictor(onnx_path: str, image: str, runs: int, threads: int) -> dict:
 def onnx_speed(onnx_path: str, size: int, batch: int, runs: int, threads: int) -> dict:
     """ONNX Runtime alone (no torch import in this process): images/s and peak RSS."""
     import numpy as np
-    import onnxruntime as ort
+
+    from defocus.bench import time_calls
+    from defocus.onnx_runtime import onnx_session
 
     rss0 = _status_mb("VmRSS")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = onnx_session(onnx_path, "cpu", threads)
     x = np.random.default_rng(1).standard_normal((batch, 3, size, size), dtype=np.float32)
-    sess.run(None, {"image": x})
-    ts, cs = [], []
-    for _ in range(runs):
-        wall, c = _timed(lambda: sess.run(None, {"image": x}))
-        ts.append(wall)
-        cs.append(c)
+    ts, cs = time_calls(lambda: sess.run(None, {"image": x}), runs, warmup=1)
     return {"batch": batch, "onnx_ms": _median_ms(ts), "onnx_cpu_ms": _median_ms(cs),
             "onnx_images_per_s": round(batch / statistics.median(ts), 2),
             "rss_after_imports_mb": round(rss0, 1), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
@@ -267,7 +258,7 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     from PIL import Image
 
     from defocus import imageio
-    from defocus.bench import peak_rss_mb, reset_peak_rss, rss_mb
+    from defocus.bench import peak_rss_mb, reset_peak_rss, rss_mb, time_calls
     from defocus.inference import Predictor
 
     pred = Predictor(_make("tf_efficientnet_lite0", randomise=True), device="cpu", fast_decode=fast_decode)
@@ -278,8 +269,7 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
         res = pred.predict(path)
         res.save(save_dir, what=("prob", "mask"), stem="photo")
 
-    timed = [_timed(one) for _ in range(runs + 1)][1:]
-    ts, cs = [t for t, _ in timed], [c for _, c in timed]
+    ts, cs = time_calls(one, runs, warmup=1)
     stages, stages_cpu = {}, {}
 
     def stage(name, fn):

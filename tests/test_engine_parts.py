@@ -117,7 +117,7 @@ def test_model_init_loads_a_saved_network_strictly(tmp_path):
     torch.manual_seed(1)
     saved = create_model("dffnet", backbone=TINY_BACKBONE)
     save_model(saved, tmp_path / "a.safetensors", dtype=torch.float16)
-    torch.save({"model": saved.state_dict(), "step": 7}, tmp_path / "ckpt.pt")
+    save_checkpoint({"model": saved.state_dict(), "step": 7}, tmp_path / "ckpt.pt")
     for source in ("a.safetensors", "ckpt.pt"):
         cfg = load_config(None, [f"model.backbone={TINY_BACKBONE}", "model.pretrained=false",
                                  f"model.init={tmp_path / source}"])

@@ -163,8 +163,8 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
                 pred._runner(x)
     seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
-           "threads": int(threads) if onnx_file and threads else (None if onnx_file else torch.get_num_threads()),
-           **latency_stats(seconds, batch), "torch_imported": not onnx_file or "torch" in sys.modules,
+           "threads": (int(threads) if threads else None) if onnx_file else torch.get_num_threads(),
+           **latency_stats(seconds, batch), "torch_imported": "torch" in sys.modules,
            "cpu_p50_ms": round(1000 * statistics.median(cpu), 2),
            "rss_before_mb": round(rss0, 1) if rss0 else None,
            "peak_rss_mb": round(peak_rss_mb() or 0, 1) or None}

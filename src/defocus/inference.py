@@ -20,6 +20,7 @@ import importlib.resources
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -27,8 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-
-import sys
 
 import numpy as np
 from PIL import Image, ImageOps

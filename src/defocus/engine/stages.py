@@ -41,17 +41,20 @@ def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
 
 
 def load_init_weights(model: nn.Module, path) -> None:
-    """Initialise every parameter of ``model`` from a saved network: our safetensors file or a training checkpoint
-    (its ``model`` entry). Loading is strict, so the file must hold this architecture."""
-    from ..models.io import is_safetensors
+    """Initialise every weight of ``model`` from a saved network, strictly: a model file that
+    :func:`~defocus.models.load_model` reads (our safetensors, the authors' ``.pth``) or a training checkpoint
+    of :func:`~defocus.engine.checkpoint.save_checkpoint` (its ``model`` entry)."""
+    from ..models.io import is_safetensors, load_model
+    from .checkpoint import load_checkpoint
 
     if is_safetensors(path):
-        from safetensors.torch import load_file
-        state = load_file(str(path))
+        state = load_model(path).state_dict()
     else:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = ckpt.get("model", ckpt)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+        try:
+            state = load_checkpoint(path)["model"]
+        except ValueError:  # not a training checkpoint: one of the authors' files
+            state = load_model(path).state_dict()
+    model.load_state_dict(state, strict=True)
     log.info("initialised the student from %s", path)
 
 
