@@ -203,6 +203,49 @@ def test_blurred_foreground_has_soft_see_through_edges():
     assert in_focus[outside].mean() > 0.8 and not in_focus[ndimage.binary_erosion(fg, iterations=2)].any()
 
 
+def test_swapped_background_replaces_the_surroundings_only_when_defocused():
+    """A red background photo given to a grey-surround scene: a defocused background turns red (blurred), the
+    subject and the label stay as they were; a sharp (far-focus) background ignores it."""
+    rng = np.random.default_rng(10)
+    tex = _texture(rng)
+    fg = _square()
+    img = np.where(fg[..., None], tex, 128).astype(np.uint8)
+    red = np.zeros_like(img)
+    red[..., 0] = 220
+    red[::8] = 40  # stripes: texture that the blur must smooth
+    cfg = _cfg("near", blur_radius=(5.0, 5.0001))
+    out, in_focus, info = render_sample(img, fg, np.random.default_rng(0), cfg, background=red, return_info=True)
+    assert info["case"] == "near" and info["background_swapped"]
+    np.testing.assert_array_equal(in_focus, fg)
+    inner = ndimage.binary_erosion(fg, iterations=2)
+    np.testing.assert_array_equal(out[inner], img[inner])
+    far_bg = ~ndimage.binary_dilation(fg, iterations=8)
+    assert out[far_bg][:, 0].mean() > 150 and out[far_bg][:, 1].mean() < 20  # red, not the source's grey
+    assert np.median(_local_var(out)[far_bg]) < 0.3 * np.median(_local_var(red)[far_bg])
+    plain, _ = render_sample(img, fg, np.random.default_rng(0), cfg)
+    assert abs(int(plain[far_bg][:, 0].mean()) - 128) < 10
+    sharp_src = _texture(np.random.default_rng(11))
+    out, in_focus, info = render_sample(sharp_src, fg, np.random.default_rng(0), _cfg("far"), background=red,
+                                        return_info=True)
+    assert info["case"] == "far" and not info["background_swapped"]
+    np.testing.assert_array_equal(out[far_bg], sharp_src[far_bg])
+
+
+def test_dataset_swaps_backgrounds_from_other_sources(sources):
+    _, srcs = sources
+    cfg = SynthConfig(**ONLY["near"], bg_swap_prob=1.0)
+    ds = SyntheticDefocusDataset(srcs, size=48, length=6, seed=3, cfg=cfg)
+    infos = [ds.render(i)[2] for i in range(6)]
+    swapped = [i for i in infos if i["background_swapped"]]
+    assert swapped and all(i["background_source"] for i in swapped)
+    assert all(i["background_source"] is None for i in infos if not i["background_swapped"])
+    off = SyntheticDefocusDataset(srcs, size=48, length=6, seed=3, cfg=SynthConfig(**ONLY["near"]))
+    assert not any(off.render(i)[2]["background_swapped"] for i in range(6))
+    for bad in (dict(bg_swap_prob=1.5), dict(bg_swap_scale=(0.0, 1.0))):
+        with pytest.raises(ValueError):
+            SynthConfig(**bad)
+
+
 # --- determinism, datasets and the CLI --------------------------------------------------------------------------
 
 def test_render_is_deterministic_for_a_seed():

@@ -16,6 +16,11 @@ Scene cases (``SynthConfig`` probabilities):
 - ``wide``: everything in focus, label all ones. Only when the whole frame passes the sharpness test.
 - ``full``: everything defocused, label all zeros.
 
+Background swap (``bg_swap_prob``, off by default): a defocused background may be taken from another source
+photo (a random crop of its whole frame, its own objects included) instead of the object's own surroundings.
+Salient-object photos mostly have plain or already soft backgrounds; a swapped one puts textured scenes and
+blurred object-like distractors behind the subject.
+
 Ground truth follows the physics: a pixel is in focus when the light reaching it comes mostly (>= 50 %) from
 layers whose CoC radius is below ``focus_threshold``, and a layer is only ever rendered in focus when the
 source is verified sharp there. Blurred radii (``blur_radius``) and in-focus radii (``sharp_radius``) are kept
@@ -72,7 +77,9 @@ class SynthConfig:
     otherwise the sample is rendered fully defocused). ``mask_min_area``: mask specks and pin-holes smaller
     than this (pixels of the rendered frame) are removed first. ``redraws``: when a source cannot support the
     drawn case (it fails verification), the dataset tries up to this many other sources before accepting the
-    fallback, so the rendered mix stays close to the configured one."""
+    fallback, so the rendered mix stays close to the configured one. ``bg_swap_prob``: chance that a
+    defocused background comes from another source photo (``bg_swap_scale`` (min, max): side fraction of its
+    random crop)."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -105,6 +112,8 @@ class SynthConfig:
     verify_subject: bool = True
     mask_min_area: int = 100
     redraws: int = 3
+    bg_swap_prob: float = 0.0
+    bg_swap_scale: tuple = (0.5, 1.0)
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -114,6 +123,9 @@ class SynthConfig:
             raise ValueError(f"aspect must be 'squash' or 'square', got {self.aspect!r}")
         if min(self.p_near, self.p_far, self.p_wide, self.p_full) < 0 or self.case_probs().sum() == 0:
             raise ValueError("case probabilities must be >= 0 and not all 0")
+        if not 0.0 <= self.bg_swap_prob <= 1.0 or not 0.0 < self.bg_swap_scale[0] <= self.bg_swap_scale[1] <= 1.0:
+            raise ValueError(f"bg_swap_prob must lie in [0, 1] and bg_swap_scale in (0, 1], got "
+                             f"{self.bg_swap_prob}, {self.bg_swap_scale}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -258,6 +270,16 @@ def _add_point_lights(layer: np.ndarray, where: np.ndarray, radius_at: Callable,
         layer[:, y, x] += tint[k] * rng.uniform(*cfg.bokeh_strength) * math.pi * r * r
 
 
+def _fit_background(image: Image.Image, shape: tuple, rng, scale: tuple) -> np.ndarray:
+    """A random crop of ``image`` (side fraction drawn from ``scale``) resized to ``shape`` = (H, W): uint8."""
+    w, h = image.size
+    s = rng.uniform(*scale)
+    cw, ch = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    out = image.convert("RGB").resize((shape[1], shape[0]), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+    return np.asarray(out)
+
+
 def _blur_background(bg: np.ndarray, r_near: float, r_far: float, t: Optional[np.ndarray], levels: int) -> np.ndarray:
     """Blur the background by a per-pixel radius r_near + (r_far - r_near) * t, interpolating between exact
     disk blurs at a few radii (one shared forward FFT)."""
@@ -288,7 +310,7 @@ def _add_noise(lin: np.ndarray, rng, cfg: SynthConfig) -> tuple[float, float]:
 
 def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
                   *, sharp_background_ok: bool = True, case: Optional[str] = None, strict_case: bool = False,
-                  return_info: bool = False):
+                  background=None, return_info: bool = False):
     """Render one synthetic defocus sample from a sharp photo and its foreground mask.
 
     ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``fg_mask_bool``: HxW bool, True = the foreground
@@ -298,7 +320,9 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     ``return_info``. ``sharp_background_ok=False`` forbids the far/wide cases (for sources whose backgrounds
     are known to be naturally blurred). ``case`` forces the scene case instead of drawing it; it still falls
     back when the source fails verification, unless ``strict_case``, which returns None instead (cheaply,
-    before rendering) so the caller can try another source."""
+    before rendering) so the caller can try another source. ``background`` (an RGB photo, PIL or uint8):
+    when the background is defocused (near and full cases), a random crop of it (``cfg.bg_swap_scale``)
+    replaces the object's own surroundings."""
     cfg = cfg or SynthConfig()
     src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
     msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
@@ -342,7 +366,13 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     lin = srgb_to_linear(img)
     # background: extend it behind the object from background pixels only, then blur
     valid_bg = ~window_max(a_fg > 0.02, 3)
-    bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
+    swapped = background is not None and bg_blurred
+    if swapped:
+        bg_src = background if isinstance(background, Image.Image) else Image.fromarray(np.asarray(background))
+        bg = srgb_to_linear(_fit_background(bg_src, fg.shape, rng, cfg.bg_swap_scale))
+        valid_bg = np.ones_like(valid_bg)
+    else:
+        bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
     if bg_blurred:
         bg = _boost_highlights(bg, rng, cfg)
         if rng.random() < cfg.bokeh_prob:
@@ -378,7 +408,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     info = dict(case=case, drawn=drawn, r_fg=r_fg, r_bg_near=r_near, r_bg_far=r_far, ramp=t is not None,
                 canvas=(w, h), in_focus_fraction=float(in_focus.mean()), noise_shot=shot, noise_read=read,
                 jpeg_quality=quality, subject_sharp=cache.get("subject"), background_sharp=cache.get("background"),
-                frame_sharp=cache.get("frame"))
+                frame_sharp=cache.get("frame"), background_swapped=swapped)
     return out_u8, in_focus, info
 
 
@@ -468,16 +498,22 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         case = draw_case(rng, self.cfg)
         idx = self._source_index(i)
+        background, bg_pair = None, None
+        if self.cfg.bg_swap_prob > 0 and rng.random() < self.cfg.bg_swap_prob:
+            bg_pair = self.sources[int(rng.integers(len(self.sources)))]
+            background = load_source(bg_pair, self.cfg.size)[0]
         for attempt in range(self.cfg.redraws + 1):
             pair = self.sources[idx]
             image, mask = load_source(pair, self.cfg.size)
             res = render_sample(image, mask, rng, self.cfg, sharp_background_ok=pair.sharp_background_ok,
-                                case=case, strict_case=attempt < self.cfg.redraws, return_info=True)
+                                case=case, strict_case=attempt < self.cfg.redraws, background=background,
+                                return_info=True)
             if res is not None:
                 break
             idx = int(rng.integers(len(self.sources)))
         out, in_focus, info = res
-        info.update(source=str(pair.image), attempts=attempt + 1)
+        info.update(source=str(pair.image), attempts=attempt + 1,
+                    background_source=str(bg_pair.image) if info["background_swapped"] else None)
         return out, in_focus, info
 
     def __getitem__(self, i: int) -> dict:
