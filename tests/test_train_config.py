@@ -7,6 +7,7 @@ import pytest
 
 from defocus.config import apply_overrides, dump_config, find_config, load_config
 from defocus.data.registry import get_spec
+from defocus.data.synth import config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))
@@ -63,6 +64,8 @@ def test_every_preset_loads(path, tmp_path):
     assert cfg.stage in ("stage1", "stage2", "rdffnet")
     for entry in cfg.data.train:
         get_spec(entry["name"])   # a registered dataset
+    if cfg.data.synthetic is not None:
+        config_from_dict(cfg.data.synthetic.get("cfg", {}))   # every renderer knob exists and is valid
     dump_config(cfg, tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == {**cfg.to_dict(), "config_dir": cfg.config_dir}
