@@ -113,7 +113,8 @@ def speed_pair(backbone: str, size: int, batch: int, runs: int, threads: int, wa
     if with_bf16:
         fns["bf16"] = run_bf16
     if with_onnx:
-        from defocus.export import export_onnx_bytes, onnx_session
+        from defocus.export import export_onnx_bytes
+        from defocus.onnx_runtime import onnx_session
 
         sess = onnx_session(export_onnx_bytes(base), threads=threads)
         xn = x.numpy()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import imageio
-from .onnx_runtime import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, onnx_session, read_onnx_config  # noqa: F401
+from .onnx_runtime import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, onnx_session
 
 log = logging.getLogger(__name__)
 

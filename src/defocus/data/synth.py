@@ -499,7 +499,8 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         case = draw_case(rng, self.cfg)
         idx = self._source_index(i)
         background, bg_pair = None, None
-        if self.cfg.bg_swap_prob > 0 and rng.random() < self.cfg.bg_swap_prob:
+        # only a defocused background can be swapped: do not decode a photo the render would ignore
+        if case in ("near", "full") and self.cfg.bg_swap_prob > 0 and rng.random() < self.cfg.bg_swap_prob:
             bg_pair = self.sources[int(rng.integers(len(self.sources)))]
             background = load_source(bg_pair, self.cfg.size)[0]
         for attempt in range(self.cfg.redraws + 1):
