@@ -231,6 +231,60 @@ def test_swapped_background_replaces_the_surroundings_only_when_defocused():
     np.testing.assert_array_equal(out[far_bg], sharp_src[far_bg])
 
 
+def _pasted_object(rng, side=32, smooth=False):
+    tex = _texture(rng, side, block=2)
+    if smooth:
+        tex = _blurred(tex, 6.0)
+    return Image.fromarray(tex), Image.fromarray(np.full((side, side), 255, np.uint8))
+
+
+def test_pasted_objects_are_labelled_by_their_own_depth():
+    """Near focus with a pasted textured square: at the focal depth it is rendered sharp (its own pixels) and
+    labelled in focus beside the subject; at another depth it is blurred and labelled out of focus."""
+    rng = np.random.default_rng(12)
+    img = np.where(_square()[..., None], _texture(rng), 128).astype(np.uint8)
+    fg = _square()
+    obj = [_pasted_object(np.random.default_rng(13))]
+    kw = dict(blur_radius=(5.0, 5.0001), paste_scale=(0.25, 0.25))
+    out, in_focus, info = render_sample(img, fg, np.random.default_rng(1), _cfg("near", paste_sharp_prob=1.0, **kw),
+                                        objects=obj, return_info=True)
+    assert info["case"] == "near" and len(info["pasted"]) == 1 and info["pasted"][0]["in_focus"]
+    extra = in_focus & ~fg
+    side = round(0.25 * SIZE)
+    assert 0.3 * side * side <= extra.sum() <= side * side  # the square, less what the subject or the frame hides
+    assert (in_focus[fg]).all()
+    inner = ndimage.binary_erosion(extra, iterations=2)
+    assert np.median(_local_var(out)[inner]) > 0.004  # its texture survives
+    out, in_focus, info = render_sample(img, fg, np.random.default_rng(1), _cfg("near", paste_sharp_prob=0.0, **kw),
+                                        objects=obj, return_info=True)
+    assert not info["pasted"][0]["in_focus"] and info["pasted"][0]["radius"] >= 5.0
+    np.testing.assert_array_equal(in_focus, fg)
+    plain, _ = render_sample(img, fg, np.random.default_rng(1), _cfg("near", **kw))
+    assert np.abs(out.astype(int) - plain.astype(int))[~fg].max() > 30  # the blurred object is there
+    assert np.median(_local_var(out)[inner]) < 0.3 * np.median(_local_var(np.asarray(obj[0][0]).repeat(4, 0)))
+
+
+def test_pasted_objects_follow_the_scene_case_and_the_sharpness_test():
+    rng = np.random.default_rng(14)
+    img = _texture(rng)
+    fg = _square()
+    kw = dict(paste_sharp_prob=1.0, paste_scale=(0.3, 0.3))
+    _, in_focus, info = render_sample(img, fg, np.random.default_rng(2), _cfg("full", **kw),
+                                      objects=[_pasted_object(rng)] * 2, return_info=True)
+    assert info["case"] == "full" and len(info["pasted"]) == 2 and not in_focus.any()
+    # a smooth (already defocused) object source never becomes an in-focus object
+    _, in_focus, info = render_sample(img, fg, np.random.default_rng(2), _cfg("near", **kw),
+                                      objects=[_pasted_object(rng, smooth=True)], return_info=True)
+    assert not info["pasted"][0]["in_focus"]
+    np.testing.assert_array_equal(in_focus, fg)
+    # a sharp background (far focus) takes no pasted objects: the render is the one without them
+    ref = render_sample(img, fg, np.random.default_rng(2), _cfg("far", **kw))
+    out = render_sample(img, fg, np.random.default_rng(2), _cfg("far", **kw), objects=[_pasted_object(rng)],
+                        return_info=True)
+    assert out[2]["case"] == "far" and out[2]["pasted"] == []
+    np.testing.assert_array_equal(out[0], ref[0])
+
+
 def test_dataset_swaps_backgrounds_from_other_sources(sources):
     _, srcs = sources
     cfg = SynthConfig(**ONLY["near"], bg_swap_prob=1.0)
@@ -242,6 +296,19 @@ def test_dataset_swaps_backgrounds_from_other_sources(sources):
     off = SyntheticDefocusDataset(srcs, size=48, length=6, seed=3, cfg=SynthConfig(**ONLY["near"]))
     assert not any(off.render(i)[2]["background_swapped"] for i in range(6))
     for bad in (dict(bg_swap_prob=1.5), dict(bg_swap_scale=(0.0, 1.0))):
+        with pytest.raises(ValueError):
+            SynthConfig(**bad)
+
+
+def test_dataset_pastes_objects_from_other_sources(sources):
+    _, srcs = sources
+    cfg = SynthConfig(**ONLY["near"], paste_prob=1.0, paste_count=(2, 2))
+    infos = [SyntheticDefocusDataset(srcs, size=48, length=4, seed=3, cfg=cfg).render(i)[2] for i in range(4)]
+    assert all(len(i["pasted"]) == 2 and all(p["source"] for p in i["pasted"]) for i in infos)
+    off = SyntheticDefocusDataset(srcs, size=48, length=4, seed=3, cfg=SynthConfig(**ONLY["near"]))
+    assert not any(off.render(i)[2]["pasted"] for i in range(4))
+    for bad in (dict(paste_prob=-0.1), dict(paste_sharp_prob=2.0), dict(paste_count=(0, 2)), dict(paste_count=(3, 2)),
+                dict(paste_scale=(0.0, 0.5))):
         with pytest.raises(ValueError):
             SynthConfig(**bad)
 

@@ -21,6 +21,11 @@ photo (a random crop of its whole frame, its own objects included) instead of th
 Salient-object photos mostly have plain or already soft backgrounds; a swapped one puts textured scenes and
 blurred object-like distractors behind the subject.
 
+Pasted objects (``paste_prob``, off by default): in the near and full cases, a few more masked objects from other
+source photos are placed between the background and the subject, each at its own depth: at the focal depth
+(rendered in focus, only if it passes the sharpness test) or defocused by its own radius. A scene then holds
+several in-focus objects and blurred objects of the same kind, as real shallow depth-of-field photos often do.
+
 Ground truth follows the physics: a pixel is in focus when the light reaching it comes mostly (>= 50 %) from
 layers whose CoC radius is below ``focus_threshold``, and a layer is only ever rendered in focus when the
 source is verified sharp there. Blurred radii (``blur_radius``) and in-focus radii (``sharp_radius``) are kept
@@ -79,7 +84,10 @@ class SynthConfig:
     drawn case (it fails verification), the dataset tries up to this many other sources before accepting the
     fallback, so the rendered mix stays close to the configured one. ``bg_swap_prob``: chance that a
     defocused background comes from another source photo (``bg_swap_scale`` (min, max): side fraction of its
-    random crop)."""
+    random crop). ``paste_prob``: chance that a near or full scene gets ``paste_count`` (min, max) extra objects
+    from other source photos, each scaled so its longer side is a ``paste_scale`` (min, max) fraction of the
+    frame's short side and placed at random behind the subject; in the near case each is at the focal depth
+    with probability ``paste_sharp_prob``."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -114,6 +122,10 @@ class SynthConfig:
     redraws: int = 3
     bg_swap_prob: float = 0.0
     bg_swap_scale: tuple = (0.5, 1.0)
+    paste_prob: float = 0.0
+    paste_count: tuple = (1, 3)
+    paste_scale: tuple = (0.2, 0.6)
+    paste_sharp_prob: float = 0.5
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -126,6 +138,11 @@ class SynthConfig:
         if not 0.0 <= self.bg_swap_prob <= 1.0 or not 0.0 < self.bg_swap_scale[0] <= self.bg_swap_scale[1] <= 1.0:
             raise ValueError(f"bg_swap_prob must lie in [0, 1] and bg_swap_scale in (0, 1], got "
                              f"{self.bg_swap_prob}, {self.bg_swap_scale}")
+        if not (0.0 <= self.paste_prob <= 1.0 and 0.0 <= self.paste_sharp_prob <= 1.0
+                and 1 <= self.paste_count[0] <= self.paste_count[1] and 0.0 < self.paste_scale[0] <= self.paste_scale[1]):
+            raise ValueError(f"paste_prob and paste_sharp_prob must lie in [0, 1], paste_count be 1 <= min <= max "
+                             f"and paste_scale 0 < min <= max, got {self.paste_prob}, {self.paste_sharp_prob}, "
+                             f"{self.paste_count}, {self.paste_scale}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -280,6 +297,41 @@ def _fit_background(image: Image.Image, shape: tuple, rng, scale: tuple) -> np.n
     return np.asarray(out)
 
 
+def _place_object(image: Image.Image, mask: Image.Image, shape: tuple, rng, scale: tuple):
+    """Cut the masked object out of ``image`` (its mask's bounding box), scale its longer side to a ``scale``
+    fraction of the canvas's short side and place it at a random position on a canvas of ``shape`` = (H, W)
+    (up to a third of it may fall outside). Returns (uint8 HxWx3 colour, float32 HxW alpha), or None when the
+    mask is empty."""
+    m = np.asarray(mask.convert("L"))
+    ys, xs = np.nonzero(m >= 128)
+    if len(ys) == 0:
+        return None
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    h, w = shape
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    k = rng.uniform(*scale) * min(h, w) / max(bw, bh)
+    ow, oh = max(1, min(w, int(round(bw * k)))), max(1, min(h, int(round(bh * k))))
+    obj = np.asarray(image.convert("RGB").resize((ow, oh), Image.BILINEAR, box=box))
+    a = np.asarray(mask.convert("L").resize((ow, oh), Image.BILINEAR, box=box), np.float32) / 255.0
+    x0 = int(rng.integers(-(ow // 3), w - 2 * ow // 3 + 1))
+    y0 = int(rng.integers(-(oh // 3), h - 2 * oh // 3 + 1))
+    colour = np.zeros((h, w, 3), np.uint8)
+    alpha = np.zeros((h, w), np.float32)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + ow, w), min(y0 + oh, h)
+    colour[cy0:cy1, cx0:cx1] = obj[cy0 - y0: cy1 - y0, cx0 - x0: cx1 - x0]
+    alpha[cy0:cy1, cx0:cx1] = a[cy0 - y0: cy1 - y0, cx0 - x0: cx1 - x0]
+    return colour, alpha
+
+
+def _object_is_sharp(colour: np.ndarray, alpha: np.ndarray, test: SharpnessTest) -> bool:
+    """Whether a placed object's interior passes the sharpness test at its rendered scale."""
+    fg = alpha >= 0.5
+    if not fg.any():
+        return False
+    ratio, contrast = edge_maps(luma(colour), test.window)
+    return region_is_sharp(ratio, contrast, ~window_max(~fg, 5), test)
+
+
 def _blur_background(bg: np.ndarray, r_near: float, r_far: float, t: Optional[np.ndarray], levels: int) -> np.ndarray:
     """Blur the background by a per-pixel radius r_near + (r_far - r_near) * t, interpolating between exact
     disk blurs at a few radii (one shared forward FFT)."""
@@ -310,7 +362,7 @@ def _add_noise(lin: np.ndarray, rng, cfg: SynthConfig) -> tuple[float, float]:
 
 def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
                   *, sharp_background_ok: bool = True, case: Optional[str] = None, strict_case: bool = False,
-                  background=None, return_info: bool = False):
+                  background=None, objects: Sequence = (), return_info: bool = False):
     """Render one synthetic defocus sample from a sharp photo and its foreground mask.
 
     ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``fg_mask_bool``: HxW bool, True = the foreground
@@ -322,7 +374,8 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     back when the source fails verification, unless ``strict_case``, which returns None instead (cheaply,
     before rendering) so the caller can try another source. ``background`` (an RGB photo, PIL or uint8):
     when the background is defocused (near and full cases), a random crop of it (``cfg.bg_swap_scale``)
-    replaces the object's own surroundings."""
+    replaces the object's own surroundings. ``objects``: (photo, mask) PIL pairs of extra objects pasted
+    behind the subject in the near and full cases (see ``cfg.paste_*``); ignored in the far and wide cases."""
     cfg = cfg or SynthConfig()
     src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
     msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
@@ -378,15 +431,29 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
         if rng.random() < cfg.bokeh_prob:
             rad = (lambda y, x: r_near + (r_far - r_near) * t[y, x]) if t is not None else (lambda y, x: r_far)
             _add_point_lights(bg, valid_bg, rad, rng, cfg)
-    bg = _blur_background(bg, r_near, r_far, t, cfg.ramp_levels)
-    # foreground: premultiplied colour and alpha blurred together, composited "over" the background
-    fg_lin = _boost_highlights(lin, rng, cfg) if fg_blurred else lin
-    layer = disk_blur(np.concatenate([fg_lin * a_fg[None], a_fg[None]]), r_fg)
-    alpha = np.clip(layer[3], 0.0, 1.0)
-    out = layer[:3] + (1.0 - alpha)[None] * bg
-    s_fg = float(r_fg < cfg.focus_threshold)
-    s_bg = float(max(r_far, r_near) < cfg.focus_threshold)
-    sharp_weight = alpha * s_fg + (1.0 - alpha) * s_bg
+    out = _blur_background(bg, r_near, r_far, t, cfg.ramp_levels)
+    sharp_weight = np.full(fg.shape, float(max(r_far, r_near) < cfg.focus_threshold), np.float32)
+
+    def composite(colour_lin: np.ndarray, a: np.ndarray, r: float, defocused: bool) -> None:
+        # premultiplied colour and alpha blurred together, composited "over" what lies behind
+        nonlocal out, sharp_weight
+        colour_lin = _boost_highlights(colour_lin, rng, cfg) if defocused else colour_lin
+        layer = disk_blur(np.concatenate([colour_lin * a[None], a[None]]), r)
+        alpha = np.clip(layer[3], 0.0, 1.0)
+        out = layer[:3] + (1.0 - alpha)[None] * out
+        sharp_weight = alpha * float(r < cfg.focus_threshold) + (1.0 - alpha) * sharp_weight
+
+    pasted = []
+    for k, (obj_image, obj_mask) in enumerate(objects if bg_blurred else ()):
+        placed = _place_object(obj_image, obj_mask, fg.shape, rng, cfg.paste_scale)
+        if placed is None:
+            continue
+        colour, a = placed
+        sharp = case == "near" and rng.random() < cfg.paste_sharp_prob and _object_is_sharp(colour, a, cfg.sharpness)
+        r = sharp_r() if sharp else blur_r()
+        composite(srgb_to_linear(colour), a, r, not sharp)
+        pasted.append(dict(object=k, radius=r, in_focus=sharp))
+    composite(lin, a_fg, r_fg, fg_blurred)
 
     h, w = fg.shape
     side = cfg.size
@@ -408,7 +475,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     info = dict(case=case, drawn=drawn, r_fg=r_fg, r_bg_near=r_near, r_bg_far=r_far, ramp=t is not None,
                 canvas=(w, h), in_focus_fraction=float(in_focus.mean()), noise_shot=shot, noise_read=read,
                 jpeg_quality=quality, subject_sharp=cache.get("subject"), background_sharp=cache.get("background"),
-                frame_sharp=cache.get("frame"), background_swapped=swapped)
+                frame_sharp=cache.get("frame"), background_swapped=swapped, pasted=pasted)
     return out_u8, in_focus, info
 
 
@@ -503,18 +570,26 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         if case in ("near", "full") and self.cfg.bg_swap_prob > 0 and rng.random() < self.cfg.bg_swap_prob:
             bg_pair = self.sources[int(rng.integers(len(self.sources)))]
             background = load_source(bg_pair, self.cfg.size)[0]
+        objects, object_pairs = [], []
+        if case in ("near", "full") and self.cfg.paste_prob > 0 and rng.random() < self.cfg.paste_prob:
+            lo, hi = self.cfg.paste_count
+            object_pairs = [self.sources[int(rng.integers(len(self.sources)))]
+                            for _ in range(int(rng.integers(lo, hi + 1)))]
+            objects = [load_source(p, self.cfg.size) for p in object_pairs]
         for attempt in range(self.cfg.redraws + 1):
             pair = self.sources[idx]
             image, mask = load_source(pair, self.cfg.size)
             res = render_sample(image, mask, rng, self.cfg, sharp_background_ok=pair.sharp_background_ok,
                                 case=case, strict_case=attempt < self.cfg.redraws, background=background,
-                                return_info=True)
+                                objects=objects, return_info=True)
             if res is not None:
                 break
             idx = int(rng.integers(len(self.sources)))
         out, in_focus, info = res
         info.update(source=str(pair.image), attempts=attempt + 1,
                     background_source=str(bg_pair.image) if info["background_swapped"] else None)
+        for entry in info["pasted"]:
+            entry["source"] = str(object_pairs[entry["object"]].image)
         return out, in_focus, info
 
     def __getitem__(self, i: int) -> dict:
