@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-src/defocus/weights/default.safetensors}
-LABEL=${2:-DFFNet-Lite0 (bundled)}
+LABEL=${2:-DFFNet-Lite2 (bundled)}
 S=${DEFOCUS_SHARED:-../shared}/data
 for set in CUHK DUT; do
   if [ $set = CUHK ]; then D=$S/CUHK/TE-1_btbnet320_samples; R=CUHK-TE-1_btbnet320; else D=$S/DUT/test_samples; R=DUT; fi

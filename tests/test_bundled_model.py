@@ -18,10 +18,10 @@ def test_bundled_weights_are_small_fp16_and_self_describing():
     path = str(WEIGHTS)
     meta = read_metadata(path)
     assert meta["config"]["name"] == "dffnet"
-    assert meta["config"]["backbone"] == "tf_efficientnet_lite0"
+    assert meta["config"]["backbone"] == "tf_efficientnet_lite2"
     assert WEIGHTS.stat().st_size < 15 * 2**20
     model = defocus.load_model(path)
-    assert sum(p.numel() for p in model.parameters()) == pytest.approx(4.01e6, rel=0.01)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(5.41e6, rel=0.01)
 
 
 def test_bundled_model_separates_sharp_subject_from_blurred_background(shared_dir):
@@ -35,4 +35,4 @@ def test_bundled_model_separates_sharp_subject_from_blurred_background(shared_di
         blur_pred, blur_gt = result.prob < 0.5, ~gt_in_focus
         inter += np.logical_and(blur_pred, blur_gt).sum()
         union += np.logical_or(blur_pred, blur_gt).sum()
-    assert inter / union > 0.9  # measured 0.96 (pooled blur IoU); a random or untrained network gives ~0.5
+    assert inter / union > 0.9  # measured 0.94 (pooled blur IoU); a random or untrained network gives ~0.5
