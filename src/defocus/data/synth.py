@@ -323,13 +323,22 @@ def _place_object(image: Image.Image, mask: Image.Image, shape: tuple, rng, scal
     return colour, alpha
 
 
+def _interior(fg: np.ndarray) -> np.ndarray:
+    """An object's interior (its silhouette eroded by 2 px): the region a sharpness test may judge it by, since
+    the silhouette against whatever lies behind proves nothing."""
+    return ~window_max(~fg, 5)
+
+
 def _object_is_sharp(colour: np.ndarray, alpha: np.ndarray, test: SharpnessTest) -> bool:
-    """Whether a placed object's interior passes the sharpness test at its rendered scale."""
-    fg = alpha >= 0.5
-    if not fg.any():
+    """Whether a placed object's interior passes the sharpness test at its rendered scale (edge maps over its
+    bounding box only; outside it the canvas is empty)."""
+    ys, xs = np.nonzero(alpha >= 0.5)
+    if len(ys) == 0:
         return False
-    ratio, contrast = edge_maps(luma(colour), test.window)
-    return region_is_sharp(ratio, contrast, ~window_max(~fg, 5), test)
+    m = test.window
+    box = np.s_[max(ys.min() - m, 0): ys.max() + m + 1, max(xs.min() - m, 0): xs.max() + m + 1]
+    ratio, contrast = edge_maps(luma(colour[box]), test.window)
+    return region_is_sharp(ratio, contrast, _interior(alpha[box] >= 0.5), test)
 
 
 def _blur_background(bg: np.ndarray, r_near: float, r_far: float, t: Optional[np.ndarray], levels: int) -> np.ndarray:
@@ -391,8 +400,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
         ratio, contrast = cache["maps"]
         if what not in cache:
             if what == "subject":
-                # the subject's interior only: a silhouette against a sharp background proves nothing
-                cache[what] = region_is_sharp(ratio, contrast, ~window_max(~fg, 5), cfg.sharpness)
+                cache[what] = region_is_sharp(ratio, contrast, _interior(fg), cfg.sharpness)
             elif what == "background":
                 bg = ~window_max(fg, 9)
                 cache[what] = region_is_sharp_everywhere(ratio, contrast, bg, cfg.sharpness)
