@@ -36,3 +36,13 @@ def test_bundled_model_separates_sharp_subject_from_blurred_background(shared_di
         inter += np.logical_and(blur_pred, blur_gt).sum()
         union += np.logical_or(blur_pred, blur_gt).sum()
     assert inter / union > 0.9  # measured 0.94 (pooled blur IoU); a random or untrained network gives ~0.5
+
+
+def test_default_names_the_bundled_weights_everywhere_a_model_is_named():
+    from defocus.bench import run_config
+    from defocus.inference import load_network
+
+    net, info = load_network("default")
+    assert info.source == str(WEIGHTS) and info.backbone == "tf_efficientnet_lite2"
+    row = run_config(model="default", size=64, batch=1, backend="torch-baseline", runs=1, warmup=0)
+    assert "tf_efficientnet_lite2" in row["model"] and row["images_per_s"] > 0

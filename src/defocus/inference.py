@@ -137,10 +137,15 @@ def _is_module(x) -> bool:
 
 
 def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
-    """Resolve ``model`` (an ``nn.Module``, a checkpoint path, or a registry ``NAME[:BACKBONE]``) to an eval-mode
-    network and its description. Registry names give **randomly initialised** weights (for speed tests only)."""
+    """Resolve ``model`` (an ``nn.Module``, ``"default"`` for the bundled weights, a checkpoint path, or a registry
+    ``NAME[:BACKBONE]``) to an eval-mode network and its description. Registry names give **randomly
+    initialised** weights (for speed tests only)."""
     from .models import create_model, list_models, load_model
 
+    if isinstance(model, str) and model == "default":
+        model = bundled_weights()
+        if model is None:
+            raise ValueError("model 'default': this installation has no bundled weights")
     if _is_module(model):
         cfg = getattr(model, "config", {}) or {}
         net, source = model, "in-memory model"
