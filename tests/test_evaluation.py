@@ -467,3 +467,15 @@ def test_cli_model_mode(tiny_checkpoint, tmp_path, shared_dir):
     res = run_cli("--model", tiny_checkpoint)
     assert res.exit_code != 0 and "--dataset" in res.output
     assert not math.isnan(d["mae"])
+
+
+def test_cli_model_mode_default_and_missing_checkpoint(tmp_path, shared_dir):
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    res = run_cli("--model", "default", "--images", data / "images", "--gt", data / "masks", "--device", "cpu",
+                  "--json")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["n"] == 5 and d["mae"] < 0.1  # the bundled model: 0.049; an untrained network is near 0.5
+    res = run_cli("--model", tmp_path / "missing.safetensors", "--images", data / "images", "--gt", data / "masks")
+    assert res.exit_code == 1 and "missing.safetensors: no such checkpoint file" in res.output
+    assert "Traceback" not in res.output

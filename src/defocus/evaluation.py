@@ -560,8 +560,8 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
 
     Args:
-        model_or_path: a model (``forward`` returning the in-focus logit first; it is put in eval mode) or a
-            defocus checkpoint path.
+        model_or_path: a model (``forward`` returning the in-focus logit first; it is put in eval mode), a
+            checkpoint path, or ``"default"`` (the bundled weights).
         datasets: registry names (``defocus.data``, data under ``root``) and/or :class:`FolderDataset` s.
         root: data root of the registry datasets.
         protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;
@@ -577,10 +577,11 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     proto = get_protocol(protocol)
     dev = _resolve_device(device)
     if isinstance(model_or_path, (str, Path)):
+        from .inference import resolve_default
         from .models import load_model
 
         label = method or Path(model_or_path).stem
-        model = load_model(model_or_path, device=dev)
+        model = load_model(resolve_default(model_or_path), device=dev)
     else:
         model = model_or_path.to(dev).eval()
         label = method or getattr(model, "config", {}).get("name", type(model).__name__)

@@ -93,6 +93,16 @@ def bundled_weights() -> Path | None:
     return None
 
 
+def resolve_default(model):
+    """``model`` itself, or the bundled weights' path when it is ``"default"`` (ValueError when none are installed)."""
+    if isinstance(model, (str, Path)) and str(model) == "default":
+        path = bundled_weights()
+        if path is None:
+            raise ValueError("model 'default': this installation has no bundled weights")
+        return path
+    return model
+
+
 def classical_methods() -> dict:
     """The training-free baselines available in this installation (``name -> fn(rgb uint8) -> prob``)."""
     try:
@@ -142,10 +152,7 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
     initialised** weights (for speed tests only)."""
     from .models import create_model, list_models, load_model
 
-    if isinstance(model, str) and model == "default":
-        model = bundled_weights()
-        if model is None:
-            raise ValueError("model 'default': this installation has no bundled weights")
+    model = resolve_default(model)
     if _is_module(model):
         cfg = getattr(model, "config", {}) or {}
         net, source = model, "in-memory model"

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = typer.Option(None, "--plot", help="Save a PR + F-threshold figure (.png/.svg)."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip (and report) missing or unreadable "
                                           "files instead of failing."),
-        model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run (model mode)."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run, or 'default' (the bundled model) (model mode)."),
         dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Registry dataset (repeatable); in "
                                                     "maps mode, the dataset's label."),
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
                                  skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
                                  method=labels[0] if labels else None)
-        except EvaluationInputError as e:
+        except (EvaluationInputError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
 
