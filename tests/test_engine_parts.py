@@ -131,3 +131,15 @@ def test_model_init_loads_a_saved_network_strictly(tmp_path):
                              f"model.init={tmp_path / 'other.safetensors'}"])
     with pytest.raises(RuntimeError):
         build_student(cfg)
+
+
+def test_model_init_default_fine_tunes_the_bundled_model():
+    from defocus.engine.stages import build_student
+    from defocus.models import load_model
+    from defocus.inference import bundled_weights
+
+    cfg = load_config(None, ["model.backbone=tf_efficientnet_lite2", "model.pretrained=false", "model.init=default"])
+    student = build_student(cfg)
+    bundled = load_model(bundled_weights()).state_dict()
+    for k, v in student.state_dict().items():
+        assert torch.equal(v.float(), bundled[k].float()), k

@@ -32,7 +32,7 @@ class ModelConfig:
     backbone: Optional[str] = None
     pretrained: Union[bool, str] = True            # ImageNet backbone (paper); False = random init; or a file path
     model_kwargs: dict = field(default_factory=dict)
-    init: Optional[str] = None                     # fine-tune: start from a saved network (.safetensors or checkpoint)
+    init: Optional[str] = None                     # fine-tune: start from a saved network (.safetensors, checkpoint, 'default')
 
 
 @dataclass
