@@ -4,7 +4,7 @@
 #   benchmarks/bench_bundled_accuracy.sh [CHECKPOINT] [LABEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CKPT=${1:-src/defocus/weights/default.safetensors}
+CKPT=${1:-default}
 LABEL=${2:-DFFNet-Lite2 (bundled)}
 S=${DEFOCUS_SHARED:-../shared}/data
 for set in CUHK DUT; do

@@ -42,7 +42,8 @@ def test_default_names_the_bundled_weights_everywhere_a_model_is_named():
     from defocus.bench import run_config
     from defocus.inference import load_network
 
-    net, info = load_network("default")
+    _, info = load_network("default")
     assert info.source == str(WEIGHTS) and info.backbone == "tf_efficientnet_lite2"
+    assert defocus.load_model("default").config["backbone"] == "tf_efficientnet_lite2"
     row = run_config(model="default", size=64, batch=1, backend="torch-baseline", runs=1, warmup=0)
     assert "tf_efficientnet_lite2" in row["model"] and row["images_per_s"] > 0

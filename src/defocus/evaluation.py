@@ -577,11 +577,10 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     proto = get_protocol(protocol)
     dev = _resolve_device(device)
     if isinstance(model_or_path, (str, Path)):
-        from .inference import resolve_default
         from .models import load_model
 
         label = method or Path(model_or_path).stem
-        model = load_model(resolve_default(model_or_path), device=dev)
+        model = load_model(model_or_path, device=dev)
     else:
         model = model_or_path.to(dev).eval()
         label = method or getattr(model, "config", {}).get("name", type(model).__name__)

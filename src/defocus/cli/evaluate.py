@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         plot: Optional[Path] = typer.Option(None, "--plot", help="Save a PR + F-threshold figure (.png/.svg)."),
         skip_missing: bool = typer.Option(False, "--skip-missing", help="Skip (and report) missing or unreadable "
                                           "files instead of failing."),
-        model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run, or 'default' (the bundled model) (model mode)."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run, or 'default' (the bundled "
+                                           "model) (model mode)."),
         dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Registry dataset (repeatable); in "
                                                     "maps mode, the dataset's label."),
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),

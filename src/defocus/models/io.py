@@ -62,13 +62,16 @@ def is_safetensors(path) -> bool:
 def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str | None = None):
     """Rebuild a model from a checkpoint file alone, strictly.
 
-    ``path`` is a defocus safetensors file (config from its metadata) or one of the authors' released ``.pth``
-    files, converted on the fly (see :mod:`defocus.convert`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
+    ``path`` is a defocus safetensors file (config from its metadata), ``"default"`` (the bundled model) or one
+    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.convert`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
     for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
     floating tensors in ``dtype``.
     """
     from safetensors.torch import load_file
 
+    from ..inference import resolve_default
+
+    path = resolve_default(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if not is_safetensors(path):
