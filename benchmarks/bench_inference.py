@@ -9,13 +9,15 @@
    parameters), of ONNX Runtime alone in a process that never imports torch, and of ``Predictor`` on the
    exported file (a torch-free process) predicting a photo.
 2. DFFNet on EfficientNet-Lite0 (``tf_efficientnet_lite0``), 320x320, batch 1 and 8: images/s.
-3. A 24-megapixel JPEG end to end (decode, infer, write prob + mask PNGs) with ``Predictor``.
+3. A 24-megapixel JPEG end to end (decode, infer, write prob + mask PNGs) with ``Predictor`` and the bundled
+   model (``--photo-model``).
 
 Every timing run sets the thread count (default 2) and ``torch.set_flush_denormal(True)`` in all
 configurations alike (random weights produce denormal products in the DFFM that real weights rarely do).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_inference.py [--runs 7] [--threads 2]
-        [--only resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo] [--json results.json]
+        [--only resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo] [--photo-model default]
+        [--json results.json]
 """
 from __future__ import annotations
 
@@ -253,8 +255,11 @@ def export_onnx_file(backbone: str, path: str) -> dict:
     return export_onnx(_make(backbone, randomise=True), path, check=True)
 
 
-def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: str) -> dict:
-    """Predictor on one large JPEG: decode, infer, write prob + mask; then each stage timed once more."""
+def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: str, model: str = "default") -> dict:
+    """Predictor on one large JPEG: decode, infer, write prob + mask; then each stage timed once more.
+
+    ``model``: a name or file for ``Predictor`` ("default" = the bundled model), or "random-lite0" (a randomly
+    initialised DFFNet-Lite0 with spatially varying maps, the measurement before a model was bundled)."""
     _setup(threads)
     from PIL import Image
 
@@ -262,7 +267,8 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     from defocus.bench import peak_rss_mb, reset_peak_rss, rss_mb, time_calls
     from defocus.inference import Predictor
 
-    pred = Predictor(_make("tf_efficientnet_lite0", randomise=True), device="cpu", fast_decode=fast_decode)
+    net = _make("tf_efficientnet_lite0", randomise=True) if model == "random-lite0" else model
+    pred = Predictor(net, device="cpu", fast_decode=fast_decode)
     rss0 = rss_mb()
     reset_peak_rss()
 
@@ -286,7 +292,7 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     stage("map_to_native", lambda: (res2.prob, res2.mask))
     stage("write_pngs", lambda: res2.save(save_dir, what=("prob", "mask"), stem="photo"))
     sizes = {p.name: os.path.getsize(p) for p in Path(save_dir).glob("photo_*")}
-    return {"fast_decode": fast_decode, "runs": runs, "threads": threads, "median_s": round(statistics.median(ts), 3),
+    return {"model": model, "fast_decode": fast_decode, "runs": runs, "threads": threads, "median_s": round(statistics.median(ts), 3),
             "min_s": round(min(ts), 3), "median_cpu_s": round(statistics.median(cs), 3),
             "stages_s": {k: round(v, 3) for k, v in stages.items()},
             "stages_cpu_s": {k: round(v, 3) for k, v in stages_cpu.items()},
@@ -309,6 +315,8 @@ def main():
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo")
+    ap.add_argument("--photo-model", default="default",
+                    help="Model of the 24-MP photo run: 'default' (bundled), a file, or 'random-lite0'.")
     ap.add_argument("--json", default=None, help="Also write the results to this file.")
     args = ap.parse_args()
     parts = set(args.only.split(","))
@@ -347,7 +355,8 @@ def main():
     if "photo" in parts:
         jpg = tmp / "photo_24mp.jpg"
         make_24mp_jpeg(jpg)
-        out["photo_24mp"] = [_in_child(photo_e2e, str(jpg), args.runs, args.threads, fd, str(tmp / "out"))
+        out["photo_24mp"] = [_in_child(photo_e2e, str(jpg), args.runs, args.threads, fd, str(tmp / "out"),
+                                       args.photo_model)
                              for fd in (False, True)]
         print(json.dumps(out["photo_24mp"]), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
