@@ -292,7 +292,8 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     stage("map_to_native", lambda: (res2.prob, res2.mask))
     stage("write_pngs", lambda: res2.save(save_dir, what=("prob", "mask"), stem="photo"))
     sizes = {p.name: os.path.getsize(p) for p in Path(save_dir).glob("photo_*")}
-    return {"model": model, "fast_decode": fast_decode, "runs": runs, "threads": threads, "median_s": round(statistics.median(ts), 3),
+    return {"model": model, "fast_decode": fast_decode, "runs": runs, "threads": threads,
+            "median_s": round(statistics.median(ts), 3),
             "min_s": round(min(ts), 3), "median_cpu_s": round(statistics.median(cs), 3),
             "stages_s": {k: round(v, 3) for k, v in stages.items()},
             "stages_cpu_s": {k: round(v, 3) for k, v in stages_cpu.items()},
