@@ -112,6 +112,15 @@ def test_export_cli(tiny_ckpt, tmp_path):
     assert r.exit_code == 2 and not (tmp_path / "y.onnx").exists()
 
 
+def test_export_cli_default_without_bundled_weights(monkeypatch, tmp_path):
+    import defocus.bundled
+
+    monkeypatch.setattr(defocus.bundled, "bundled_weights", lambda: None)
+    r = CliRunner().invoke(app, ["export", "--model", "default", "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2 and "no bundled weights" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_benchmark_rows(tiny_ckpt):
     from defocus.bench import benchmark, format_table
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import importlib.resources
 import json
 import logging
 import os
@@ -33,12 +32,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import imageio
+from .bundled import BUNDLED_WEIGHTS, bundled_weights, resolve_default
 from .imageio import DEFAULT_MAX_PIXELS, OUTPUT_SUFFIXES, ImageDecodeError
 from .onnx_runtime import device_type, onnx_device, onnx_session, read_onnx_config
 
 log = logging.getLogger(__name__)
 
-BUNDLED_WEIGHTS = "weights/default.safetensors"
 DEFAULT_SIZE = 320
 DEFAULT_BATCH_SIZE = 4
 SAVE_CHOICES = tuple(OUTPUT_SUFFIXES)
@@ -80,27 +79,6 @@ class ModelInfo:
     def __str__(self) -> str:
         what = f"{self.name} ({self.backbone})" if self.backbone else self.name
         return f"{self.kind} {what} from {self.source}" if self.source else f"{self.kind} {what}"
-
-
-def bundled_weights() -> Path | None:
-    """Path of the bundled default weights, or ``None`` when this installation has none."""
-    try:
-        ref = importlib.resources.files("defocus").joinpath(BUNDLED_WEIGHTS)
-        if ref.is_file():
-            return Path(str(ref))
-    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        pass
-    return None
-
-
-def resolve_default(model):
-    """``model`` itself, or the bundled weights' path when it is ``"default"`` (ValueError when none are installed)."""
-    if isinstance(model, (str, Path)) and str(model) == "default":
-        path = bundled_weights()
-        if path is None:
-            raise ValueError("model 'default': this installation has no bundled weights")
-        return path
-    return model
 
 
 def classical_methods() -> dict:

@@ -28,16 +28,10 @@ def register(app: typer.Typer) -> None:
         """Export a network to ONNX (dynamic batch, height, width; input 'image' = normalised NCHW float32,
         output 'logit') and check it against PyTorch."""
         from ..export import export_onnx
-        from ..inference import bundled_weights, load_network
+        from ..inference import load_network
 
-        source = model
-        if model == "default":
-            source = bundled_weights()
-            if source is None:
-                typer.echo("error: no bundled default weights in this installation; pass --model PATH", err=True)
-                raise typer.Exit(2)
         try:
-            net, info = load_network(source)
+            net, info = load_network(model)
             report = export_onnx(net, output, opset=opset, fuse=fuse, check=check,
                                  check_images=check_images or (), tolerance=tolerance)
         except (ValueError, OSError, ImportError) as e:

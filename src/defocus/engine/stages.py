@@ -44,7 +44,7 @@ def load_init_weights(model: nn.Module, path) -> None:
     """Initialise every weight of ``model`` from a saved network, strictly: a model file that
     :func:`~defocus.models.load_model` reads (our safetensors, the authors' ``.pth``), ``"default"`` (the bundled
     model) or a training checkpoint of :func:`~defocus.engine.checkpoint.save_checkpoint` (its ``model`` entry)."""
-    from ..inference import resolve_default
+    from ..bundled import resolve_default
     from ..models.io import is_safetensors, load_model
     from .checkpoint import load_checkpoint
 

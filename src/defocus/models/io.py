@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..bundled import resolve_default
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
@@ -68,8 +69,6 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     floating tensors in ``dtype``.
     """
     from safetensors.torch import load_file
-
-    from ..inference import resolve_default
 
     path = resolve_default(path)
     if not Path(path).is_file():
