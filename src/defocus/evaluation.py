@@ -21,135 +21,15 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .devices import resolve_device
+from .listfiles import read_list_stems
+from .maps import MAP_SUFFIXES, MapInputError, check_polarity, read_map, read_mask
 from .metrics import Curves, ImageScore, Protocol, Scorer, get_protocol
 
 log = logging.getLogger(__name__)
 
-POLARITIES = ("in-focus", "blur")
-NUMPY_EXTENSIONS = (".npy",)
-
-
-class EvaluationInputError(ValueError):
-    """A prediction, mask or image is missing, unreadable or unusable; the message names the file."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-    def as_skip(self, stem: str) -> dict:
-        """The entry of ``Report.skipped`` for this error."""
-        return {"stem": stem, "path": self.path, "reason": self.reason}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading maps and masks
-# --------------------------------------------------------------------------------------------------------------
-
-def _check_polarity(polarity: str) -> str:
-    key = str(polarity).lower().replace("_", "-")
-    if key not in POLARITIES:
-        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
-    return key
-
-
-def image_extensions() -> set[str]:
-    """Lower-case file extensions accepted as maps or masks (every format Pillow reads, plus ``.npy``)."""
-    from PIL import Image
-
-    return {ext.lower() for ext in Image.registered_extensions()} | set(NUMPY_EXTENSIONS)
-
-
-def _read_raw(path: Path) -> tuple[np.ndarray, int | None]:
-    """Read a 2-D map as stored: (integer or bool array, its full-scale value) or (float array, None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(path, "file not found")
-    try:
-        if path.suffix.lower() in NUMPY_EXTENSIONS:
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 3:
-                arr = arr[..., 0] if arr.shape[-1] in (1, 3, 4) else arr[0]
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("1", "L", "F") or im.mode.startswith("I"):
-                    arr = np.asarray(im)
-                else:  # palette, RGB(A), LA, CMYK...: ITU-R 601 luma in 8 bits, as PIL's convert("L")
-                    arr = np.asarray(im.convert("L"))
-    except EvaluationInputError:
-        raise
-    except Exception as e:  # any decoder error: name the file
-        raise EvaluationInputError(path, f"cannot read image ({type(e).__name__}: {e})") from e
-    if arr.ndim != 2:
-        raise EvaluationInputError(path, f"expected a single-channel map, got an array of shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr, 1
-    if arr.dtype == np.uint8:
-        return arr, 255
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.min() < 0 or arr.max() > 65535:
-            raise EvaluationInputError(path, "integer values outside the 16-bit range [0, 65535]")
-        return arr.astype(np.int64), 65535
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
-        raise EvaluationInputError(path, "floating-point map with values outside [0, 1]")
-    return np.clip(arr, 0.0, 1.0), None
-
-
-def decode_map(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
-    """In-focus probability map (float64, [0, 1]) from a stored map; a blur-polarity map is inverted exactly
-    in its integer domain (``full_scale - v``) before scaling."""
-    polarity = _check_polarity(polarity)
-    if full_scale is None:
-        out = np.asarray(arr, dtype=np.float64)
-        return 1.0 - out if polarity == "blur" else out
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = arr.astype(np.int64)
-    if polarity == "blur":
-        arr = full_scale - arr.astype(np.int64)
-    return arr.astype(np.float64) / full_scale
-
-
-def decode_mask(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
-    """Boolean in-focus mask from a stored mask: binarised at half scale (``v > 0.5``, the reference's rounding),
-    then inverted for a blur-polarity mask."""
-    polarity = _check_polarity(polarity)
-    arr = np.asarray(arr)
-    if full_scale is None:
-        white = arr > 0.5
-    else:
-        white = 2 * arr.astype(np.int64) > full_scale
-    return ~white if polarity == "blur" else white
-
-
-def read_map(path, polarity: str = "in-focus") -> np.ndarray:
-    """Read a prediction map as an in-focus probability in [0, 1].
-
-    8-bit maps are divided by 255, 16-bit ones by 65535 (grayscale or RGB, RGB through ITU-R 601 luma as
-    Pillow's ``convert("L")``); float TIFF and ``.npy`` maps must already lie in [0, 1].
-    ``polarity`` says what white means in the file (``"in-focus"`` or ``"blur"``).
-    """
-    arr, full = _read_raw(Path(path))
-    if full == 255 and arr.size and arr.max() == 1:
-        log.warning("%s: an 8-bit map whose values are only 0 and 1 is nearly black; if it is a 0/1 mask, "
-                    "save it as 0/255", path)
-    return decode_map(arr, full, polarity)
-
-
-def read_mask(path, polarity: str = "in-focus") -> np.ndarray:
-    """Read a ground-truth mask as a boolean in-focus mask, binarised at half scale.
-
-    ``polarity`` says what white means in the file. An integer mask holding only the values 0 and 1 is read as a
-    0/1 mask (as the data registry does).
-    """
-    arr, full = _read_raw(Path(path))
-    if full is not None and full > 1 and arr.size and arr.max() == 1:
-        full = 1
-    return decode_mask(arr, full, polarity)
+#: Every input problem (a missing or unreadable prediction, mask, image, folder or list file) raises this.
+EvaluationInputError = MapInputError
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -165,10 +45,9 @@ def index_folder(folder, suffix: str = "") -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationInputError(folder, "folder not found")
-    exts = image_extensions()
     index: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in exts or not path.stem.endswith(suffix):
+        if not path.is_file() or path.suffix.lower() not in MAP_SUFFIXES or not path.stem.endswith(suffix):
             continue
         stem = path.stem[:len(path.stem) - len(suffix)]
         if stem in index:
@@ -178,20 +57,12 @@ def index_folder(folder, suffix: str = "") -> dict[str, Path]:
 
 
 def read_stem_list(path) -> list[str]:
-    """Stems from a list file: one per line; blank lines and ``#`` comments ignored; a known image extension
-    is dropped (``a.jpg`` -> ``a``)."""
+    """Stems from a list file (:func:`defocus.listfiles.read_list_stems`: one per line, ``#`` comment lines and
+    blank lines ignored, a known image or ``.npy`` extension dropped: ``a.jpg`` -> ``a``)."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationInputError(path, "list file not found")
-    exts = image_extensions()
-    stems = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        p = Path(line)
-        stems.append(p.stem if p.suffix.lower() in exts else p.name)
-    return stems
+    return read_list_stems(path, MAP_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -440,8 +311,8 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
             ``defocus predict``'s ``x_prob.png`` with the mask ``x.png``).
     """
     proto = get_protocol(protocol)
-    _check_polarity(pred_polarity)
-    _check_polarity(gt_polarity)
+    check_polarity(pred_polarity)
+    check_polarity(gt_polarity)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = index_folder(pred_dir, pred_suffix), index_folder(gt_dir)
     stems = read_stem_list(list_file) if list_file is not None else sorted(gts)
@@ -493,7 +364,7 @@ def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
     """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples, mask reader)."""
     if isinstance(dataset, tuple) and len(dataset) in (3, 4):
         ds = FolderDataset(*dataset)
-        polarity = _check_polarity(ds.mask_polarity)
+        polarity = check_polarity(ds.mask_polarity)
         images, masks = index_folder(ds.images), index_folder(ds.masks)
         return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())], \
             read_mask
@@ -516,14 +387,6 @@ def _load_mask(sample: _Sample, reader) -> np.ndarray:
         raise
     except Exception as e:  # any decoder error: name the file
         raise EvaluationInputError(sample.mask, f"cannot read mask ({type(e).__name__}: {e})") from e
-
-
-def _resolve_device(device):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def paper_inference(model, image, device="cpu", size: int = 320) -> tuple[np.ndarray, tuple[int, int]]:
@@ -575,7 +438,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         size: inference resolution (320 in the paper).
     """
     proto = get_protocol(protocol)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if isinstance(model_or_path, (str, Path)):
         from .models import load_model
 

@@ -26,6 +26,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from ..atomic import atomic_create
 from .files import Pairing, list_images, pair_by_stem, pair_folders
 from .registry import DataError, get_spec
 
@@ -143,16 +144,12 @@ def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
             return False
         if not overwrite:
             raise DataError(f"{dst}: exists with different content (use overwrite)")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists() or tmp.is_symlink():
-        tmp.unlink()
     if mode == "copy":
-        shutil.copyfile(src, tmp)
+        atomic_create(dst, lambda tmp: shutil.copyfile(src, tmp))
     elif mode == "hardlink":
-        os.link(src, tmp)
+        atomic_create(dst, lambda tmp: os.link(src, tmp))
     else:
-        tmp.symlink_to(src.resolve())
-    os.replace(tmp, dst)
+        atomic_create(dst, lambda tmp: tmp.symlink_to(src.resolve()))
     return True
 
 

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from ..listfiles import parse_list
 from .files import list_images, pair_folders, read_list_file
 from .masks import BLUR, IN_FOCUS, check_polarity
 
@@ -126,8 +127,7 @@ def get_spec(name: str) -> DatasetSpec:
 
 def split_stems(split_file: str) -> list[str]:
     """Stems of a split shipped with the package (``TE-1.txt``, ``TR-1.txt``), in file order."""
-    text = resources.files("defocus.data").joinpath("splits", split_file).read_text()
-    return [s.strip() for s in text.splitlines() if s.strip()]
+    return parse_list(resources.files("defocus.data").joinpath("splits", split_file).read_text())
 
 
 def resolve_root(root) -> Path:

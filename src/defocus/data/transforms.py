@@ -16,8 +16,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class PairedResize(v2.Transform):

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .files import list_images, list_other_files, pair_by_stem, read_list_file
-from .masks import check_polarity, mask_white_fraction_array
+from ..maps import check_polarity, decode_mask, image_values, mask_full_scale
 from .registry import DataError, Part, get_spec, resolve_root, split_stems
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,20 @@ def _check_pair(img_path: Path, mask_path: Path, mask_white: str, report: Verify
     if im.size != mk.size:
         add(Issue("size-mismatch", mask_path, f"mask {mk.size[0]}x{mk.size[1]} vs image {im.size[0]}x{im.size[1]} "
                                               f"({img_path.name})"))
-    white = mask_white_fraction_array(mk)
+    try:
+        values, full = image_values(mk)
+    except ValueError as e:
+        add(Issue("corrupt", mask_path, f"unusable values ({e})"))
+        return
+    full = mask_full_scale(values, full)
+    white = values / full if full is not None else values
     grey = float(np.mean((white > 16 / 255) & (white < 239 / 255)))
     if grey > SOFT_MASK_LIMIT:
         add(Issue("non-binary", mask_path, f"{grey:.1%} of pixels are grey levels in [16, 239]: not a binary mask"))
     elif grey > 0 or not np.all((white == 0) | (white == 1)):
         add(Issue("soft-mask", mask_path, f"not strictly binary ({grey:.2%} grey pixels); binarised at 128 on load",
                   WARNING))
-    blur = (white >= 0.5) if mask_white == "blur" else (white < 0.5)
+    blur = ~decode_mask(values, full, mask_white)
     report.blur_fractions.append(float(blur.mean()))
     b = max(1, int(round(BORDER * min(blur.shape))))
     frame = np.concatenate([blur[:b].ravel(), blur[-b:].ravel(), blur[:, :b].ravel(), blur[:, -b:].ravel()])

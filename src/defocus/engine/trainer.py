@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, dump_config
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import build_train_dataset, build_val_dataset
-from .distributed import any_true, barrier, init_distributed, local_rank_from_env, resolve_device
+from ..devices import resolve_device
+from .distributed import any_true, barrier, init_distributed, local_rank_from_env
 from .logs import CSVLog, TensorBoardLog
 from .sampling import ResumableSampler, SeededDataset
 from .schedules import distill_weight, lr_factor, run_epochs, total_steps

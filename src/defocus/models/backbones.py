@@ -13,10 +13,9 @@ import timm
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
 
 def read_state_dict(path) -> dict:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..atomic import atomic_create
 from ..bundled import resolve_default
 from .registry import create_model
 
@@ -29,18 +28,7 @@ def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | N
     meta = {CONFIG_KEY: json.dumps(model.config)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_create(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
 
 
 def read_metadata(path) -> dict:

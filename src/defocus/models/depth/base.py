@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ...imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 
 #: Strides of the four feature levels a teacher returns, deepest first (those of the DFFNet student).
 TEACHER_STRIDES = (32, 16, 8, 4)
