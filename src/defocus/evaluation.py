@@ -21,6 +21,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .defaults import PAPER_SIZE
 from .devices import resolve_device
 from .listfiles import read_list_stems
 from .maps import MAP_SUFFIXES, MapInputError, check_polarity, read_map, read_mask
@@ -389,37 +390,31 @@ def _load_mask(sample: _Sample, reader) -> np.ndarray:
         raise EvaluationInputError(sample.mask, f"cannot read mask ({type(e).__name__}: {e})") from e
 
 
-def paper_inference(model, image, device="cpu", size: int = 320) -> tuple[np.ndarray, tuple[int, int]]:
-    """The paper's test-time inference of one image (METHOD §6.1).
+def paper_inference(model, image, device="cpu", size: int = PAPER_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
+    """The paper's test-time inference of one image (docs/method.md, "Evaluation").
 
     RGB, Pillow bilinear resize to ``size`` x ``size`` (no aspect preservation), normalisation with
-    ``model.config`` mean/std, sigmoid of the final logit. Returns the ``size`` x ``size`` in-focus probability
-    (float32) and the original image size ``(H, W)``.
+    ``model.config`` mean/std, sigmoid of the final logit (:mod:`defocus.models.predict`). Returns the ``size`` x
+    ``size`` in-focus probability (float32) and the original image size ``(H, W)``. ``device`` is unused: the
+    input goes to the model's device.
     """
-    import torch
     from PIL import Image
+
+    from .models.predict import normalization, paper_preprocess, predict_probs
 
     try:
         with Image.open(image) as im:
             rgb = im.convert("RGB")
     except Exception as e:
         raise EvaluationInputError(image, f"cannot read image ({type(e).__name__}: {e})") from e
-    orig = (rgb.height, rgb.width)
-    x = np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-    mean = np.asarray(model.config.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)
-    std = np.asarray(model.config.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)
-    x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1)[None].copy())
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    with torch.inference_mode():
-        logit = model(x.to(device=device, dtype=dtype))[0]
-        prob = torch.sigmoid(logit.float())[0, 0].cpu().numpy()
-    return prob, orig
+    mean, std = normalization(model)
+    prob = predict_probs(model, paper_preprocess(rgb, mean, std, size))
+    return prob[0, 0].cpu().numpy(), (rgb.height, rgb.width)
 
 
 def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
                    skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
-                   method: str | None = None, size: int = 320) -> ReportTable:
+                   method: str | None = None, size: int = PAPER_SIZE) -> ReportTable:
     """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
 
     Args:

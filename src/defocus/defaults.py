@@ -1,0 +1,4 @@
+"""Numbers shared by the library and the command line (torch-free, so the CLI can show them as defaults)."""
+
+#: The paper's test-time input side: images are squashed to PAPER_SIZE x PAPER_SIZE (docs/method.md, "Evaluation").
+PAPER_SIZE = 320
