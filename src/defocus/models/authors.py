@@ -1,4 +1,5 @@
-"""Load the authors' released D-DFFNet-family ``.pth`` files into ``defocus`` models, strictly.
+"""The authors' released D-DFFNet-family ``.pth`` files read into ``defocus`` models, strictly: the checkpoint
+filter beside the models it fills (:func:`~defocus.models.load_model` calls it for ``.pth`` files).
 
 The authors' checkpoints (classes ``PDnet_ResNest_4F_SL_LA`` = DFFNet / D-DFFNet, ``..._NG`` = w/o DFFM,
 ``..._4F_SL`` = w/o attention, ``PDnet`` = PDNet, ``..._LA_D`` = R-DFFNet) hold a ResNeSt-101 under
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .models import create_model, save_model
+from .registry import create_model
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +219,3 @@ def load_authors_checkpoint(path, arch: str | None = None):
         return convert_state_dict(sd, arch)
     except CheckpointMismatchError as e:
         raise CheckpointMismatchError(f"{path}: {e}") from None
-
-
-def convert_checkpoint(src, dst, arch: str | None = None, dtype: torch.dtype | None = None) -> ConversionReport:
-    """Convert an authors' ``.pth`` to a self-describing ``defocus`` safetensors file (opens with
-    ``defocus.load_model``). ``dtype`` optionally casts floating tensors (e.g. ``torch.float16``)."""
-    src, dst = Path(src), Path(dst)
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: refusing to overwrite the input file")
-    model, report = load_authors_checkpoint(src, arch)
-    save_model(model, dst, dtype=dtype, metadata={"converted_from": src.name,
-                                                  "source_class": AUTHORS_CLASSES[report.arch]})
-    log.info("wrote %s", dst)
-    return report

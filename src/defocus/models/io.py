@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_create
 from ..bundled import resolve_default
+from .authors import load_authors_checkpoint
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
@@ -52,7 +53,7 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     """Rebuild a model from a checkpoint file alone, strictly.
 
     ``path`` is a defocus safetensors file (config from its metadata), ``"default"`` (the bundled model) or one
-    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.convert`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
+    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.models.authors`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
     for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
     floating tensors in ``dtype``.
     """
@@ -62,8 +63,6 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if not is_safetensors(path):
-        from ..convert import load_authors_checkpoint
-
         model, _ = load_authors_checkpoint(path, arch)
         return model.to(device=device, dtype=dtype).eval()
     cfg = dict(read_metadata(path)["config"])
