@@ -1,4 +1,4 @@
-"""Training losses of DFFNet / D-DFFNet / R-DFFNet (METHOD §3.2, §4.5, §5).
+"""Training losses of DFFNet / D-DFFNet / R-DFFNet (method.md §3.2, §4.5, §5).
 
 * :func:`dof_edge_loss` - the DOF-edge (Dice on Laplacian edges) term, with the reference's quirks as defaults:
   zero padding (in-focus pixels on the image frame count as edges) and a Dice **summed over the batch**.
@@ -57,7 +57,7 @@ def soft_edges(logit: torch.Tensor, alpha: float = 1.0, padding: str = "zeros") 
 
 def dof_edge_loss(logit: torch.Tensor, target: torch.Tensor, alpha: float = 1.0, smooth: float = 1.0,
                   reduction: str = "sum", padding: str = "zeros") -> torch.Tensor:
-    """DOF-edge loss (METHOD §3.2): per-sample Dice ``1 - (2 sum(Ep*Ey) + s) / (sum(Ep^2) + sum(Ey^2) + s)``.
+    """DOF-edge loss (method.md §3.2): per-sample Dice ``1 - (2 sum(Ep*Ey) + s) / (sum(Ep^2) + sum(Ey^2) + s)``.
 
     Args:
         logit: (B,1,H,W) logits, 1 = in focus.

@@ -1,4 +1,4 @@
-"""Defocus-blur-detection metrics and evaluation protocols (METHOD §6), in vectorised NumPy.
+"""Defocus-blur-detection metrics and evaluation protocols (method.md §6), in vectorised NumPy.
 
 Conventions used throughout:
 
@@ -372,9 +372,9 @@ class Protocol:
 
 
 PROTOCOLS = {
-    # METHOD §6 (test.py + test_iou.py): the protocol of the paper's own numbers.
+    # method.md §6 (test.py + test_iou.py): the protocol of the paper's own numbers.
     "paper": Protocol(),
-    # METHOD §6.6 (test1.py + test_iou1.py): how the paper scored other methods' saved maps, without the F floor.
+    # method.md §6.6 (test1.py + test_iou1.py): how the paper scored other methods' saved maps, without the F floor.
     "paper-external": Protocol(name="paper-external", fbeta_floor=False),
     # A clean protocol: bilinear resizing, no F floor, one binarisation rule, explicit handling of images
     # without a positive pixel, IoU at full resolution everywhere.

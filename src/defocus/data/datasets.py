@@ -57,7 +57,7 @@ def build_dataset(name: str, root=None, transform: Optional[Callable] = None, **
 def drop_mismatched_sizes(pairs: Sequence[Pair]) -> tuple[list[Pair], list[Pair]]:
     """Split pairs into (kept, dropped) by whether the image and mask sizes agree (file headers only).
 
-    The reference evaluation silently drops such test images (METHOD §9.18); this makes the drop explicit."""
+    The reference evaluation silently drops such test images (method.md §9.18); this makes the drop explicit."""
     kept, dropped = [], []
     for p in pairs:
         with Image.open(p.image) as a, Image.open(p.mask) as b:

@@ -1,6 +1,6 @@
 """``defocus data prepare``: turn the authors' download layouts into the registry layout, without re-encoding.
 
-Recognised download layouts (METHOD §7.1; folder names are matched case-insensitively anywhere up to three
+Recognised download layouts (method.md §7.1; folder names are matched case-insensitively anywhere up to three
 levels below ``--src``):
 
 - CUHK: ``image/`` (``out_of_focusNNNN.jpg`` / ``.JPG``; motion-blur files are skipped) and ``gt/`` (``.png``)

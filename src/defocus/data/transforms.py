@@ -73,7 +73,7 @@ def _tail(mean, std) -> list:
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
                     jitter: float = 0.1) -> PairTransform:
-    """The paper's training recipe (METHOD §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
+    """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
     EfficientNet-Lite). ``size=None`` keeps the input size."""

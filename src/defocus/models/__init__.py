@@ -1,4 +1,4 @@
-"""DFFNet model family (METHOD §1): registry, backbones, decoders, checkpoint I/O."""
+"""DFFNet model family (method.md §1): registry, backbones, decoders, checkpoint I/O."""
 from .io import load_model, read_metadata, save_model
 from .registry import create_model, default_backbone, describe_model, list_models
 

@@ -88,7 +88,7 @@ def _vgg16_features() -> nn.Sequential:
 
 
 class VGG16Backbone(nn.Module):
-    """torchvision VGG16 (no BN) sliced as in the reference (METHOD §1.9): levels after conv2_2, conv3_3, conv4_3
+    """torchvision VGG16 (no BN) sliced as in the reference (method.md §1.9): levels after conv2_2, conv3_3, conv4_3
     and conv5_3 (128/256/512/512 channels at strides 2/4/8/16); conv1 feeds level 1; pool5 is never applied.
 
     ``pretrained``: ``False``, ``True`` (torchvision's ImageNet weights, downloaded by torchvision) or a local

@@ -73,7 +73,7 @@ def resize_to(x: torch.Tensor, size: Sequence[int], align_corners: bool = False)
 
 
 def normalize_depth_minmax(depth: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-image min-max normalisation of a (B, 1, H, W) depth map to [0, 1] (the R-DFFNet pseudo label, METHOD §5).
+    """Per-image min-max normalisation of a (B, 1, H, W) depth map to [0, 1] (the R-DFFNet pseudo label, method.md §5).
 
     A constant map becomes all zeros.
     """
