@@ -25,18 +25,13 @@ from pathlib import Path
 
 import torch
 
-from .registry import create_model
+from .registry import MODELS, create_model, list_models
+from .state_dicts import compare_state_dicts
 
 log = logging.getLogger(__name__)
 
-#: variants the authors released, with the class names of their code
-AUTHORS_CLASSES = {
-    "dffnet": "PDnet_ResNest_4F_SL_LA",
-    "dffnet_no_dffm": "PDnet_ResNest_4F_SL_LA_NG",
-    "dffnet_no_attention": "PDnet_ResNest_4F_SL",
-    "pdnet": "PDnet",
-    "rdffnet": "PDnet_ResNest_4F_SL_LA_D",
-}
+#: variants the authors released, with the class names of their code (from the model registry)
+AUTHORS_CLASSES = {name: MODELS[name].authors_class for name in list_models(pretrained=True)}
 
 # our decoder module -> the authors' ``agg1`` module
 _DECODER_NAMES = {
@@ -154,10 +149,6 @@ def detect_arch(sd: dict) -> str:
     return "dffnet"
 
 
-def _example(items: list[str]) -> str:
-    return f"{len(items)} (e.g. {items[0]})"
-
-
 def convert_state_dict(sd: dict, arch: str | None = None):
     """Build our model for an authors' state dict and load every tensor strictly.
 
@@ -188,17 +179,12 @@ def convert_state_dict(sd: dict, arch: str | None = None):
         model = create_model(arch, backbone="resnest101e", pretrained=False, **kwargs)
     own = model.state_dict()
     names = {k: authors_name(k) for k in own}
-    missing = [a for a in names.values() if a not in sd]
-    bad = [f"{a}: file {tuple(sd[a].shape)}, expected {tuple(own[k].shape)}"
-           for k, a in names.items() if a in sd and sd[a].shape != own[k].shape]
     used = set(names.values())
     unused = re.compile("|".join(_UNUSED_ALWAYS + _UNUSED.get(arch, ())))
     dropped = [k for k in sd if k not in used and unused.match(k)]
-    unexpected = [k for k in sd if k not in used and not unused.match(k)]
-    if missing or bad or unexpected:
-        parts = [f"{what} {_example(v)}" for what, v in
-                 (("missing", missing), ("wrong shape", bad), ("unexpected", unexpected)) if v]
-        raise CheckpointMismatchError(f"does not match {arch} ({AUTHORS_CLASSES[arch]}): " + "; ".join(parts))
+    mismatch = compare_state_dicts({a: own[k] for k, a in names.items()}, sd, ignore_unexpected=unused.match)
+    if mismatch:
+        raise CheckpointMismatchError(f"does not match {arch} ({AUTHORS_CLASSES[arch]}): {mismatch.summary()}")
     weights = {k: sd[a].to(own[k].dtype, copy=True) for k, a in names.items()}
     model.load_state_dict(weights, strict=True, assign=True)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
