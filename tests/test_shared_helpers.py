@@ -92,3 +92,16 @@ def test_atomic_writes_leave_nothing_behind_on_error(tmp_path):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
     atomic_create(target, lambda tmp: tmp.write_bytes(b"new"))
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_state_dict_comparison_reports_every_kind_in_one_line():
+    from defocus.models.state_dicts import compare_state_dicts
+
+    own = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2), "bn.num_batches_tracked": torch.zeros(())}
+    found = {"a.weight": torch.zeros(3, 2), "head.weight": torch.zeros(1), "extra": torch.zeros(1)}
+    m = compare_state_dicts(own, found, ignore_missing=lambda k: k.endswith("num_batches_tracked"),
+                            ignore_unexpected=lambda k: k.startswith("head."))
+    assert m.missing == ["a.bias"] and m.unexpected == ["extra"]
+    assert m.summary() == ("missing 1 (e.g. a.bias); wrong shape 1 (e.g. a.weight: file (3, 2), expected (2, 3)); "
+                           "unexpected 1 (e.g. extra)")
+    assert not compare_state_dicts(own, dict(own))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .state_dicts import compare_state_dicts
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,9 @@ def load_backbone_file(body: nn.Module, path) -> None:
     sd = read_state_dict(path)
     own = body.state_dict()
     sd = {k: v for k, v in sd.items() if k in own}
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
-    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
+    mismatch = compare_state_dicts(own, sd, ignore_missing=lambda k: k.endswith("num_batches_tracked"))
+    if mismatch:
+        raise ValueError(f"{path}: backbone weights do not match: {mismatch.summary()}")
     body.load_state_dict(sd, strict=False)
     log.info("loaded backbone weights from %s", path)
 
