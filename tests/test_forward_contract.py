@@ -38,7 +38,8 @@ def test_pad_to_multiple():
     x = torch.arange(6.0).view(1, 1, 2, 3)
     y = pad_to_multiple(x, 4)
     assert y.shape == (1, 1, 4, 4)
-    assert torch.equal(y[..., :2, :3], x) and torch.equal(y[..., 3, :3], x[..., 1, :]) and (y[..., :2, 3] == x[..., 2]).all()
+    assert torch.equal(y[..., :2, :3], x) and torch.equal(y[..., 3, :3], x[..., 1, :])
+    assert (y[..., :2, 3] == x[..., 2]).all()
     z = torch.zeros(1, 1, 8, 8)
     assert pad_to_multiple(z, 4) is z
     assert pad_to_multiple(z, 4, always=True) is not z

@@ -503,7 +503,8 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         print(table.to_markdown())                                        # -> ReportTable
 
     ``pred`` may also be a list of folders (several methods on one mask folder): the result is then a
-    :class:`ReportTable`. Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
+    :class:`ReportTable`, and ``method`` may be one label per folder (default: the folders' distinguishing names,
+    :func:`default_labels`). Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
     :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``).
     """
     if (pred is None) == (model is None):
@@ -516,9 +517,13 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         if isinstance(pred, (str, Path)):
             return evaluate_maps(pred, gt, **kwargs)
         pred = [Path(p) for p in pred]
-        labels = [kwargs.pop("method", None)] * len(pred)
-        if labels[0] is None:
+        labels = kwargs.pop("method", None)
+        if labels is None:
             labels = default_labels(pred)
+        elif isinstance(labels, str):
+            labels = [labels] * len(pred)
+        elif len(labels) != len(pred):
+            raise ValueError(f"give one method label per prediction folder ({len(pred)}), got {len(labels)}")
         return ReportTable([evaluate_maps(p, gt, method=m, **kwargs) for p, m in zip(pred, labels)])
     if datasets is None:
         raise ValueError("model= needs datasets= (registry names or FolderDataset entries)")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import imageio
+from .defaults import DEFAULT_OPSET, EXPORT_TOLERANCE, PAPER_SIZE
 from .models.output import final_logit
 from .models.padding import pad_to_multiple
 from .models.predict import normalization, paper_preprocess, predict_logits
@@ -26,7 +27,6 @@ from .onnx_runtime import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, onnx_session
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
 #: (batch, height, width) of the random inputs of the parity check: square, odd-sized and batched.
 CHECK_SHAPES = ((1, 320, 320), (2, 256, 384), (1, 200, 296))
 
@@ -60,7 +60,8 @@ def _metadata(net: nn.Module) -> dict:
     return {CONFIG_KEY: json.dumps(cfg), "output": "logit: sigmoid(logit) = in-focus probability (1 = in focus)"}
 
 
-def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True, size: int = 320) -> bytes:
+def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True,
+                      size: int = PAPER_SIZE) -> bytes:
     """Export ``net`` (a defocus network) to an in-memory ONNX model with dynamic batch, height and width.
 
     ``fuse`` folds conv + BN first; ``size`` is the side of the example input used for tracing.
@@ -92,7 +93,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
 
 
-def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHECK_SHAPES, seed: int = 0) -> dict:
+def validate_onnx(net: nn.Module, model, images=(), size: int = PAPER_SIZE, shapes=CHECK_SHAPES,
+                  seed: int = 0) -> dict:
     """Compare ONNX Runtime on ``model`` (path or bytes) with the unfused PyTorch ``net`` in float32.
 
     Inputs: random normalised batches of ``shapes`` and the real ``images`` (paths, preprocessed as the
@@ -122,7 +124,7 @@ def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHEC
 
 
 def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = True, check: bool = True,
-                check_images=(), tolerance: float = 1e-4) -> dict:
+                check_images=(), tolerance: float = EXPORT_TOLERANCE) -> dict:
     """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
     model (see :func:`validate_onnx`). Raises ``AssertionError`` when the probability difference exceeds
     ``tolerance``, leaving no file behind. Returns the validation report (empty without ``check``)."""

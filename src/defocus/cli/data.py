@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from ..defaults import PAPER_SIZE
+
 
 def _fail(msg: str, code: int = 2):
     typer.echo(f"error: {msg}", err=True)
@@ -99,7 +101,7 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(..., "-n", help="Number of samples."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, samples.jsonl)."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
-        size: int = typer.Option(320, "--size", help="Output side in pixels."),
+        size: int = typer.Option(PAPER_SIZE, "--size", help="Output side in pixels."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON of SynthConfig fields to override."),
     ):
         """Render N synthetic defocus image/mask pairs (mask 255 = in focus)."""

@@ -56,8 +56,7 @@ def register(app: typer.Typer) -> None:
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
     ):
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
-        from ..evaluation import (EvaluationInputError, FolderDataset, ReportTable, default_labels, evaluate,
-                                  write_curves)
+        from ..evaluation import EvaluationInputError, FolderDataset, evaluate, write_curves
 
         want_curves = curves is not None or plot is not None
         labels = list(label or [])
@@ -67,17 +66,15 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 if gt is None:
                     raise typer.BadParameter("--pred needs --gt")
-                if labels and len(labels) != len(pred):
-                    raise typer.BadParameter("give one --label per --pred")
                 if dataset and len(dataset) > 1:
                     raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
-                labels = labels or default_labels(pred)
-                reports = [evaluate(pred=p, gt=gt, list_file=list_file, protocol=protocol.value,
-                                    pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
-                                    skip_missing=skip_missing, curves=want_curves,
-                                    dataset=dataset[0] if dataset else None, method=m, pred_suffix=pred_suffix)
-                           for p, m in zip(pred, labels)]
-                table = ReportTable(reports)
+                if labels and len(labels) != len(pred):
+                    raise typer.BadParameter("give one --label per --pred")
+                table = evaluate(pred=list(pred), gt=gt, list_file=list_file, protocol=protocol.value,
+                                 pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
+                                 skip_missing=skip_missing, curves=want_curves,
+                                 dataset=dataset[0] if dataset else None, method=labels or None,
+                                 pred_suffix=pred_suffix)
             else:
                 sets = list(dataset or [])
                 if images is not None:
