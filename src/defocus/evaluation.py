@@ -424,7 +424,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         root: data root of the registry datasets.
         protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;
             its resizing brings the 320x320 output to the mask's size.
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
+        device: ``"auto"`` (CUDA, else Apple MPS, else the CPU), ``"cpu"``, ``"cuda:0"``, ``"mps"``...
         skip_missing: leave out (and list) unreadable or unpaired images instead of raising.
         drop_mismatched: leave out (and list) images whose size differs from their mask's, as the reference
             does silently; by default they are scored against the mask and listed in ``Report.notes``.

@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
         images: Optional[Path] = typer.Option(None, "--images", help="Folder of images paired with --gt masks "
                                               "(model mode)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, "
+                                   "mps ..."),
         drop_mismatched: bool = typer.Option(False, "--drop-mismatched", help="Leave out images whose size "
                                              "differs from their mask's (the reference's behaviour)."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
