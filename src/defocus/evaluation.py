@@ -21,6 +21,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .atomic import write_bytes_atomic
 from .defaults import PAPER_SIZE
 from .devices import resolve_device
 from .listfiles import read_list_stems
@@ -538,8 +539,8 @@ def load_curves(path) -> dict[str, Curves]:
 
 
 def write_curves(reports: Iterable[Report], path) -> Path:
-    """Write the curves of ``reports`` to ``path``: JSON ``{label: curves}``, or CSV (label, threshold, precision,
-    recall, fbeta) when the suffix is ``.csv``."""
+    """Write the curves of ``reports`` to ``path`` (atomically): JSON ``{label: curves}``, or CSV (label, threshold,
+    precision, recall, fbeta) when the suffix is ``.csv``."""
     path = Path(path)
     items = {_label(r): r.curves for r in reports if r.curves is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -550,10 +551,10 @@ def write_curves(reports: Iterable[Report], path) -> Path:
         for label, c in items.items():
             for row in zip(c.thresholds, c.precision, c.recall, c.fbeta):
                 writer.writerow([label, *(float(v) for v in row)])
-        path.write_text(buf.getvalue())
+        text = buf.getvalue()
     else:
-        path.write_text(json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1))
-    return path
+        text = json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1)
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def _label(report: Report) -> str:

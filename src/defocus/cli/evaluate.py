@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
     ):
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
+        from ..atomic import write_bytes_atomic
         from ..evaluation import EvaluationInputError, FolderDataset, evaluate, write_curves
 
         want_curves = curves is not None or plot is not None
@@ -99,9 +100,9 @@ def register(app: typer.Typer) -> None:
 
             plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
         if markdown is not None:
-            markdown.write_text(table.to_markdown())
+            write_bytes_atomic(table.to_markdown().encode("utf-8"), markdown)
         if csv is not None:
-            csv.write_text(table.to_csv())
+            write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
         single = len(table) == 1
         if as_json:
             typer.echo(table[0].to_json() if single else table.to_json())
