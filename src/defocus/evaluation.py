@@ -362,14 +362,13 @@ class _Sample(NamedTuple):
     mask_polarity: str
 
 
-def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
-    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples, mask reader)."""
+def _samples(dataset, root) -> tuple[str, list[_Sample]]:
+    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples)."""
     if isinstance(dataset, tuple) and len(dataset) in (3, 4):
         ds = FolderDataset(*dataset)
         polarity = check_polarity(ds.mask_polarity)
         images, masks = index_folder(ds.images), index_folder(ds.masks)
-        return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())], \
-            read_mask
+        return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())]
     if not isinstance(dataset, str):
         raise TypeError(f"a dataset is a registry name or a FolderDataset, got {dataset!r}")
     from . import data as data_registry
@@ -378,17 +377,7 @@ def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
         pairs = data_registry.load_pairs(dataset, root)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"dataset {dataset!r}", str(e)) from e
-    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white) for p in pairs], \
-        data_registry.read_mask
-
-
-def _load_mask(sample: _Sample, reader) -> np.ndarray:
-    try:
-        return np.asarray(reader(sample.mask, sample.mask_polarity), dtype=bool)
-    except EvaluationInputError:
-        raise
-    except Exception as e:  # any decoder error: name the file
-        raise EvaluationInputError(sample.mask, f"cannot read mask ({type(e).__name__}: {e})") from e
+    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white) for p in pairs]
 
 
 def paper_inference(model, image, device="cpu", size: int = PAPER_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
@@ -447,14 +436,14 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         datasets = [datasets]
     table = ReportTable()
     for item in datasets:
-        name, samples, reader = _samples(item, root)
+        name, samples = _samples(item, root)
         scorer = Scorer(proto, dataset=name, curves=curves)
         skipped, notes = [], []
         for s in _progress(samples, desc=f"evaluate {name}"):
             try:
                 if s.image is None:
                     raise EvaluationInputError(s.mask, "no image with this mask's stem")
-                gt = _load_mask(s, reader)
+                gt = read_mask(s.mask, s.mask_polarity)
                 prob, image_size = paper_inference(model, s.image, dev, size)
             except EvaluationInputError as e:
                 if not skip_missing:
