@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from defocus import evaluation
-from defocus.atomic import atomic_create, atomic_write
+from defocus.atomic import atomic_create
 from defocus.data import read_mask as data_read_mask
 from defocus.devices import resolve_device
 from defocus.listfiles import read_list_lines, read_list_stems
@@ -79,19 +79,20 @@ def test_list_files(tmp_path):
     assert evaluation.read_stem_list(listed) == ["a", "b", "c", "d#1", "notes.txt"]
 
 
-def test_atomic_writes_leave_nothing_behind_on_error(tmp_path):
+def test_atomic_create_by_path(tmp_path):
+    """Files made by a library that wants a path (safetensors, copies, links) are created atomically too."""
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
 
-    def fail(f):
-        f.write(b"partial")
-        raise OSError("disk full")
+    def fail(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("half written")
 
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, fail)
+    with pytest.raises(RuntimeError, match="half written"):
+        atomic_create(target, fail)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
-    atomic_create(target, lambda tmp: tmp.write_bytes(b"new"))
-    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    atomic_create(target, lambda tmp: tmp.symlink_to(tmp_path / "elsewhere"))
+    assert target.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
 def test_state_dict_comparison_reports_every_kind_in_one_line():
