@@ -115,7 +115,7 @@ def test_registry_name_warns_loudly(caplog):
 
 
 def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
-    import defocus.inference as inf
+    import defocus.inference.runners as inf  # where the model is chosen
 
     calls = []
 
