@@ -27,8 +27,8 @@ from .batch import (BatchInterrupted, BatchPlan, Job, interrupt_signal, make_sum
 from .loading import ModelInfo, check_model_spec, classical_methods, load_network, resolve_device
 from .predictor import DEFAULT_SIZE, KEEP_IMAGE_PIXELS, PredictOptions, Predictor
 from .result import (BOUNDARY_COLOUR, OVERLAY_DIM, OVERLAY_TINT, SAVE_CHOICES, UPSAMPLE_CHOICES,
-                     FailedPrediction, Prediction, check_save, expected_outputs, focus_boundary, make_overlay,
-                     prob_to_uint8, write_outputs)
+                     FailedPrediction, Prediction, check_save, encode_output, expected_outputs, focus_boundary,
+                     make_overlay, prob_to_uint8, write_outputs)
 from .runners import (BACKENDS, CLASSICAL_MAX_SIDE, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, PRECISIONS,
                       ClassicalRunner, OnnxRunner, Runner, RuntimeOptions, TorchRunner, make_runner)
 
@@ -39,7 +39,8 @@ __all__ = [
     "ModelInfo", "load_network", "check_model_spec", "resolve_device", "classical_methods", "bundled_weights",
     "make_runner", "Runner", "TorchRunner", "OnnxRunner", "ClassicalRunner",
     # pictures and files of one result
-    "make_overlay", "focus_boundary", "prob_to_uint8", "write_outputs", "expected_outputs", "check_save",
+    "make_overlay", "focus_boundary", "prob_to_uint8", "write_outputs", "encode_output", "expected_outputs",
+    "check_save",
     # batches
     "predict_files", "plan_batch", "run_batch", "BatchPlan", "Job", "output_stem", "outputs_done", "write_entry",
     "make_summary", "write_summary", "BatchInterrupted", "raise_interrupt", "sigterm_interrupts",
