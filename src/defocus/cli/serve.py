@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
                                   "(.safetensors, authors' .pth, .onnx), or a registry NAME[:BACKBONE]."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default; use "
                                  "--api-key when binding a wider one)."),
-        port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
         workers: int = typer.Option(2, "--workers", min=1, help="Inference threads."),
         queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a worker; beyond that "
                                   "the server answers 503 with Retry-After."),

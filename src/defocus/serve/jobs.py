@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -43,7 +43,7 @@ class Options:
 def temporary_files(uploads: list[Upload]) -> Iterator[list[Path]]:
     """Write each upload to a private temporary file; all are removed on exit."""
     folder = tempfile.mkdtemp(prefix="defocus-serve-")
-    paths = []
+    paths: list[Path] = []
     try:
         for i, up in enumerate(uploads):
             path = Path(folder) / f"{i}{Path(up.filename).suffix.lower()[:8]}"
@@ -51,9 +51,7 @@ def temporary_files(uploads: list[Upload]) -> Iterator[list[Path]]:
             paths.append(path)
         yield paths
     finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
-        os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
