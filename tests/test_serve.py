@@ -324,6 +324,15 @@ def test_twenty_parallel_requests_all_answered(predictor):
 # ------------------------------------------------------------------------------------------ page and CLI
 
 
+@pytest.mark.parametrize("bad, words", [
+    ({"workers": 0}, "workers"), ({"queue_size": -1}, "queue_size"), ({"size": 8}, "size"),
+    ({"threshold": 1.5}, "threshold"), ({"api_key": ""}, "api_key"), ({"request_timeout": 0}, "request_timeout"),
+])
+def test_settings_refuse_nonsense(bad, words):
+    with pytest.raises(ValueError, match=words):
+        ServeSettings(**bad)
+
+
 def test_page_and_static_files_ship_in_the_package(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -46,7 +46,7 @@ def page(tmp_path, server_url):
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900})
+            viewport={"width": 1280, "height": 900}, accept_downloads=True)
         foreign = []
 
         def only_loopback(route):
@@ -112,6 +112,17 @@ def test_upload_overlay_threshold_slider_and_screenshot(page, server_url, tmp_pa
     page.wait_for_function(f"document.querySelector('.card').dataset.fraction === '{f80:.6f}'")
     assert card.locator(".fraction").inner_text() == f"{100 * f80:.1f} % in focus"
     assert not [u for u in requests if "/v1/" in u]
+
+    # downloads: the server's map as it is, and the mask at the page's threshold, both at the photo's size
+    with page.expect_download() as info:
+        card.locator(".download-map").click()
+    assert info.value.suggested_filename == "dahlia_flower_prob.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(info.value.path())), prob8)
+    with page.expect_download() as info:
+        card.locator(".download-mask").click()
+    assert info.value.suggested_filename == "dahlia_flower_mask.png"
+    mask = np.asarray(Image.open(info.value.path()).convert("L"))
+    np.testing.assert_array_equal(mask, np.where(prob8 >= math.ceil(0.8 * 255), 255, 0))
 
     # tint opacity 0 shows the photo everywhere (boundary pixels aside)
     page.locator("#opacity").fill("0")
