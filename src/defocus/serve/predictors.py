@@ -25,9 +25,10 @@ class PredictorCache:
             self._set_default(default)
 
     def _set_default(self, predictor: Predictor) -> None:
+        settings = predictor.settings()
         with self._lock:
             self.default = predictor
-            self._cache[(predictor.size, predictor.keep_aspect)] = predictor
+            self._cache[(int(settings["size"]), bool(settings["keep_aspect"]))] = predictor
 
     def _build(self, size: int, keep_aspect: bool) -> Predictor:
         s = self.settings
