@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Literal, Optional
@@ -153,6 +154,7 @@ def _api_router(state: ServerState) -> APIRouter:
                           "json", description="json, or one output returned as the image itself.")):
         """One image (multipart field ``file`` or the raw body) -> in-focus fraction, size, model, timings and
         the probability map (PNG, 255 = in focus), mask (PNG) and overlay (JPEG)."""
+        t0 = time.perf_counter()
         state.require_ready()
         options = _options(state, size, keep_aspect, threshold, include)
         state.pool.check_free()
@@ -163,6 +165,7 @@ def _api_router(state: ServerState) -> APIRouter:
         if kind is not None:
             data, media_type = result
             return Response(data, media_type=media_type)
+        result["timings"]["request_seconds"] = round(time.perf_counter() - t0, 4)
         return result
 
     @router.post("/predict/batch", openapi_extra=_IMAGE_BODY, summary="In-focus maps of several images")
@@ -170,13 +173,15 @@ def _api_router(state: ServerState) -> APIRouter:
                             threshold: Optional[float] = threshold_q, include: str = include_q):
         """Several images (repeated multipart field ``file``) -> ``results`` in upload order; an unusable image
         gets an ``error`` and the others are still predicted."""
+        t0 = time.perf_counter()
         state.require_ready()
         options = _options(state, size, keep_aspect, threshold, include)
         state.pool.check_free()
         uploads = await read_uploads(request, state.settings.max_batch_files, state.settings.max_upload_bytes)
         results = await state.pool.run(jobs.predict_batch, state.predictors, uploads, options,
                                        timeout=state.settings.request_timeout)
-        return {"results": results, "failed": sum(1 for r in results if r["error"])}
+        return {"results": results, "failed": sum(1 for r in results if r["error"]),
+                "request_seconds": round(time.perf_counter() - t0, 4)}
 
     @router.get("/models", summary="The model this server runs")
     async def models():
