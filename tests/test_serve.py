@@ -275,13 +275,21 @@ def test_queue_full_gets_503_with_retry_after_then_recovers(predictor):
         assert post_file(c, PHOTO_PNG, include="").status_code == 200
 
 
-def test_request_timeout_gives_504_and_frees_nothing_early(predictor):
+def test_request_timeout_gives_504_and_frees_its_slot(predictor):
     with make_client(predictor, workers=1, queue_size=1, request_timeout=0.3) as c:
+        pool = c.app.state.defocus.pool
         release = occupy_pool(c, 1)
         try:
             assert "timeout" in assert_one_line_error(post_file(c, PHOTO_PNG), 504)
+            assert pool.in_flight >= 1  # the running job keeps its slot until it really ends
         finally:
             release.set()
+        for _ in range(100):
+            if pool.in_flight == 0:
+                break
+            threading.Event().wait(0.05)
+        assert pool.in_flight == 0  # every slot is free again: nothing leaked
+        assert c.get("/v1/models").status_code == 200
 
 
 def test_model_loading_failure_reported_by_readyz(predictor):
