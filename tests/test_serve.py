@@ -140,7 +140,7 @@ def test_raw_body_and_multipart_give_the_same_map(client):
     {},
     {"keep_aspect": True, "size": 256, "threshold": 0.3},
 ])
-def test_server_maps_equal_cli_maps(client, tmp_path, options):
+def test_server_maps_equal_cli_maps(predictor, tmp_path, options):
     args = ["predict", str(PHOTO), "-o", str(tmp_path), "--device", "cpu", "--save", "prob,mask", "--no-progress"]
     if options.get("keep_aspect"):
         args.append("--keep-aspect")
@@ -149,11 +149,14 @@ def test_server_maps_equal_cli_maps(client, tmp_path, options):
             args += [f"--{key}", str(options[key])]
     result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
-    for kind in ("prob", "mask"):
-        served = post_file(client, PHOTO, "dahlia_flower.jpg", output=kind, **options)
-        assert served.status_code == 200, served.text
-        cli_map = np.asarray(Image.open(tmp_path / f"dahlia_flower_{kind}.png"))
-        np.testing.assert_array_equal(png_array(served.content), cli_map)
+    # earlier tests may have changed torch's thread count (kept per thread): a server made now runs its workers
+    # with the count this thread, and so the CLI, runs with
+    with make_client(predictor) as client:
+        for kind in ("prob", "mask"):
+            served = post_file(client, PHOTO, "dahlia_flower.jpg", output=kind, **options)
+            assert served.status_code == 200, served.text
+            cli_map = np.asarray(Image.open(tmp_path / f"dahlia_flower_{kind}.png"))
+            np.testing.assert_array_equal(png_array(served.content), cli_map)
 
 
 def test_batch_in_upload_order_with_a_failure_in_place(client):
@@ -249,6 +252,21 @@ def test_api_key(predictor):
 # ------------------------------------------------------------------------------------ load and concurrency
 
 
+def test_workers_run_with_the_creating_threads_torch_thread_count(predictor):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        for wanted in (1, 2):
+            torch.set_num_threads(wanted)
+            with make_client(predictor) as c:
+                assert c.app.state.defocus.pool.submit(torch.get_num_threads).result(timeout=30) == wanted
+        with make_client(predictor, threads=3) as c:
+            assert c.app.state.defocus.pool.submit(torch.get_num_threads).result(timeout=30) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def occupy_pool(c: TestClient, jobs: int) -> threading.Event:
     """Fill ``jobs`` slots of the server's pool with jobs that wait for the returned event."""
     release = threading.Event()
@@ -336,6 +354,7 @@ def test_twenty_parallel_requests_all_answered(predictor):
 @pytest.mark.parametrize("bad, words", [
     ({"workers": 0}, "workers"), ({"queue_size": -1}, "queue_size"), ({"size": 8}, "size"),
     ({"threshold": 1.5}, "threshold"), ({"api_key": ""}, "api_key"), ({"request_timeout": 0}, "request_timeout"),
+    ({"threads": 0}, "threads"),
 ])
 def test_settings_refuse_nonsense(bad, words):
     with pytest.raises(ValueError, match=words):

@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest accepted image "
                                        "(width x height; a guard against decompression bombs)."),
         timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds a request may take."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="PyTorch CPU threads per worker "
+                                              "(default: PyTorch's default)."),
         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="DEFOCUS_API_KEY",
                                               help="Require this key in the X-API-Key header of /v1 requests."),
     ):
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
             settings = ServeSettings(model=model, device=device, size=size, keep_aspect=keep_aspect,
                                      threshold=threshold, upsample=upsample, workers=workers, queue_size=queue,
                                      max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
-                                     request_timeout=timeout, api_key=api_key or None)
+                                     request_timeout=timeout, api_key=api_key or None, threads=threads)
             predictor = Predictor(model=model, device=device, size=size, keep_aspect=keep_aspect,
                                   threshold=threshold, upsample=upsample, max_pixels=max_pixels,
                                   batch_size=settings.max_batch_files, workers=1)

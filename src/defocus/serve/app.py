@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -48,9 +49,17 @@ class ServerState:
     def __init__(self, settings: ServeSettings, predictor: Predictor | None):
         self.settings = settings
         self.predictors = PredictorCache(settings, predictor)
-        self.pool = BoundedPool(settings.workers, settings.queue_size)
+        self.torch_threads = settings.threads or _current_torch_threads()
+        self.pool = BoundedPool(settings.workers, settings.queue_size, self._init_worker)
         self.load_error: str | None = None
         self._loader: threading.Thread | None = None
+
+    def _init_worker(self) -> None:
+        # PyTorch keeps a thread count per thread, fixed at the thread's first parallel operation: without this a
+        # worker runs with whatever count was current then, and its float rounding can differ from the CLI's
+        torch = sys.modules.get("torch")
+        if torch is not None and self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
 
     @property
     def ready(self) -> bool:
@@ -80,6 +89,11 @@ class ServerState:
         if not self.ready:
             raise ServeError(503, "the model is still loading; retry shortly", {"Retry-After": "2"})
         return self.predictors.default
+
+
+def _current_torch_threads() -> int | None:
+    torch = sys.modules.get("torch")  # only when torch is in use already: a torch-free model must stay torch-free
+    return torch.get_num_threads() if torch is not None else None
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

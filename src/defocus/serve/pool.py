@@ -26,13 +26,14 @@ class PoolTimeout(Exception):
 class BoundedPool:
     """``workers`` threads and at most ``workers + queue_size`` jobs in flight.
 
-    A slot stays taken until its job has really finished, also when the request that submitted it timed out, so
+    ``initializer`` runs once in each worker thread before its first job. A slot stays taken until its job has
+    really finished, also when the request that submitted it timed out, so
     the number of images held in memory is bounded by the capacity.
     """
 
-    def __init__(self, workers: int, queue_size: int):
+    def __init__(self, workers: int, queue_size: int, initializer: Callable[[], None] | None = None):
         self.workers, self.capacity = workers, workers + queue_size
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="defocus-serve")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="defocus-serve", initializer=initializer)
         self._lock = threading.Lock()
         self._in_flight = 0
         self._mean_seconds = 1.0  # running estimate of one job's duration, for Retry-After

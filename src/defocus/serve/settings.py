@@ -32,6 +32,8 @@ class ServeSettings:
         request_timeout: seconds a request may wait for its result before a 504.
         max_predictors: distinct (size, keep_aspect) combinations kept loaded at once.
         api_key: when set, every ``/v1`` request must carry it in the ``X-API-Key`` header.
+        threads: PyTorch CPU threads of each worker (``torch.set_num_threads`` in that thread); ``None``: the
+            count of the thread that creates the application, when torch is already imported by then.
     """
 
     model: str = "default"
@@ -48,6 +50,7 @@ class ServeSettings:
     request_timeout: float = 60.0
     max_predictors: int = 2
     api_key: str | None = None
+    threads: int | None = None
 
     def __post_init__(self):
         checks = [
@@ -61,6 +64,7 @@ class ServeSettings:
             (MIN_SIZE <= self.size <= MAX_SIZE, f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
             (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
             (self.api_key is None or len(self.api_key) > 0, "api_key must not be empty"),
+            (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
         ]
         for ok, message in checks:
             if not ok:
