@@ -1,4 +1,4 @@
-"""Test helper: run a server application with uvicorn in a thread on a free loopback port."""
+"""For tests: run a server application with uvicorn in a thread on a free loopback port."""
 from __future__ import annotations
 
 import socket
