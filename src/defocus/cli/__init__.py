@@ -11,7 +11,7 @@ import typer
 
 from .. import __version__
 
-COMMAND_MODULES = ["models", "predict", "evaluate", "data", "train", "convert", "export"]
+COMMAND_MODULES = ["models", "predict", "evaluate", "data", "train", "convert", "export", "serve"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Defocus blur detection: which parts of a photo are in focus.")
