@@ -121,9 +121,11 @@ def register(app: typer.Typer) -> None:
                                         "narrow-aperture image."),
         min_gradient: float = typer.Option(1.5, "--min-gradient", help="Least RMS gradient (grey levels / px) "
                                            "to decide at all (texture floor)."),
-        floor: float = typer.Option(1.25, "--floor", help="Least re-blur ratio of an in-focus image (absolute "
+        floor: float = typer.Option(2.0, "--floor", help="Least re-blur ratio of an in-focus image (absolute "
                                     "sharpness floor)."),
-        boundary: float = typer.Option(1.0, "--boundary", help="Undetermined band at label transitions, in "
+        aperture_floor: float = typer.Option(1.5, "--aperture-floor", help="The sharpness floor of the wide "
+                                             "image of an aperture pair."),
+        boundary: float = typer.Option(2.0, "--boundary", help="Undetermined band at label transitions, in "
                                        "windows."),
         min_region: float = typer.Option(0.002, "--min-region", help="Least labelled region, fraction of the "
                                          "frame."),
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             cfg = PairLabelConfig(window=window, margin=margin, tolerance=tolerance, min_gradient=min_gradient,
-                                  floor=floor, boundary=boundary, min_region=min_region)
+                                  floor=floor, aperture_floor=aperture_floor, boundary=boundary,
+                                  min_region=min_region)
             if first.resolve() == second.resolve():
                 raise PairError(f"{first}: the same file given twice")
             a, b, labels = label_files(first, second, APERTURE if aperture else FOCUS, cfg)

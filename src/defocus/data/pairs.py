@@ -19,11 +19,13 @@ The steps (every threshold is a field of :class:`PairLabelConfig`):
    where it is as sharp as the narrow-aperture one (ratio within ``tolerance``), blurred where the narrow one
    is sharper by ``margin``.
 5. **Texture and sharpness floors.** Where even the sharper image has less RMS gradient than ``min_gradient``
-   (8-bit grey levels per pixel), nothing is decided. An image is only called in focus where it is sharp in
-   absolute terms: re-blurring it by a 1-pixel Gaussian must remove a share of its gradient energy
-   (``floor``; at an edge blurred by a Gaussian of s pixels the ratio is about sqrt(s^2 + 1) / s, so the
-   default 1.25 accepts s below about 1.3 px). Where the sharper image fails the floor it is undetermined, and
-   the other image, blurrier still, stays blurred.
+   (8-bit grey levels per pixel, measured over half the window so that texture does not leak far into flat
+   neighbours), nothing is decided. An image is only called in focus where it is sharp in absolute terms:
+   re-blurring it by a 1-pixel Gaussian must divide its windowed gradient energy by at least ``floor``. On the
+   kept MFIFB pairs the regions where an image is the sharper one have a median ratio of 2.1 (5th percentile of
+   the images) to 8.6 (95th), the regions where it is the blurrier one 1.3 to 3.3; the default 2.0 rejects,
+   for example, fine texture blurred by a 2-pixel Gaussian (median 1.4) and accepts it at 1 pixel (median 2.1). Where the
+   sharper image fails the floor it is undetermined, and the other image, blurrier still, stays blurred.
 6. **Clean up, conservatively.** Labelled regions smaller than ``min_region`` of the frame become undetermined;
    so does a band of ``boundary`` window widths on each side of every in-focus / blurred transition, where the
    window mixes both. Nothing undetermined is ever filled in.
@@ -69,6 +71,9 @@ class PairLabelConfig:
         min_gradient: least RMS luma gradient (8-bit grey levels per pixel) of the sharper image to decide.
         floor: least re-blur ratio (gradient energy over that after a ``reblur``-pixel Gaussian) of an image
             called in focus.
+        aperture_floor: the same floor for the wide image of an aperture pair. Being as sharp as a partner whose
+            circle of confusion is several times smaller already bounds its blur, so this floor only rejects what
+            is plainly blurred (JPEG photos downscaled by their camera often stay below 2 even where sharp).
         reblur: standard deviation (px) of the re-blurring Gaussian of the sharpness floor.
         boundary: half-width, in window standard deviations, of the undetermined band at label transitions.
         min_region: least area of a labelled region, as a fraction of the frame.
@@ -84,9 +89,10 @@ class PairLabelConfig:
     margin: float = 2.0
     tolerance: float = 1.3
     min_gradient: float = 1.5
-    floor: float = 1.25
+    floor: float = 2.0
+    aperture_floor: float = 1.5
     reblur: float = 1.0
-    boundary: float = 1.0
+    boundary: float = 2.0
     min_region: float = 0.002
     grid: int = 4
     max_shift: float = 0.05
@@ -98,8 +104,8 @@ class PairLabelConfig:
         for f in fields(self):
             if getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must not be negative, got {getattr(self, f.name)}")
-        if self.margin < 1 or self.tolerance < 1 or self.floor < 1:
-            raise ValueError("margin, tolerance and floor are ratios of at least 1")
+        if min(self.margin, self.tolerance, self.floor, self.aperture_floor) < 1:
+            raise ValueError("margin, tolerance, floor and aperture_floor are ratios of at least 1")
         if self.grid < 1:
             raise ValueError(f"grid must be at least 1, got {self.grid}")
 
@@ -296,7 +302,11 @@ def align(ref: np.ndarray, mov: np.ndarray, cfg: PairLabelConfig = PairLabelConf
     if np.any(np.abs(shift) > limit) or abs(scale) * max(h, w) / 2 > limit:
         raise PairError(f"the two images are too far apart to align (shift {shift[0]:+.1f}, {shift[1]:+.1f} px, "
                         f"scale {1 + scale:.4f}; at most {limit:.0f} px)")
-    shift, scale = refine_alignment(ref, mov, shift, scale, centre)
+    # refine from the tile fit and from the global estimate; keep the better (tile shifts can be noisy where
+    # both images are blurred)
+    starts = [(shift, scale)] + ([(global_d, 0.0)] if np.all(np.abs(global_d) <= limit) else [])
+    candidates = [refine_alignment(ref, mov, s, k, centre) for s, k in starts]
+    shift, scale = min(candidates, key=lambda c: alignment_error(ref, mov, c[0], c[1], centre))
     aligned = warp(mov, shift, scale, centre)
     valid = np.ones(ref.shape, bool)
     corners = np.array([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1]], float)
@@ -308,8 +318,9 @@ def align(ref: np.ndarray, mov: np.ndarray, cfg: PairLabelConfig = PairLabelConf
     for sl, d, peak in tiles:
         if peak < cfg.min_peak:
             continue  # no texture to check the tile against: the texture floor decides there
-        p = np.array([(sl[0].start + sl[0].stop - 1) / 2, (sl[1].start + sl[1].stop - 1) / 2])
-        r = float(np.linalg.norm(d - (shift + scale * (p - centre))))
+        tile_centre = np.array([(sl[0].stop - sl[0].start - 1) / 2, (sl[1].stop - sl[1].start - 1) / 2])
+        local, _ = refine_alignment(ref[sl], aligned[sl], np.zeros(2), 0.0, tile_centre, with_scale=False)
+        r = float(np.linalg.norm(local))
         worst = max(worst, r)
         if r > cfg.max_residual:
             valid[sl] = False
@@ -323,10 +334,20 @@ def warp(mov: np.ndarray, shift, scale: float, centre) -> np.ndarray:
                                     order=1, mode="nearest")
 
 
+def alignment_error(ref: np.ndarray, mov: np.ndarray, shift, scale: float, centre, smooth: float = 1.5) -> float:
+    """Mean squared difference of the smoothed images inside the frame's inner 88 % after warping ``mov``."""
+    r = ndimage.gaussian_filter(ref, smooth)
+    m = warp(ndimage.gaussian_filter(mov, smooth), shift, scale, centre)
+    h, w = ref.shape
+    inner = (slice(int(0.06 * h), int(0.94 * h) + 1), slice(int(0.06 * w), int(0.94 * w) + 1))
+    return float(np.mean((r[inner] - m[inner]) ** 2))
+
+
 def refine_alignment(ref: np.ndarray, mov: np.ndarray, shift, scale: float, centre, iterations: int = 4,
-                     smooth: float = 1.5) -> tuple[np.ndarray, float]:
+                     smooth: float = 1.5, with_scale: bool = True) -> tuple[np.ndarray, float]:
     """Gauss-Newton refinement of ``shift`` and ``scale`` on smoothed luma (smoothing evens out the focus
-    difference; a symmetric blur does not move edges). Phase correlation alone is biased towards whole pixels."""
+    difference; a symmetric blur does not move edges). Phase correlation alone is biased towards whole pixels.
+    ``with_scale=False`` refines the shift only."""
     r = ndimage.gaussian_filter(ref, smooth)
     m = ndimage.gaussian_filter(mov, smooth)
     h, w = ref.shape
@@ -339,9 +360,12 @@ def refine_alignment(ref: np.ndarray, mov: np.ndarray, shift, scale: float, cent
         cur = warp(m, shift, scale, centre)
         gy, gx = np.gradient(cur)
         gy, gx, cur_s = gy[::step, ::step], gx[::step, ::step], cur[::step, ::step]
-        jac = np.stack([gy[inner], gx[inner], (gy * ry + gx * rx)[inner]], axis=1)
+        cols = [gy[inner], gx[inner]] + ([(gy * ry + gx * rx)[inner]] if with_scale else [])
+        jac = np.stack(cols, axis=1)
         res = (cur_s - r[::step, ::step])[inner]
         delta, *_ = np.linalg.lstsq(jac, res, rcond=None)
+        if not with_scale:
+            delta = np.append(delta, 0.0)
         if not np.all(np.isfinite(delta)) or np.abs(delta[:2]).max() > 2.0:
             break
         shift, scale = shift + delta[:2], scale + float(delta[2])
@@ -370,6 +394,12 @@ def gradient_energy(y: np.ndarray, sigma: float) -> np.ndarray:
     """Squared luma gradient (central differences) averaged by a Gaussian window of ``sigma`` pixels."""
     gy, gx = np.gradient(np.asarray(y, np.float32))
     return ndimage.gaussian_filter(gx * gx + gy * gy, sigma, mode="reflect")
+
+
+def local_detail(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
+    """RMS luma gradient of the more detailed of two images over half the averaging window."""
+    half = max(1.0, 0.5 * sigma)
+    return np.sqrt(np.maximum(gradient_energy(a, half), gradient_energy(b, half)))
 
 
 def reblur_ratio(y: np.ndarray, sigma: float, reblur: float = 1.0) -> np.ndarray:
@@ -442,7 +472,7 @@ def label_focus_pair(first: np.ndarray, second: np.ndarray, cfg: PairLabelConfig
     ya, yb, alignment, sigma = _prepare(first, second, cfg)
     ea, eb = gradient_energy(ya, sigma), gradient_energy(yb, sigma)
     ratio = ea / np.maximum(eb, 1e-12)
-    detail = np.sqrt(np.maximum(ea, eb))
+    detail = local_detail(ya, yb, sigma)
     comp = _decide(ratio, detail, alignment.valid, cfg.margin, 1.0 / cfg.margin, cfg, sigma)
     sharp_a = reblur_ratio(ya, sigma, cfg.reblur) >= cfg.floor
     sharp_b = reblur_ratio(yb, sigma, cfg.reblur) >= cfg.floor
@@ -459,9 +489,9 @@ def label_aperture_pair(wide: np.ndarray, narrow: np.ndarray,
     yw, yn, alignment, sigma = _prepare(wide, narrow, cfg)
     ew, en = gradient_energy(yw, sigma), gradient_energy(yn, sigma)
     ratio = ew / np.maximum(en, 1e-12)
-    detail = np.sqrt(np.maximum(ew, en))
+    detail = local_detail(yw, yn, sigma)
     comp = _decide(ratio, detail, alignment.valid, 1.0 / cfg.tolerance, 1.0 / cfg.margin, cfg, sigma)
-    sharp = reblur_ratio(yw, sigma, cfg.reblur) >= cfg.floor
+    sharp = reblur_ratio(yw, sigma, cfg.reblur) >= cfg.aperture_floor
     focus = (comp == 1) & sharp
     return PairLabels(APERTURE, Label(focus, ~(focus | (comp == -1))), None, alignment, comp)
 

@@ -107,10 +107,10 @@ _SPECS = [
     DatasetSpec("cuhk2-tr+dut-tr", "CUHK-TR-2 & DUT-TR (user list for CUHK-TR-2)",
                 (Part(*_CUHK, "list"), Part(*_DUT_TR)), None, None),
     DatasetSpec("mfifb", "MFIFB focus pairs: real optical pairs, labels derived from the pair (both images)",
-                (Part(*_MFIFB, ignore="MFIFB/ignore"),), 70, "mfifb"),
+                (Part(*_MFIFB, ignore="MFIFB/ignore"),), 78, "mfifb"),
     *[DatasetSpec(f"mfifb-{split}", f"MFIFB focus pairs, {split} split (by scene)",
                   (Part(*_MFIFB, f"split:mfifb-{split}.txt", ignore="MFIFB/ignore"),), n, "mfifb")
-      for split, n in (("train", 34), ("val", 20), ("test", 16))],
+      for split, n in (("train", 38), ("val", 24), ("test", 16))],
     DatasetSpec("dfd", "Indoor aperture pairs (Carvalho et al. 2018): f/2.8 images, labels from the f/8 partner",
                 (Part(*_DFD, ignore="DFD/ignore"),), 81, "dfd"),
     *[DatasetSpec(f"dfd-{split}", f"Indoor aperture pairs, {split} split (by scene)",
