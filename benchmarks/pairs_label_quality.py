@@ -24,7 +24,7 @@ from PIL import Image
 
 from defocus.data import load_pairs
 from defocus.data.pair_sets import mfifb_collection, mfifb_scene
-from defocus.data.pairs import APERTURE, FOCUS, PairError, PairLabelConfig, label_files, read_ignore
+from defocus.data.pairs import FOCUS, PairError, PairLabelConfig, label_files, read_ignore
 
 BAND = 0.25
 VARIANTS = {"window x0.5": {"window": 0.01}, "window x2": {"window": 0.04},

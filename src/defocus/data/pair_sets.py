@@ -21,7 +21,6 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 from tqdm import tqdm
 

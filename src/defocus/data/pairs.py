@@ -6,10 +6,11 @@ no texture, both about equally sharp, a boundary between the two, a misaligned p
 
 The steps (every threshold is a field of :class:`PairLabelConfig`):
 
-1. **Align.** Phase correlation gives a sub-pixel shift per tile of a grid; a shift plus a common scale (the
-   slight magnification change of refocusing) is fitted to the reliable tiles, and the second image is resampled
-   onto the first. Tiles that disagree with the fit by more than ``max_residual`` pixels, and the frame band the
-   shift uncovers, are undetermined. A pair whose tiles give no consistent shift raises :class:`PairError`.
+1. **Align.** Phase correlation (weighted towards the low frequencies both images share) gives a shift per
+   tile of a grid; a shift plus a common scale (the slight magnification change of refocusing) is fitted to the
+   reliable tiles, refined to sub-pixel precision by Gauss-Newton on smoothed luma, and the second image is
+   resampled onto the first. Tiles whose own remaining shift exceeds ``max_residual`` pixels, and the frame band
+   the shift uncovers, are undetermined. A pair with no consistent shift raises :class:`PairError`.
 2. **Equalise brightness.** A gain and offset fitted on heavily smoothed luma bring the second image to the
    first one's exposure (smoothing removes the difference that focus itself makes).
 3. **Focus measure.** Gradient energy of the luma, averaged by a Gaussian window whose width is a fraction
@@ -24,8 +25,9 @@ The steps (every threshold is a field of :class:`PairLabelConfig`):
    re-blurring it by a 1-pixel Gaussian must divide its windowed gradient energy by at least ``floor``. On the
    kept MFIFB pairs the regions where an image is the sharper one have a median ratio of 2.1 (5th percentile of
    the images) to 8.6 (95th), the regions where it is the blurrier one 1.3 to 3.3; the default 2.0 rejects,
-   for example, fine texture blurred by a 2-pixel Gaussian (median 1.4) and accepts it at 1 pixel (median 2.1). Where the
-   sharper image fails the floor it is undetermined, and the other image, blurrier still, stays blurred.
+   for example, fine texture blurred by a 2-pixel Gaussian (median 1.4) and accepts it at 1 pixel (median 2.1).
+   Where the sharper image fails the floor it is undetermined, and the other image, blurrier still, stays
+   blurred. Aperture pairs use ``aperture_floor`` instead (see :class:`PairLabelConfig`).
 6. **Clean up, conservatively.** Labelled regions smaller than ``min_region`` of the frame become undetermined;
    so does a band of ``boundary`` window widths on each side of every in-focus / blurred transition, where the
    window mixes both. Nothing undetermined is ever filled in.
@@ -210,12 +212,12 @@ def _hann2d(shape) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
-def _subpixel(c: np.ndarray, i: int, axis: int) -> float:
+def _subpixel(c: np.ndarray, peak: tuple, axis: int) -> float:
+    """Parabolic offset of the correlation peak along ``axis`` (circular neighbours)."""
     n = c.shape[axis]
-    idx = [np.unravel_index(int(np.argmax(c)), c.shape)[k] for k in range(2)]
-    lo, hi = list(idx), list(idx)
-    lo[axis], hi[axis] = (i - 1) % n, (i + 1) % n
-    a, b, d = c[tuple(lo)], c[tuple(idx)], c[tuple(hi)]
+    lo, hi = list(peak), list(peak)
+    lo[axis], hi[axis] = (peak[axis] - 1) % n, (peak[axis] + 1) % n
+    a, b, d = c[tuple(lo)], c[tuple(peak)], c[tuple(hi)]
     den = a - 2 * b + d
     return 0.0 if den >= 0 else float(0.5 * (a - d) / den)
 
@@ -237,8 +239,8 @@ def phase_shift(ref: np.ndarray, mov: np.ndarray, cutoff: float = 0.1) -> tuple[
     c /= np.fft.irfft2(weight.astype(complex), s=ref.shape)[0, 0]
     iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
     peak = float(c[iy, ix])
-    dy = iy + _subpixel(c, iy, 0)
-    dx = ix + _subpixel(c, ix, 1)
+    dy = iy + _subpixel(c, (iy, ix), 0)
+    dx = ix + _subpixel(c, (iy, ix), 1)
     h, w = ref.shape
     dy = dy - h if dy > h / 2 else dy
     dx = dx - w if dx > w / 2 else dx
