@@ -328,3 +328,14 @@ def test_pair_labels_train_and_validate_as_a_registered_dataset(tmp_path):
     assert result.complete and result.step == 3
     val = (tmp_path / "run" / "val.csv").read_text().splitlines()
     assert len(val) == 2 and "mae" in val[0]
+
+
+def test_own_bracket_output_loads_as_a_folder_dataset_with_ignore_masks(pair_files, tmp_path):
+    out = tmp_path / "labels"
+    res = CliRunner().invoke(app, ["data", "pairs", str(pair_files[0]), str(pair_files[1]), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    pairs = load_pairs("folder", image_dir=out / "images", mask_dir=out / "masks", ignore_dir=out / "ignore")
+    assert sorted(p.stem for p in pairs) == ["far", "near"] and all(p.ignore.is_file() for p in pairs)
+    (out / "ignore" / "far.png").unlink()
+    with pytest.raises(Exception, match="without an ignore mask"):
+        load_pairs("folder", image_dir=out / "images", mask_dir=out / "masks", ignore_dir=out / "ignore")

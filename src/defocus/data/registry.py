@@ -228,25 +228,27 @@ def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = 
 
 
 def load_pairs(name: str, root=None, list_file=None, image_dir=None, mask_dir=None, mask_white: str = IN_FOCUS,
-               *, strict: bool = True, pairing: str = "stem") -> list:
+               *, strict: bool = True, pairing: str = "stem", ignore_dir=None) -> list:
     """The (image, mask) pairs of a registered dataset under ``root`` (see the module docstring for the layout).
 
     ``name`` may combine datasets with ``+`` (``"cuhk-tr1+dut-tr"``); each :class:`Pair` keeps its own polarity.
     ``"cuhk2-tr"``/``"cuhk2-te"`` need ``list_file`` (one stem or file name per line). ``"folder"`` pairs
     ``image_dir`` with ``mask_dir`` (default ``root/images`` and ``root/masks``) by stem, or by sorted order with
     ``pairing="sorted"``, with the declared ``mask_white`` polarity. With ``strict`` (default) unpaired files or
-    missing listed stems raise :class:`DataError`; otherwise they are logged and skipped."""
+    missing listed stems raise :class:`DataError`; otherwise they are logged and skipped. ``ignore_dir`` gives a
+    ``"folder"`` dataset its ignore masks (white = undetermined, by stem; e.g. ``defocus data pairs`` output)."""
     names = [n for n in str(name).split("+") if n.strip()]
     if len(names) > 1 and _canon(name) not in _ALIASES:
         return [p for n in names for p in load_pairs(n, root, list_file, image_dir, mask_dir, mask_white,
-                                                     strict=strict, pairing=pairing)]
+                                                     strict=strict, pairing=pairing, ignore_dir=ignore_dir)]
     spec = get_spec(name)
     if spec.name == "folder":
         if image_dir is None or mask_dir is None:
             base = resolve_root(root)
             image_dir = image_dir or base / "images"
             mask_dir = mask_dir or base / "masks"
-        part = Part(str(Path(image_dir).resolve()), str(Path(mask_dir).resolve()), check_polarity(mask_white))
+        part = Part(str(Path(image_dir).resolve()), str(Path(mask_dir).resolve()), check_polarity(mask_white),
+                    ignore=None if ignore_dir is None else str(Path(ignore_dir).resolve()))
         pairs = _part_pairs(part, Path("/"), None, strict, pairing)
     else:
         base = resolve_root(root)
