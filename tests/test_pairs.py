@@ -211,7 +211,7 @@ def test_prepare_mfifb_layout_skips_excluded_pairs_and_loads_with_ignore_masks(t
         prepare_pairs("mfifb", src, tmp_path / "root")
     (src / "broken" / "broken_A.png").unlink()
     report = prepare_pairs("mfifb", src, tmp_path / "root", sheets=tmp_path / "sheets")
-    assert report.written["MFIFB"] == 4 and any(s.startswith("aymaz_01") for s in report.skipped)
+    assert report.written["MFIFB"] == 12 and any(s.startswith("aymaz_01") for s in report.skipped)
     pairs = load_pairs("mfifb", tmp_path / "root")
     assert [p.stem for p in pairs] == ["mffw_01_A", "mffw_01_B", "savic_02_A", "savic_02_B"]
     assert all(p.ignore is not None and p.ignore.is_file() for p in pairs)

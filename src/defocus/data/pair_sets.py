@@ -10,8 +10,8 @@ Recognised downloads (``--src``):
 - ``dfd``: aperture pairs with a ``pairs.csv`` (columns ``stem``, ``wide_f2.8``, ``narrow_f8``; paths relative to
   the file), as in the indoor depth-from-defocus set of Carvalho et al. 2018. The wide-aperture image is labelled.
 
-A pair is also skipped, and reported, when it cannot be read or aligned, or when less than ``min_determined`` of
-an image's pixels get a label (nothing worth scoring). Images are copied byte for byte; masks (255 = in focus)
+A pair is also left out, and reported with the reason, when it cannot be read or aligned, or when less than
+``min_determined`` of an image's pixels get a label (nothing worth scoring). Images are copied byte for byte; masks (255 = in focus)
 and ignore masks (255 = undetermined) are PNG files of the image's size.
 """
 from __future__ import annotations
@@ -92,7 +92,8 @@ def prepare_pairs(family: str, src, root, cfg: PairLabelConfig = PairLabelConfig
                   overwrite: bool = True) -> PrepareReport:
     """Label every pair of a ``mfifb`` or ``dfd`` download and write ``root/MFIFB`` or ``root/DFD``
     (``images/``, ``masks/``, ``ignore/``); contact sheets go to ``sheets`` when given. Skipped pairs are
-    listed in the report's ``problems`` (excluded ones in ``skipped``)."""
+    listed with the reason in the report's ``skipped``; ``written`` counts the files written (image, mask and
+    ignore mask per labelled image)."""
     if family not in PAIR_FAMILIES:
         raise DataError(f"{family!r} is not a pair download ({', '.join(PAIR_FAMILIES)})")
     src, root = Path(src).expanduser(), Path(root).expanduser()
@@ -113,25 +114,24 @@ def prepare_pairs(family: str, src, root, cfg: PairLabelConfig = PairLabelConfig
         try:
             first, second, labels = label_files(pair.first, pair.second, pair.kind, cfg)
         except PairError as e:
-            report.problems.append(f"{pair.scene}: skipped ({e})")
+            report.skipped.append(f"{pair.scene}: {str(e).split(': ', 1)[-1]}")
             continue
         items = labelled_images(pair.first, pair.second, labels, pair.stems)
         thin = [it.stem for it in items if it.label.determined_fraction < min_determined]
         if thin:
-            report.problems.append(f"{pair.scene}: skipped (under {min_determined:.0%} of the pixels of "
-                                   f"{', '.join(thin)} get a label)")
+            report.skipped.append(f"{pair.scene}: under {min_determined:.0%} of the pixels of {', '.join(thin)} "
+                                  "get a label")
             continue
         sheet = pair_sheet([first, second], labels) if sheets is not None else None
-        write_labelled(items, dest, overwrite=overwrite)
+        written += len(write_labelled(items, dest, overwrite=overwrite))
         if sheet is not None:
             Path(sheets).mkdir(parents=True, exist_ok=True)
             sheet.save(Path(sheets) / f"{pair.scene}.png")
-        written += len(items)
     report.written[label] = written
     report.kept[label] = 0
     report.parts.append(label)
     if not written:
-        raise DataError(f"{src}: no pair could be labelled: " + "; ".join(report.problems[:3]))
+        raise DataError(f"{src}: no pair could be labelled: " + "; ".join(report.skipped[:3]))
     return report
 
 
