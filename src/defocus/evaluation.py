@@ -291,7 +291,7 @@ def _finish(scorer: Scorer, method, skipped, notes) -> Report:
 def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" = "paper",
                   pred_polarity: str = "in-focus", gt_polarity: str = "in-focus", skip_missing: bool = False,
                   curves: bool = False, dataset: str | None = None, method: str | None = None,
-                  pred_suffix: str = "") -> Report:
+                  pred_suffix: str = "", ignore_dir=None) -> Report:
     """Score a folder of prediction maps against a folder of masks.
 
     Files pair by stem, whatever their extensions. The images scored are the stems of ``list_file`` if given,
@@ -311,12 +311,15 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
         method: method label (default: the prediction folder's name).
         pred_suffix: end of the prediction file stems to remove before pairing (``"_prob"`` pairs
             ``defocus predict``'s ``x_prob.png`` with the mask ``x.png``).
+        ignore_dir: ignore masks paired by stem (white = undetermined; for labels derived from photo pairs):
+            those pixels are left out of every score. Needs a protocol that honours them (``"standard"``).
     """
     proto = get_protocol(protocol)
     check_polarity(pred_polarity)
     check_polarity(gt_polarity)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = index_folder(pred_dir, pred_suffix), index_folder(gt_dir)
+    ignores = _ignore_index(ignore_dir, proto)
     stems = read_stem_list(list_file) if list_file is not None else sorted(gts)
     if not stems:
         raise EvaluationInputError(list_file or gt_dir, "no images to evaluate")
@@ -333,13 +336,41 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
                 raise EvaluationInputError(f"{pred_dir / stem}{pred_suffix}.*", "prediction not found")
             gt = read_mask(gts[stem], gt_polarity)
             pred = read_map(preds[stem], pred_polarity)
+            ignore = _read_ignore(ignores, stem, ignore_dir)
         except EvaluationInputError as e:
             if not skip_missing:
                 raise
             skipped.append(e.as_skip(stem))
             continue
-        scorer.add(stem, pred, gt)
+        _add(scorer, stem, pred, gt, ignore, skip_missing, skipped)
     return _finish(scorer, method or pred_dir.name, skipped, [])
+
+
+def _ignore_index(ignore_dir, proto: Protocol) -> dict | None:
+    if ignore_dir is None:
+        return None
+    if not proto.honour_ignore:
+        raise ValueError(f"protocol {proto.name!r} scores every pixel and cannot use ignore masks; "
+                         "use the 'standard' protocol")
+    return index_folder(ignore_dir)
+
+
+def _read_ignore(ignores: dict | None, stem: str, ignore_dir) -> np.ndarray | None:
+    if ignores is None:
+        return None
+    if stem not in ignores:
+        raise EvaluationInputError(f"{Path(ignore_dir) / stem}.*", "ignore mask not found")
+    return read_mask(ignores[stem], "in-focus")
+
+
+def _add(scorer: Scorer, stem: str, pred, gt, ignore, skip_missing: bool, skipped: list) -> None:
+    """Score one image; an unusable ignore mask (wrong size, nothing determined) is an input error."""
+    try:
+        scorer.add(stem, pred, gt, ignore)
+    except ValueError as e:
+        if ignore is None or not skip_missing:
+            raise EvaluationInputError(stem, str(e).split(": ", 1)[-1]) from None
+        skipped.append({"stem": stem, "path": stem, "reason": str(e).split(": ", 1)[-1]})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,12 +378,14 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
 # --------------------------------------------------------------------------------------------------------------
 
 class FolderDataset(NamedTuple):
-    """A local dataset for :func:`evaluate_model`: images and masks paired by stem, with the masks' polarity."""
+    """A local dataset for :func:`evaluate_model`: images and masks paired by stem, with the masks' polarity and
+    optionally a folder of ignore masks (white = undetermined)."""
 
     name: str
     images: Path
     masks: Path
     mask_polarity: str = "in-focus"
+    ignore: Path | None = None
 
 
 class _Sample(NamedTuple):
@@ -360,15 +393,21 @@ class _Sample(NamedTuple):
     image: Path | None  # None: no image with this mask's stem
     mask: Path
     mask_polarity: str
+    ignore: Path | None = None
 
 
 def _samples(dataset, root) -> tuple[str, list[_Sample]]:
     """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples)."""
-    if isinstance(dataset, tuple) and len(dataset) in (3, 4):
+    if isinstance(dataset, tuple) and len(dataset) in (3, 4, 5):
         ds = FolderDataset(*dataset)
         polarity = check_polarity(ds.mask_polarity)
         images, masks = index_folder(ds.images), index_folder(ds.masks)
-        return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())]
+        ignores = index_folder(ds.ignore) if ds.ignore is not None else {}
+        missing = ds.ignore is not None and sorted(set(masks) - set(ignores))
+        if missing:
+            raise EvaluationInputError(f"{Path(ds.ignore) / missing[0]}.*", "ignore mask not found")
+        return ds.name, [_Sample(stem, images.get(stem), path, polarity, ignores.get(stem))
+                         for stem, path in sorted(masks.items())]
     if not isinstance(dataset, str):
         raise TypeError(f"a dataset is a registry name or a FolderDataset, got {dataset!r}")
     from . import data as data_registry
@@ -377,7 +416,7 @@ def _samples(dataset, root) -> tuple[str, list[_Sample]]:
         pairs = data_registry.load_pairs(dataset, root)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"dataset {dataset!r}", str(e)) from e
-    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white) for p in pairs]
+    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white, p.ignore) for p in pairs]
 
 
 def paper_inference(model, image, device="cpu", size: int = PAPER_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
@@ -437,6 +476,9 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     table = ReportTable()
     for item in datasets:
         name, samples = _samples(item, root)
+        if not proto.honour_ignore and any(smp.ignore is not None for smp in samples):
+            raise ValueError(f"dataset {name!r} has undetermined pixels (ignore masks), which protocol "
+                             f"{proto.name!r} cannot score; use the 'standard' protocol")
         scorer = Scorer(proto, dataset=name, curves=curves)
         skipped, notes = [], []
         for s in _progress(samples, desc=f"evaluate {name}"):
@@ -444,6 +486,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
                 if s.image is None:
                     raise EvaluationInputError(s.mask, "no image with this mask's stem")
                 gt = read_mask(s.mask, s.mask_polarity)
+                ignore = None if s.ignore is None else read_mask(s.ignore, "in-focus")
                 prob, image_size = paper_inference(model, s.image, dev, size)
             except EvaluationInputError as e:
                 if not skip_missing:
@@ -457,7 +500,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
                     skipped.append(event)
                     continue
                 notes.append(event)
-            scorer.add(s.stem, prob, gt)
+            _add(scorer, s.stem, prob, gt, ignore, skip_missing, skipped)
         table.reports.append(_finish(scorer, label, skipped, notes))
     return table
 

@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
                                    "mps ..."),
         drop_mismatched: bool = typer.Option(False, "--drop-mismatched", help="Leave out images whose size "
                                              "differs from their mask's (the reference's behaviour)."),
+        ignore: Optional[Path] = typer.Option(None, "--ignore", help="Folder of ignore masks paired by stem "
+                                              "(white = undetermined pixels, left out; standard protocol)."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
     ):
@@ -76,13 +78,14 @@ def register(app: typer.Typer) -> None:
                                  pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
                                  skip_missing=skip_missing, curves=want_curves,
                                  dataset=dataset[0] if dataset else None, method=labels or None,
-                                 pred_suffix=pred_suffix)
+                                 pred_suffix=pred_suffix, ignore_dir=ignore)
             else:
                 sets = list(dataset or [])
                 if images is not None:
                     if gt is None:
                         raise typer.BadParameter("--images needs --gt")
-                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value)] + sets
+                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value,
+                                          ignore)] + sets
                 if not sets:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,

@@ -32,6 +32,7 @@ from .registry import DataError, get_spec
 
 log = logging.getLogger(__name__)
 
+PAIR_FAMILIES = ("mfifb", "dfd")  # labelled from photo pairs by defocus.data.pair_sets, not copied
 MODES = ("copy", "hardlink", "symlink")
 
 
@@ -62,7 +63,8 @@ LAYOUTS = {
 
 @dataclass
 class PrepareReport:
-    """What ``prepare`` did: files written or kept per part, pairs renamed, and every problem found."""
+    """What ``prepare`` did: files written or kept per part, pairs renamed, every problem found, and the source
+    items left out on purpose (``skipped``, with the reason)."""
 
     family: str
     root: Path
@@ -71,6 +73,7 @@ class PrepareReport:
     renamed: int = 0
     parts: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -79,9 +82,9 @@ class PrepareReport:
 
 
 def family_of(name: str) -> str:
-    """The download family (cuhk, dut, ctcug, ebd) a dataset name is prepared from."""
+    """The download family (cuhk, dut, ctcug, ebd, mfifb, dfd) a dataset name is prepared from."""
     key = name.strip().lower()
-    if key in LAYOUTS:
+    if key in LAYOUTS or key in PAIR_FAMILIES:
         return key
     fam = get_spec(name).family
     if fam is None:
@@ -153,13 +156,21 @@ def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
     return True
 
 
-def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False) -> PrepareReport:
+def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False,
+                    pair_options: Optional[dict] = None) -> PrepareReport:
     """Copy (``mode="copy"``) or link (``"hardlink"``, ``"symlink"``) a downloaded dataset from ``src`` into the
     registry layout under ``root``. ``name`` is a download family (cuhk, dut, ctcug, ebd) or any dataset name
-    prepared from one. Unpaired files are not copied and are listed in the report's ``problems``."""
+    prepared from one. Unpaired files are not copied and are listed in the report's ``problems``.
+
+    The photo-pair families ``mfifb`` and ``dfd`` are labelled instead (images copied, masks and ignore masks
+    derived; see :func:`defocus.data.pair_sets.prepare_pairs`, which takes ``pair_options``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     family = family_of(name)
+    if family in PAIR_FAMILIES:
+        from .pair_sets import prepare_pairs
+
+        return prepare_pairs(family, src, root, overwrite=overwrite, **(pair_options or {}))
     src, root = Path(src).expanduser(), Path(root).expanduser()
     if not src.is_dir():
         raise DataError(f"{src}: download folder not found")

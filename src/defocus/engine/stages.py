@@ -59,6 +59,15 @@ def load_init_weights(model: nn.Module, path) -> None:
     log.info("initialised the student from %s", path)
 
 
+def valid_of(batch: dict):
+    """The batch's ``valid`` map (1 = determined label) when some pixel is undetermined, else None (the
+    reference loss, exactly)."""
+    valid = batch.get("valid")
+    if valid is None or bool((valid > 0.5).all()):
+        return None
+    return valid
+
+
 def dbd_loss_from(cfg: TrainConfig, default_final_weight: float) -> DBDLoss:
     """The deep-supervised DBD loss of the ``loss`` section (``final_weight`` null = the stage's default)."""
     lc = cfg.loss
@@ -137,7 +146,7 @@ class Stage1(TrainingStage):
     def compute(self, forward, batch: dict, epoch: int, step: int):
         """Loss of one batch (see the class docstring)."""
         out = forward(batch["image"])
-        return self.loss(out.logit, out.sides, batch["target"])
+        return self.loss(out.logit, out.sides, batch["target"], valid_of(batch))
 
 
 class DistillStudent(nn.Module):
@@ -207,7 +216,7 @@ class Stage2(TrainingStage):
         images, target = batch["image"], batch["target"]
         f_dbd, f_dep = self.teacher_features(images)
         out, p_dbd, p_dep = forward(images)
-        loss, parts = self.loss(out.logit, out.sides, target)
+        loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         kd_dbd = feature_distillation_loss(p_dbd, f_dbd)
         kd_dep = feature_distillation_loss(p_dep, f_dep)
         lam = distill_weight(self.cfg.distill, self.cfg.optim, epoch, step)
@@ -234,7 +243,7 @@ class RDFFNetStage(TrainingStage):
             _, depth = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=True)
             d_target = depth_target(depth, target.shape[-2:])
         out = forward(images)
-        loss, parts = self.loss(out.logit, out.sides, target)
+        loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         lc = self.cfg.loss
         d_loss, d_parts = depth_loss(out.depths, d_target, lc.depth_loss, lc.depth_activation)
         parts.update(dbd=loss.detach(), depth=d_loss.detach())

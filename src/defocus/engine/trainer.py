@@ -342,7 +342,9 @@ class Trainer:
         if ds is None:
             return None
         name = (self.cfg.data.val or {}).get("name")
-        scorer = metrics.Scorer(protocol=metrics.get_protocol("paper"), dataset=name)
+        # labels derived from photo pairs have undetermined pixels, which only the standard protocol leaves out
+        has_ignore = any(p.ignore is not None for p in getattr(ds, "pairs", ()))
+        scorer = metrics.Scorer(protocol=metrics.get_protocol("standard" if has_ignore else "paper"), dataset=name)
         model = self.stage.student
         model.eval()
         loader = DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False,
@@ -354,9 +356,12 @@ class Trainer:
                     prob = predict_probs(model, x)
                 prob = prob.cpu().numpy()
                 gt = batch["target"].numpy() > 0.5
+                ignore = batch["valid"].numpy() < 0.5 if has_ignore else None
                 for i in range(prob.shape[0]):
                     stem = batch["stem"][i] if "stem" in batch else str(len(scorer.images))
-                    scorer.add(stem, prob[i, 0], gt[i, 0])
+                    if ignore is not None and ignore[i, 0].all():
+                        continue  # nothing determined left at the training size
+                    scorer.add(stem, prob[i, 0], gt[i, 0], None if ignore is None else ignore[i, 0])
         model.train()
         summary = scorer.summary()
         key = self.cfg.engine.val_metric

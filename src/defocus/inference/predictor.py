@@ -1,6 +1,6 @@
 """``Predictor``: photos (paths, PIL images, arrays, tensors) -> native-resolution in-focus maps.
 
-The default pipeline is the paper's (METHOD §6.1): the image (EXIF orientation applied) is squashed to
+The default pipeline is the paper's (method.md §6.1): the image (EXIF orientation applied) is squashed to
 ``size`` x ``size`` with PIL bilinear resizing, normalised with the model's mean/std, and ``sigmoid`` of the final
 logit is resized back to the image's own size. Deviations are named options (:class:`PredictOptions`):
 ``keep_aspect`` (long side = ``size``, the model pads to a multiple of 32), ``upsample="nearest"`` (the paper's
