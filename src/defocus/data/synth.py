@@ -48,6 +48,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from . import procedural
 from .files import list_images, pair_by_stem
 from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, resize_channels, srgb_to_linear, window_max
 from .masks import in_focus_to_pil
@@ -575,11 +576,17 @@ class SourcePair:
     sharp_background_ok: bool = True
 
 
-def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg",)) -> list[SourcePair]:
+def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg",)) -> list:
     """All image/mask pairs of ``sources`` ((images_dir, masks_dir) pairs), paired by stem. Pairs from a set
-    named in ``near_only_sets`` (the folder above ``images``) are only used with a blurred background."""
+    named in ``near_only_sets`` (the folder above ``images``) are only used with a blurred background. A source
+    ``"procedural"`` (or ``"procedural:N"``) adds the scenes of :mod:`defocus.data.procedural` instead."""
     out = []
-    for images_dir, masks_dir in sources:
+    for source in sources:
+        count = procedural.scene_count(source)
+        if count is not None:
+            out += [procedural.ProceduralPair(i) for i in range(count)]
+            continue
+        images_dir, masks_dir = source
         images_dir, masks_dir = Path(images_dir), Path(masks_dir)
         res = pair_by_stem(list_images(images_dir), list_images(masks_dir))
         if res.images_without_mask:
@@ -591,8 +598,11 @@ def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg"
     return out
 
 
-def load_source(pair: SourcePair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
-    """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask."""
+def load_source(pair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
+    """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask (a
+    procedural pair draws its scene)."""
+    if isinstance(pair, procedural.ProceduralPair):
+        return pair.load(size)
     im = Image.open(pair.image)
     if size is not None and im.format == "JPEG":
         im.draft("RGB", (int(size * 1.7), int(size * 1.7)))
@@ -607,7 +617,7 @@ def load_source(pair: SourcePair, size: Optional[int]) -> tuple[Image.Image, Ima
 class SyntheticDefocusDataset(torch.utils.data.Dataset):
     """Synthetic defocus rendered on the fly from sharp photos with foreground masks.
 
-    ``sources``: (images_dir, masks_dir) pairs (e.g. :func:`list_natural_sources`). Item ``i`` is
+    ``sources``: (images_dir, masks_dir) pairs (e.g. :func:`list_natural_sources`) or ``"procedural"``. Item ``i`` is
     deterministic given (``seed``, epoch, ``i``): the source is the ``i``-th of a per-epoch permutation and the
     rendering uses a generator seeded with (seed, epoch, i). Items are ``dict(image, target, stem)`` as in
     :class:`~defocus.data.DBDDataset`: with a paired ``transform`` tensors, without one uint8 arrays (image
