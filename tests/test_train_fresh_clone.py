@@ -68,7 +68,8 @@ def test_a_wrong_data_root_fails_before_any_network_is_built(fresh_clone_dir, mo
 def test_procedural_scenes_are_deterministic_and_render_every_case():
     a_img, a_mask = procedural.procedural_scene(3, 64)
     b_img, b_mask = procedural.procedural_scene(3, 64)
-    assert np.array_equal(np.asarray(a_img), np.asarray(b_img)) and np.array_equal(np.asarray(a_mask), np.asarray(b_mask))
+    assert np.array_equal(np.asarray(a_img), np.asarray(b_img))
+    assert np.array_equal(np.asarray(a_mask), np.asarray(b_mask))
     assert min(a_img.size) == 80
     fraction = (np.asarray(a_mask) >= 128).mean()
     assert 0.05 < fraction < 0.6
