@@ -7,7 +7,8 @@ import pytest
 from scipy.fft import dctn
 
 from defocus.classical import lbp_riu2_codes, lbp_sharpness, local_entropy, sorted_high_frequency
-from defocus.classical._filters import box_mean, box_sum, guided_filter, guided_upsample, resize
+from defocus.classical._filters import (box_mean, box_sum, domain_transform_filter, guided_filter, guided_upsample,
+                                       resize)
 from defocus.classical._inference import multiscale_beliefs
 from defocus.classical.hifst import hifst_map
 
@@ -100,6 +101,19 @@ def test_guided_filter_keeps_edges_and_flattens_noise():
     up = guided_upsample(guide, resize(guide, (10, 10)), 1, 1e-3)
     assert up.shape == (40, 40)
     assert up[:, 18].mean() < 0.2 and up[:, 21].mean() > 0.8
+
+
+def test_domain_transform_filter_smooths_within_regions_not_across_edges():
+    rng = np.random.default_rng(0)
+    guide = np.zeros((40, 60))
+    guide[:, 30:] = 1.0                                   # one strong edge in the guide
+    src = np.where(guide > 0, 1.0, 0.0) + rng.normal(0, 0.1, guide.shape)
+    out = domain_transform_filter(src, guide, sigma_s=15, sigma_r=0.25)
+    assert out.dtype == np.float32 and out.shape == src.shape
+    assert out[:, :25].std() < 0.3 * src[:, :25].std()   # noise smoothed on each side
+    assert out[:, 27].mean() < 0.1 and out[:, 32].mean() > 0.9   # the step survives
+    np.testing.assert_allclose(domain_transform_filter(np.full((5, 7), 0.3), guide[:5, :7], 15, 0.25), 0.3,
+                               rtol=1e-6)
 
 
 def test_sorted_high_frequency_matches_a_direct_dct():
