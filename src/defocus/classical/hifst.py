@@ -3,20 +3,20 @@ transform coefficients of gradient magnitudes", CVPR 2017).
 
 Pipeline:
 
-1. gradient magnitude G of the gray image;
+1. gradient magnitude G of the gray image, smoothed first by a Gaussian of sigma 0.5 (the authors' code);
 2. for every patch size M_r = 2^(2+r) - 1 (7, 15, 31, 63), the 2-D DCT of the M_r x M_r patch of G centred on a
    pixel, keeping the high-frequency coefficients (row + column index >= M_r - 1: (M_r^2 + M_r) / 2 of them);
 3. fusion and sorting: the absolute high-frequency coefficients of all scales at a pixel are pooled and sorted in
    increasing order; the t-th sorted value over the image forms layer L_t;
-4. each layer is normalised to [0, 1] over the image and the first sum_r M_r layers are max-pooled into D;
-5. D is weighted by the local entropy of the image and smoothed with an edge-preserving filter.
+4. each layer is normalised to [0, 1] over the image and the first sum_r M_r layers are max-pooled into T;
+5. D = T times the local entropy of T (7x7, 256 levels), smoothed with the domain-transform recursive filter
+   (sigma_s 15, sigma_r 0.25, guided by the gray image) and min-max normalised, as in the authors' code.
 
 Deviations (named parameters, see ``docs/classical.md``): step 2 is evaluated on a grid whose step grows with the
 patch size (``strides``, default (M_r + 1) / 8, i.e. every 8th pixel for 63x63 patches, but never finer than the
 fusion grid) and the sorted coefficient vectors are bilinearly interpolated to the fusion grid (``fusion_stride``,
-default 2: every other pixel; an interpolation of sorted vectors stays sorted); D is bilinearly interpolated to
-every pixel; step 5 uses a guided filter instead of the domain-transform filter. ``strides=(1, 1, 1, 1),
-fusion_stride=1`` computes every pixel exactly (slow).
+default 2: every other pixel; an interpolation of sorted vectors stays sorted); T is bilinearly interpolated to
+every pixel. ``strides=(1, 1, 1, 1), fusion_stride=1`` computes every pixel exactly (slow).
 """
 from __future__ import annotations
 

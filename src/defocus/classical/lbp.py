@@ -1,22 +1,25 @@
-"""LBP-based defocus segmentation (Yi & Eramian, "LBP-based segmentation of defocus blur", IEEE TIP 2016).
+"""LBP-based defocus segmentation (Yi & Eramian, "LBP-based segmentation of defocus blur", IEEE TIP 2016), as the
+authors' released code (which produced the paper's numbers) runs it.
 
 Pipeline:
 
-1. rotation-invariant uniform LBP(8,1) codes with a small intensity threshold (``|n_p - n_c| >= 0.016`` on [0, 1]
-   intensities sets bit p), :func:`lbp_riu2_codes`;
+1. rotation-invariant uniform LBP(8,1) codes with a small intensity threshold: bit p is set when the neighbour is
+   brighter than the centre by more than 0.016 on [0, 1] intensities (the code; the paper's text writes an absolute
+   difference, ``comparison="absolute"``), :func:`lbp_riu2_codes`;
 2. sharpness metric = local fraction of the codes 6, 7, 8 and 9 in a square window, at several window sizes
    (11, 15, 21), computed with integral images so that the cost does not depend on the window,
-   :func:`lbp_sharpness`;
-3. per scale, matting initialisation: alpha = 1 where the metric > T_m1, 0 where it < T_m2, unknown elsewhere;
-   closed-form matting propagates these constraints along the image's colour edges;
-4. multi-scale inference: an L1 energy coupling the per-scale alpha maps within and across scales
-   (:mod:`defocus.classical._inference`); the map of the largest window is the sharpness map, :func:`lbp_map`;
+   :func:`lbp_sharpness`; each map is then min-max normalised over the image;
+3. per scale, matting initialisation: alpha = 1 where the normalised metric > T_m1, 0 where it < T_m2, unknown
+   elsewhere; closed-form matting, solved at a quarter of the side (Levin's coarse-to-fine solver in the code) and
+   brought to full size by its local linear model, propagates these constraints along the image's edges;
+4. multi-scale inference: a two-label field over the three matted maps, solved for its marginals by loopy belief
+   propagation (:mod:`defocus.classical._inference`); the in-focus belief of the largest window is the sharpness
+   map, :func:`lbp_map`;
 5. segmentation: the sharpness map thresholded at T_seg, :func:`lbp_segment`.
 
-Deviations (named parameters, see ``docs/classical.md``): steps 3-4 run at a reduced resolution (at most
-``work_pixels`` pixels, 20 000 by default) and the result is brought back to full size with a guided upsampling
-(the matting model itself: alpha locally linear in the image); the inference uses a continuous primal-dual solver
-instead of discrete loopy belief propagation.
+``fast=True`` is the named approximation: steps 3-4 on a copy of at most ``work_pixels`` pixels (20 000 by
+default) and the belief brought back with a guided upsampling. See ``docs/classical.md`` for every difference from
+the paper and the code.
 """
 from __future__ import annotations
 
