@@ -188,3 +188,13 @@ def test_example_photo_masks_are_not_nearly_empty(examples_dir):
         mask = predict_mask(name, img)
         assert mask[centre].mean() > 0.9 and mask[corners].mean() < 0.02, name
         assert least[name] < mask.mean() < 0.35, (name, mask.mean())
+
+
+@pytest.mark.parametrize("shape", [(40, 3, 3), (3, 40, 3), (37, 23, 3)])
+def test_lbp_of_the_transposed_image_is_the_transposed_map(shape):
+    # every LBP step is symmetric under a transpose (riu2 codes are reflection-invariant); thin images whose width
+    # is 3, like a colour axis, must not be mistaken for colour images inside the pipeline
+    img = (np.random.default_rng(2).random(shape) * 255).astype(np.uint8)
+    a = lbp_map(img)
+    b = lbp_map(np.ascontiguousarray(img.transpose(1, 0, 2)))
+    np.testing.assert_allclose(a, b.T, atol=1e-4)

@@ -148,11 +148,9 @@ def _fast_size(h: int, w: int, work_pixels: int) -> tuple[int, int]:
     return _shrunk(h, w, math.sqrt(work_pixels / (h * w)))
 
 
-def _to_size(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxWxC or (S, H, W) float array resized on its image axes (area when shrinking)."""
-    if x.ndim == 3 and x.shape[2] == 3:
-        return np.moveaxis(resize(np.moveaxis(x, 2, 0), size), 0, 2)
-    return resize(x, size)
+def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 float image resized to ``size`` (area when shrinking)."""
+    return np.moveaxis(resize(np.moveaxis(rgb, 2, 0), size), 0, 2)
 
 
 def _matte_scales(rgb: np.ndarray, metrics: np.ndarray, t_m1: float, t_m2: float,
@@ -161,11 +159,11 @@ def _matte_scales(rgb: np.ndarray, metrics: np.ndarray, t_m1: float, t_m2: float
     < t_m2: blurred) are set and the matte solved at ``matting_size``, then brought to the size of ``rgb`` with the
     matting model itself (alpha locally linear in the image: a guided upsampling)."""
     h, w = rgb.shape[:2]
-    m_small = _to_size(metrics, matting_size)
+    m_small = resize(metrics, matting_size)
     sharp = m_small > t_m1
     blurred = m_small < t_m2
     init = np.where(sharp, 1.0, np.where(blurred, 0.0, m_small)).astype(np.float32)
-    alpha = matte_from_constraints(np.clip(_to_size(rgb, matting_size), 0.0, 1.0), init, sharp | blurred)
+    alpha = matte_from_constraints(np.clip(_resize_rgb(rgb, matting_size), 0.0, 1.0), init, sharp | blurred)
     if matting_size == (h, w):
         return alpha
     gray = to_gray(rgb)
@@ -207,7 +205,7 @@ def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESH
     size = _fast_size(h, w, int(work_pixels)) if fast else (h, w)
     rgb = to_rgb(image)
     if size != (h, w):
-        rgb, metrics = _to_size(rgb, size), _to_size(metrics, size)
+        rgb, metrics = _resize_rgb(rgb, size), resize(metrics, size)
         logger.debug("LBP matting and inference at %dx%d for a %dx%d image", size[0], size[1], h, w)
     matting_size = _shrunk(*size, float(matting_scale)) if not fast else size
     alpha = _matte_scales(rgb, metrics, t_m1, t_m2, matting_size)
