@@ -150,8 +150,8 @@ def test_bundled_model_fused_equals_unfused(shared_dir):
     if bundled_weights() is None:
         pytest.skip("no bundled weights in this installation")
     images = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[:2]
-    fast = Predictor(device="cpu")
-    plain = Predictor(device="cpu", fuse=False, channels_last=False)
+    fast = Predictor(device="cpu", backend="torch")
+    plain = Predictor(device="cpu", backend="torch", fuse=False, channels_last=False)
     assert fast.info.source.startswith("bundled")
     for image in images:
         a, b = fast.predict(image), plain.predict(image)

@@ -124,6 +124,7 @@ def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
         return np.full(rgb.shape[:2], 0.75, np.float32)
 
     monkeypatch.setattr(inf, "bundled_weights", lambda: None)
+    monkeypatch.setattr(inf, "bundled_onnx", lambda: None)
     monkeypatch.setattr(inf, "classical_methods", lambda: {"lbp": fake_lbp})
     with caplog.at_level(logging.WARNING, logger="defocus.inference"):
         p = Predictor(device="cpu", size=48)

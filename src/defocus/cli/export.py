@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(..., "--output", "-o", help="ONNX file to write."),
         opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
         fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fold conv + BN pairs before exporting."),
+        fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the weights that are float16 "
+                                          "values as float16, cast to float32 in the graph (half the file; use "
+                                          "with --no-fuse for float16 checkpoints such as the bundled one)."),
         check_images: Optional[List[str]] = typer.Option(None, "--check-image", help="Real image(s) to include "
                                                          "in the parity check (repeatable)."),
         check: bool = typer.Option(True, "--check/--no-check", help="Validate against PyTorch with ONNX Runtime."),
@@ -33,7 +36,8 @@ def register(app: typer.Typer) -> None:
         try:
             net, info = load_network(model)
             report = export_onnx(net, output, opset=opset, fuse=fuse, check=check,
-                                 check_images=check_images or (), tolerance=tolerance)
+                                 check_images=check_images or (), tolerance=tolerance,
+                                 fp16_weights=fp16_weights)
         except (ValueError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
                                         help="Mask threshold on the in-focus probability."),
         save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
                                  help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
-        backend: str = typer.Option(BACKENDS[0], "--backend", help="torch or onnx (ONNX Runtime)."),
+        backend: str = typer.Option(BACKENDS[0], "--backend", help="auto (the bundled model and .onnx files on "
+                                     "ONNX Runtime, other models on PyTorch), torch, or onnx (ONNX Runtime)."),
         batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
                                          "instead of the paper's square resize."),

@@ -147,7 +147,9 @@ class Predictor:
             ``NAME[:BACKBONE]`` (random weights: speed tests only), or an ``nn.Module``.
         method: a training-free baseline (``"lbp"``, ``"hifst"``) instead of a network.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-        backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; a torch model is exported in memory first).
+        backend: ``"auto"`` (the bundled model and ``.onnx`` files on ONNX Runtime, other models on PyTorch;
+            see :data:`~defocus.inference.runners.BACKENDS`), ``"torch"`` or ``"onnx"`` (ONNX Runtime; a
+            PyTorch model is exported in memory first).
         options: what shapes the outputs (:class:`PredictOptions`: size, keep_aspect, threshold, upsample,
             fast_decode, max_pixels).
         runtime: how the model runs (:class:`~defocus.inference.runners.RuntimeOptions`: batch_size, workers,
@@ -155,7 +157,7 @@ class Predictor:
         **overrides: any field of either by name, e.g. ``Predictor(size=512, batch_size=8)``.
     """
 
-    def __init__(self, model="default", *, method: str | None = None, device="auto", backend: str = "torch",
+    def __init__(self, model="default", *, method: str | None = None, device="auto", backend: str = "auto",
                  options: PredictOptions | None = None, runtime: RuntimeOptions | None = None, **overrides):
         self.options, self.runtime = split_options(options, runtime, overrides)
         self.runner: Runner = make_runner(model, method, backend, device, self.runtime)
