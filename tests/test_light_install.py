@@ -96,3 +96,9 @@ def test_commands_that_need_torch_say_so_in_one_line(no_torch_env, args, tmp_pat
     lines = r.stderr.strip().splitlines()
     assert TORCH_LINE in lines[-1] and "Traceback" not in r.stderr, r.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written
+
+
+def test_models_lists_the_bundled_model_without_torch(no_torch_env):
+    r = run(no_torch_env, "models")
+    assert r.returncode == 0, r.stderr
+    assert "default" in r.stdout and "onnx" in r.stdout and TORCH_LINE in r.stdout
