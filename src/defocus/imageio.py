@@ -23,9 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 #: Images above this many pixels are refused unless the caller raises the limit (0 or None: no limit).
-#: 90 MP admits every current 35 mm sensor (<= 61 MP) and refuses 100 MP medium-format frames and
-#: decompression bombs; at this size the native-resolution map alone takes 360 MB.
-DEFAULT_MAX_PIXELS = 90_000_000
+#: 250 MP admits 200-MP phone photos with room to spare and refuses decompression bombs. Memory no longer
+#: grows with the photo for the maps (written in bands; large JPEGs decoded at a reduced scale for the network);
+#: the overlay holds the decoded photo (4 bytes a pixel: 1 GB at 250 MP).
+DEFAULT_MAX_PIXELS = 250_000_000
 
 #: File name endings of the outputs.
 OUTPUT_SUFFIXES = {"prob": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.jpg"}
