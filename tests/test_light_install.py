@@ -85,6 +85,8 @@ def test_classical_methods_and_scoring_run_without_torch(no_torch_env, tmp_path)
 @pytest.mark.parametrize("args", [
     ["train", "configs/smoke_stage1.yaml"],
     ["export", "-o", "never.onnx"],
+    ["convert", "examples/dahlia_flower.jpg", "never.safetensors"],
+    ["benchmark", "--runs", "1", "--warmup", "0", "--batch-size", "1"],
     ["predict", "examples/dahlia_flower.jpg", "-o", "never", "--backend", "torch"],
     ["predict", "examples/dahlia_flower.jpg", "-o", "never", "--model", "dffnet:resnet18"],
 ])

@@ -5,6 +5,8 @@ files and the PyTorch backend need torch, torchvision and timm.
 """
 from __future__ import annotations
 
+import re
+
 #: The modules the ``torch`` extra installs.
 TORCH_MODULES = frozenset({"torch", "torchvision", "timm"})
 TORCH_INSTALL = "pip install 'defocus[torch]'"
@@ -24,8 +26,20 @@ def is_missing_torch(e: BaseException) -> bool:
     """Whether ``e`` is the failure to import one of :data:`TORCH_MODULES`."""
     if isinstance(e, MissingTorchError):
         return True
-    name = getattr(e, "name", None) or ""
-    return isinstance(e, ModuleNotFoundError) and name.split(".")[0] in TORCH_MODULES
+    if not isinstance(e, ImportError):
+        return False
+    name = getattr(e, "name", None)
+    if not name:  # e.g. re-raised from a worker process, where only the message survives
+        found = re.match(r"No module named '([\w.]+)'", str(e))
+        name = found.group(1) if found else ""
+    return name.split(".")[0] in TORCH_MODULES
+
+
+def error_text(e: BaseException, what: str = "this command") -> str:
+    """The one-line text of an error: the install command when it is a missing PyTorch module."""
+    if is_missing_torch(e) and not isinstance(e, MissingTorchError):
+        return torch_missing_message(what)
+    return str(e)
 
 
 def require_torch(what: str = "this"):

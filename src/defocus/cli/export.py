@@ -39,7 +39,9 @@ def register(app: typer.Typer) -> None:
                                  check_images=check_images or (), tolerance=tolerance,
                                  fp16_weights=fp16_weights)
         except (ValueError, OSError, ImportError) as e:
-            typer.echo(f"error: {e}", err=True)
+            from ..optional import error_text
+
+            typer.echo(f"error: {error_text(e)}", err=True)
             raise typer.Exit(2)
         except AssertionError as e:
             typer.echo(f"error: {e}", err=True)
@@ -79,6 +81,8 @@ def register(app: typer.Typer) -> None:
                                backends=_csv(backend), runs=runs, warmup=warmup, threads=threads, device=device,
                                method=method)
         except (ValueError, OSError, ImportError) as e:
-            typer.echo(f"error: {e}", err=True)
+            from ..optional import error_text
+
+            typer.echo(f"error: {error_text(e)}", err=True)
             raise typer.Exit(2)
         typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
