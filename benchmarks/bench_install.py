@@ -4,8 +4,9 @@ Creates two fresh virtual environments from this checkout - ``pip install REPO``
 PyTorch) and ``pip install 'REPO[torch]'`` - unless they exist already, then measures in the same run:
 
 * install size: the environment folder on disk (``du``), and the packages pip installed;
-* cold start: wall time of ``defocus predict examples/dahlia_flower.jpg -o OUT`` in a new process, the two
-  installs alternating, median of ``--runs``; the full install runs it with its default backend ("auto": the
+* cold start: wall time and CPU time (user + system, of the process and its children) of
+  ``defocus predict examples/dahlia_flower.jpg -o OUT`` in a new process, the two installs alternating, median of
+  ``--runs`` (on a loaded machine the wall time mostly measures the wait for a core: CPU time does not); the full install runs it with its default backend ("auto": the
   bundled ONNX model) and with ``--backend torch`` (the PyTorch path, as every install ran before the split);
 * images/s: ``Predictor`` on the example photos (decode, infer, no writing) after one warm-up pass, in each
   environment with its default backend, and the full install with ``backend="torch"``.
@@ -60,15 +61,19 @@ def packages(path: Path) -> list[str]:
     return sorted(line.split("==")[0] for line in out.splitlines() if line and not line.startswith("pip=="))
 
 
-def cold_predict(env: Path, out: Path, extra=()) -> float:
+def cold_predict(env: Path, out: Path, extra=()) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one ``defocus predict`` process."""
     shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(env / "bin" / "defocus"), "predict", str(EXAMPLE), "-o", str(out), "--no-progress", *extra]
     t = time.perf_counter()
-    r = subprocess.run([str(env / "bin" / "defocus"), "predict", str(EXAMPLE), "-o", str(out), "--no-progress",
-                        *extra], capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise RuntimeError(f"{env}: predict failed: {r.stderr.strip()}")
-    return dt
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{env}: predict failed: {err.strip()}")
+    return dt, usage.ru_utime + usage.ru_stime
 
 
 def throughput(env: Path, backend: str) -> dict:
@@ -91,15 +96,22 @@ def main():
     res = {"install_s": {"light": make_env(light, str(REPO)), "torch": make_env(full, f"{REPO}[torch]")}}
     res["size_mb"] = {"light": du_mb(light), "torch": du_mb(full)}
     res["packages"] = {"light": packages(light), "torch": packages(full)}
-    configs = {"light": (light, ()), "torch (auto: ONNX)": (full, ()), "torch (--backend torch)": (full, ("--backend", "torch"))}
+    configs = {"light": (light, ()), "torch (auto: ONNX)": (full, ()),
+               "torch (--backend torch)": (full, ("--backend", "torch"))}
     times = {k: [] for k in configs}
+    cpu = {k: [] for k in configs}
+    res["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
     with tempfile.TemporaryDirectory() as tmp:
         for name, (env, extra) in configs.items():  # one untimed call each: file-system caches warm alike
             cold_predict(env, Path(tmp) / "o", extra)
         for _ in range(args.runs):
             for name, (env, extra) in configs.items():
-                times[name].append(cold_predict(env, Path(tmp) / "o", extra))
-    res["cold_predict_s"] = {k: {"median": statistics.median(v), "runs": [round(x, 3) for x in v]}
+                wall, cpu_s = cold_predict(env, Path(tmp) / "o", extra)
+                times[name].append(wall)
+                cpu[name].append(cpu_s)
+    res["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    res["cold_predict_s"] = {k: {"median_wall": statistics.median(v), "median_cpu": statistics.median(cpu[k]),
+                                 "runs_wall": [round(x, 3) for x in v], "runs_cpu": [round(x, 3) for x in cpu[k]]}
                              for k, v in times.items()}
     res["images_per_s"] = {"light": throughput(light, "auto"), "torch (auto: ONNX)": throughput(full, "auto"),
                            "torch (--backend torch)": throughput(full, "torch")}
