@@ -69,6 +69,7 @@ def parity(photo: Path) -> dict:
     """Max |prob difference| of the low-resolution map: reduced-scale decode (default) vs full decode."""
     import numpy as np
 
+    sys.path.insert(0, str(REPO / "src"))
     from defocus import Predictor
 
     a = Predictor(device="cpu").predict(photo).prob_lowres

@@ -31,7 +31,7 @@ BOUNDARY_COLOUR = (255, 214, 0)
 PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 90
 #: Outputs are computed and written this many pixels (rows x width) at a time.
-STRIP_PIXELS = 4_000_000
+STRIP_PIXELS = 1_000_000
 #: Overlays of photos above this many pixels are drawn one at a time (each holds its full-size photo).
 LARGE_OVERLAY_PIXELS = 16_000_000
 _LARGE_OVERLAY = threading.Lock()
