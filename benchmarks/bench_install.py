@@ -6,8 +6,9 @@ PyTorch) and ``pip install 'REPO[torch]'`` - unless they exist already, then mea
 * install size: the environment folder on disk (``du``), and the packages pip installed;
 * cold start: wall time and CPU time (user + system, of the process and its children) of
   ``defocus predict examples/dahlia_flower.jpg -o OUT`` in a new process, the two installs alternating, median of
-  ``--runs`` (on a loaded machine the wall time mostly measures the wait for a core: CPU time does not); the full install runs it with its default backend ("auto": the
-  bundled ONNX model) and with ``--backend torch`` (the PyTorch path, as every install ran before the split);
+  ``--runs`` (on a loaded machine the wall time mostly measures the wait for a core: CPU time does not); the full
+  install runs it with its default backend ("auto": the bundled ONNX model) and with ``--backend torch`` (the
+  PyTorch path, as every install ran before the split);
 * images/s: ``Predictor`` on the example photos (decode, infer, no writing) after one warm-up pass, in each
   environment with its default backend, and the full install with ``backend="torch"``.
 

@@ -1,12 +1,13 @@
 """Time and peak memory of ``defocus predict`` on very large JPEGs (results: benchmarks/RESULTS.md, "Large
 photos").
 
-Generates 24, 81 and 150-megapixel JPEGs (the example dahlia enlarged, with sensor-like noise so that they
-compress like photos), then runs ``defocus predict PHOTO -o OUT --save prob,mask,overlay --max-pixels 0`` in a
-fresh process per run, alternating the current source and a baseline source tree (``--baseline-src``: e.g.
+Generates JPEGs of the given sizes (default 24, 81 and 150 megapixels; the example dahlia enlarged, with
+sensor-like noise so that they compress like photos), then runs
+``defocus predict PHOTO -o OUT --save prob,mask,overlay --max-pixels 0`` in a fresh process per run, alternating the current source and a baseline source tree (``--baseline-src``: e.g.
 ``git archive <commit> src | tar -x -C /tmp/base``), and reports the median wall time and peak RSS (``VmHWM``
-read by the process itself as it ends: a child's ``ru_maxrss`` would include the parent's memory at the fork). With ``--parity`` it also compares the bundled model's low-resolution map on the 24 MP
-photo with a full decode (``draft_pixels=0``) against the reduced-scale decode of the default.
+read by the process itself as it ends: a child's ``ru_maxrss`` would include the parent's memory at the fork).
+With ``--parity`` it also compares the bundled model's low-resolution map on the first photo: the default's
+reduced-scale decode against a full decode (``draft_pixels=0``).
 
     python benchmarks/bench_large_photos.py [--sizes 24,81,150] [--runs 3] [--baseline-src /tmp/base/src]
         [--baseline-sizes 24,81] [--parity] [--json out.json]

@@ -37,4 +37,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'defocus' has no attribute {name!r}")
 
 
-__all__ = ["create_model", "list_models", "list_pretrained", "pretrained_models", "load_model", "save_model", "Predictor", "evaluate", "__version__"]
+__all__ = ["create_model", "list_models", "list_pretrained", "pretrained_models", "load_model", "save_model",
+           "Predictor", "evaluate", "__version__"]

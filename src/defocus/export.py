@@ -169,8 +169,9 @@ def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHEC
 def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = True, check: bool = True,
                 check_images=(), tolerance: float = 1e-4, fp16_weights: bool = False) -> dict:
     """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
-    model (see :func:`validate_onnx`); ``fp16_weights``: see :func:`store_fp16_weights`. Raises ``AssertionError`` when the probability difference exceeds
-    ``tolerance``, leaving no file behind. Returns the validation report (empty without ``check``)."""
+    model (see :func:`validate_onnx`); ``fp16_weights``: see :func:`store_fp16_weights`. Raises
+    ``AssertionError`` when the probability difference exceeds ``tolerance``, leaving no file behind. Returns
+    the validation report (empty without ``check``)."""
     data = export_onnx_bytes(net, opset=opset, fuse=fuse, fp16_weights=fp16_weights)
     report: dict = {}
     if check:

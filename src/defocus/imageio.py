@@ -144,10 +144,10 @@ def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     """Decode ``path`` to an RGB image as displayed; return ``(image, native_size)``.
 
     ``native_size`` is the full image's displayed (width, height). With ``draft_min_size=(w, h)`` (or a function
-    of the native size returning it, or ``None`` for a full decode) a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has
-    at least that many displayed pixels on each side (``image.size`` is then smaller than ``native_size``); other
-    formats ignore it. Only the first frame of
-    animated files is used. Raises :class:`ImageDecodeError` naming the file and the reason.
+    of the native size returning it, or ``None`` for a full decode) a JPEG is decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8) that still has at least that many displayed pixels on each side (``image.size`` is then
+    smaller than ``native_size``); other formats ignore it. Only the first frame of animated files is used.
+    Raises :class:`ImageDecodeError` naming the file and the reason.
     """
     im = open_image(path, max_pixels)
     try:
