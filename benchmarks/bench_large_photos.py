@@ -3,7 +3,8 @@ photos").
 
 Generates JPEGs of the given sizes (default 24, 81 and 150 megapixels; the example dahlia enlarged, with
 sensor-like noise so that they compress like photos), then runs
-``defocus predict PHOTO -o OUT --save prob,mask,overlay --max-pixels 0`` in a fresh process per run, alternating the current source and a baseline source tree (``--baseline-src``: e.g.
+``defocus predict PHOTO -o OUT --save prob,mask,overlay --max-pixels 0`` in a fresh process per run,
+alternating the current source and a baseline source tree (``--baseline-src``: e.g.
 ``git archive <commit> src | tar -x -C /tmp/base``), and reports the median wall time and peak RSS (``VmHWM``
 read by the process itself as it ends: a child's ``ru_maxrss`` would include the parent's memory at the fork).
 With ``--parity`` it also compares the bundled model's low-resolution map on the first photo: the default's
