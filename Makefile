@@ -1,25 +1,34 @@
-# The two set-up commands for a fresh machine: `make demo` and `make test`.
+# The two set-up commands for a fresh machine: `make demo` (the light install: ONNX Runtime, no PyTorch) and
+# `make test` (everything: PyTorch, the optional extras and the test tools). Both use .venv; `make test` after
+# `make demo` adds to it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+LIGHT := $(VENV)/.installed-light
+DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip >/dev/null
+
+$(LIGHT): $(PY) pyproject.toml
+	$(PY) -m pip install -e .
+	touch $(LIGHT)
+
+$(DEV): $(PY) pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
-	touch $(STAMP)
+	touch $(DEV) $(LIGHT)
 
-install: $(STAMP)
+install: $(LIGHT)
 
-demo: $(STAMP)
+install-dev: $(DEV)
+
+demo: $(LIGHT)
 	$(VENV)/bin/defocus predict examples -o outputs --save prob,mask,overlay
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -n 2 tests
 
 clean:

@@ -102,6 +102,49 @@ def test_onnx_export_parity_and_backend(tiny, tiny_ckpt, shared_dir, tmp_path):
     assert np.abs(in_memory.prob - Predictor(tiny_ckpt, device="cpu", size=96).predict(images[0]).prob).max() <= 1e-4
 
 
+def test_fp16_weights_halve_the_file_and_keep_the_float16_model_exact(tiny, tmp_path):
+    """A model whose weights are float16 values (as loaded from float16 weights) exports with float16
+    initializers + casts: about half the bytes and the same ONNX Runtime output as the float32 file."""
+    pytest.importorskip("onnxruntime")
+    import copy
+
+    import onnx
+
+    from defocus.export import export_onnx_bytes
+    from defocus.onnx_runtime import onnx_session
+
+    half = copy.deepcopy(tiny).half().float().eval()
+    plain = export_onnx_bytes(half, fuse=False)
+    small = export_onnx_bytes(half, fuse=False, fp16_weights=True)
+    assert len(small) < 0.6 * len(plain)
+    types = {i.data_type for i in onnx.load_from_string(small).graph.initializer if len(i.dims) > 1}
+    assert types == {onnx.TensorProto.FLOAT16}
+    x = np.random.default_rng(0).standard_normal((1, 3, 96, 128)).astype(np.float32)
+    a = onnx_session(plain).run(None, {"image": x})[0]
+    b = onnx_session(small).run(None, {"image": x})[0]
+    with torch.inference_mode():
+        ref = half(torch.from_numpy(x))[0].numpy()
+    assert np.array_equal(a, b) and np.abs(b - ref).max() <= 1e-4
+    # weights that are not float16 values stay float32 (a lossless conversion or none)
+    mixed = onnx.load_from_string(export_onnx_bytes(tiny, fuse=False, fp16_weights=True))
+    assert onnx.TensorProto.FLOAT in {i.data_type for i in mixed.graph.initializer if len(i.dims) > 1}
+
+
+def test_shipped_onnx_model_matches_the_bundled_weights(examples_dir):
+    """weights/default.onnx is the bundled safetensors model: the same maps within float rounding."""
+    pytest.importorskip("onnxruntime")
+    from defocus.bundled import bundled_onnx, bundled_weights
+
+    if bundled_onnx() is None or bundled_weights() is None:
+        pytest.skip("this installation does not ship both bundled model files")
+    onnx_p, torch_p = Predictor(device="cpu"), Predictor(device="cpu", backend="torch")
+    assert onnx_p.backend == "onnx" and onnx_p.info.source == "bundled (weights/default.onnx)"
+    assert torch_p.backend == "torch" and onnx_p.info.backbone == torch_p.info.backbone
+    image = examples_dir / "dahlia_flower.jpg"
+    a, b = onnx_p.predict(image).prob_lowres, torch_p.predict(image).prob_lowres
+    assert b.std() > 0.1 and np.abs(a - b).max() <= 5e-4  # measured 1.5e-4 over the example photos
+
+
 def test_export_cli(tiny_ckpt, tmp_path):
     pytest.importorskip("onnxruntime")
     r = CliRunner().invoke(app, ["export", "--model", tiny_ckpt, "-o", str(tmp_path / "x.onnx")])
@@ -150,8 +193,8 @@ def test_bundled_model_fused_equals_unfused(shared_dir):
     if bundled_weights() is None:
         pytest.skip("no bundled weights in this installation")
     images = sorted((shared_dir / "data" / "DUT" / "test_samples" / "images").iterdir())[:2]
-    fast = Predictor(device="cpu")
-    plain = Predictor(device="cpu", fuse=False, channels_last=False)
+    fast = Predictor(device="cpu", backend="torch")
+    plain = Predictor(device="cpu", backend="torch", fuse=False, channels_last=False)
     assert fast.info.source.startswith("bundled")
     for image in images:
         a, b = fast.predict(image), plain.predict(image)

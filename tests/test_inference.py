@@ -124,6 +124,7 @@ def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
         return np.full(rgb.shape[:2], 0.75, np.float32)
 
     monkeypatch.setattr(inf, "bundled_weights", lambda: None)
+    monkeypatch.setattr(inf, "bundled_onnx", lambda: None)
     monkeypatch.setattr(inf, "classical_methods", lambda: {"lbp": fake_lbp})
     with caplog.at_level(logging.WARNING, logger="defocus.inference"):
         p = Predictor(device="cpu", size=48)
@@ -219,7 +220,7 @@ def make_bad_and_odd_files(d: Path) -> dict[str, Path]:
     f["one"] = d / "one.png"
     Image.new("RGB", (1, 1), (200, 10, 10)).save(f["one"])
     f["bomb"] = d / "bomb.png"
-    _png_with_header_size(f["bomb"], 10_000, 10_000)
+    _png_with_header_size(f["bomb"], 20_000, 20_000)  # 400 MP: above the default limit
     f["unicode"] = d / "фото с пробелом ü.png"
     Image.fromarray(rgb).save(f["unicode"])
     return f

@@ -21,6 +21,8 @@ _LAZY = {
     "list_models": ("defocus.models", "list_models"),
     "load_model": ("defocus.models", "load_model"),
     "save_model": ("defocus.models", "save_model"),
+    "list_pretrained": ("defocus.pretrained", "list_pretrained"),
+    "pretrained_models": ("defocus.pretrained", "pretrained_models"),
     "Predictor": ("defocus.inference", "Predictor"),
     "evaluate": ("defocus.evaluation", "evaluate"),
 }
@@ -35,4 +37,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'defocus' has no attribute {name!r}")
 
 
-__all__ = ["create_model", "list_models", "load_model", "save_model", "Predictor", "evaluate", "__version__"]
+__all__ = ["create_model", "list_models", "list_pretrained", "pretrained_models", "load_model", "save_model",
+           "Predictor", "evaluate", "__version__"]

@@ -1,21 +1,35 @@
-"""Where the bundled default model lives, and the name ``"default"`` that stands for it (no torch import)."""
+"""Where the bundled default model lives, and the name ``"default"`` that stands for it (no torch import).
+
+The model ships twice: float16 ``safetensors`` weights (the PyTorch backend, training, conversion) and the same
+weights exported to ONNX (``defocus export --no-fuse --fp16-weights``), which ONNX Runtime runs without torch.
+"""
 from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
 
 BUNDLED_WEIGHTS = "weights/default.safetensors"  # inside the installed package
+BUNDLED_ONNX = "weights/default.onnx"
 
 
-def bundled_weights() -> Path | None:
-    """Path of the bundled default weights, or ``None`` when this installation has none."""
+def _package_file(name: str) -> Path | None:
     try:
-        ref = importlib.resources.files("defocus").joinpath(BUNDLED_WEIGHTS)
+        ref = importlib.resources.files("defocus").joinpath(name)
         if ref.is_file():
             return Path(str(ref))
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
         pass
     return None
+
+
+def bundled_weights() -> Path | None:
+    """Path of the bundled default weights (safetensors), or ``None`` when this installation has none."""
+    return _package_file(BUNDLED_WEIGHTS)
+
+
+def bundled_onnx() -> Path | None:
+    """Path of the bundled default model exported to ONNX, or ``None`` when this installation has none."""
+    return _package_file(BUNDLED_ONNX)
 
 
 def resolve_default(model):

@@ -5,6 +5,12 @@ final ``logit`` (N x 1 x H x W; ``sigmoid`` gives the in-focus probability). Lik
 H and W to a multiple of the backbone stride (replicate, bottom/right) and crops the logit back, so any size
 works. The model's config (name, backbone, mean, std) is stored in the file's metadata, which is how
 ``Predictor(model="model.onnx")`` knows the normalisation.
+
+``fp16_weights=True`` stores the float32 weights that are exactly float16 values (all of them for a model loaded
+from float16 weights, such as the bundled one) as float16 initializers, each followed by a ``Cast`` to float32:
+half the file, the same float32 arithmetic (ONNX Runtime folds the casts into constants when it loads the file).
+With ``fuse=False`` the weights stay the stored float16 values and ONNX Runtime's own conv + BN fusion does the
+folding in float32; folded weights (``fuse=True``) are rarely float16 values and would stay float32.
 """
 from __future__ import annotations
 
@@ -60,11 +66,41 @@ def _metadata(net: nn.Module) -> dict:
     return {CONFIG_KEY: json.dumps(cfg), "output": "logit: sigmoid(logit) = in-focus probability (1 = in focus)"}
 
 
+def store_fp16_weights(model) -> int:
+    """Replace each float32 initializer of the ONNX ``model`` (in place) whose values are all exactly
+    representable in float16 by a float16 initializer and a ``Cast`` back to float32 under the original name,
+    so that the graph computes exactly as before. Returns the number of initializers converted."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    kept, casts, n = [], [], 0
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            w = numpy_helper.to_array(init)
+            half = w.astype(np.float16)
+            if w.size > 1 and np.array_equal(half.astype(np.float32), w, equal_nan=True):
+                stored = numpy_helper.from_array(half, f"{init.name}__fp16")
+                kept.append(stored)
+                casts.append(helper.make_node("Cast", [stored.name], [init.name], to=TensorProto.FLOAT,
+                                              name=f"{init.name}__cast"))
+                n += 1
+                continue
+        kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return n
+
+
 def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True,
-                      size: int = PAPER_SIZE) -> bytes:
+                      size: int = PAPER_SIZE, fp16_weights: bool = False) -> bytes:
     """Export ``net`` (a defocus network) to an in-memory ONNX model with dynamic batch, height and width.
 
-    ``fuse`` folds conv + BN first; ``size`` is the side of the example input used for tracing.
+    ``fuse`` folds conv + BN first (without it, BN stays a node of the graph and ONNX Runtime folds it when it
+    loads the file); ``size`` is the side of the example input used for tracing;
+    ``fp16_weights`` stores the weights that are float16 values as float16 (see :func:`store_fp16_weights`).
     """
     import onnx
 
@@ -75,11 +111,15 @@ def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = T
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic (exercised by the parity check)
         torch.onnx.export(graph, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False)
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False,
+                          # unfused: BN stays a node (the exporter's eval mode would fold it into the conv)
+                          training=torch.onnx.TrainingMode.EVAL if fuse else torch.onnx.TrainingMode.PRESERVE)
     model = onnx.load_from_string(buf.getvalue())
     for k, v in _metadata(net).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
+    if fp16_weights:
+        log.info("%d initializers stored as float16", store_fp16_weights(model))
     model.producer_name = "defocus"
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -124,11 +164,12 @@ def validate_onnx(net: nn.Module, model, images=(), size: int = PAPER_SIZE, shap
 
 
 def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = True, check: bool = True,
-                check_images=(), tolerance: float = EXPORT_TOLERANCE) -> dict:
+                check_images=(), tolerance: float = EXPORT_TOLERANCE, fp16_weights: bool = False) -> dict:
     """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
-    model (see :func:`validate_onnx`). Raises ``AssertionError`` when the probability difference exceeds
-    ``tolerance``, leaving no file behind. Returns the validation report (empty without ``check``)."""
-    data = export_onnx_bytes(net, opset=opset, fuse=fuse)
+    model (see :func:`validate_onnx`); ``fp16_weights``: see :func:`store_fp16_weights`. Raises
+    ``AssertionError`` when the probability difference exceeds ``tolerance``, leaving no file behind. Returns
+    the validation report (empty without ``check``)."""
+    data = export_onnx_bytes(net, opset=opset, fuse=fuse, fp16_weights=fp16_weights)
     report: dict = {}
     if check:
         report = validate_onnx(net, data, images=check_images)

@@ -10,7 +10,9 @@ import glob
 import logging
 import os
 import threading
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +25,10 @@ from .listfiles import read_list_lines
 log = logging.getLogger(__name__)
 
 #: Images above this many pixels are refused unless the caller raises the limit (0 or None: no limit).
-#: 90 MP admits every current 35 mm sensor (<= 61 MP) and refuses 100 MP medium-format frames and
-#: decompression bombs; at this size the native-resolution map alone takes 360 MB.
-DEFAULT_MAX_PIXELS = 90_000_000
+#: 250 MP admits 200-MP phone photos with room to spare and refuses decompression bombs. Memory no longer
+#: grows with the photo for the maps (written in bands; large JPEGs decoded at a reduced scale for the network);
+#: the overlay holds the decoded photo (4 bytes a pixel: 1 GB at 250 MP).
+DEFAULT_MAX_PIXELS = 250_000_000
 
 #: File name endings of the outputs.
 OUTPUT_SUFFIXES = {"prob": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.jpg"}
@@ -143,10 +146,10 @@ def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     """Decode ``path`` to an RGB image as displayed; return ``(image, native_size)``.
 
     ``native_size`` is the full image's displayed (width, height). With ``draft_min_size=(w, h)`` (or a function
-    of the native size returning it) a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still has
-    at least that many displayed pixels on each side (``image.size`` is then smaller than ``native_size``); other
-    formats ignore it. Only the first frame of
-    animated files is used. Raises :class:`ImageDecodeError` naming the file and the reason.
+    of the native size returning it, or ``None`` for a full decode) a JPEG is decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8) that still has at least that many displayed pixels on each side (``image.size`` is then
+    smaller than ``native_size``); other formats ignore it. Only the first frame of animated files is used.
+    Raises :class:`ImageDecodeError` naming the file and the reason.
     """
     im = open_image(path, max_pixels)
     try:
@@ -165,8 +168,9 @@ def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 def _decode_opened(path, im: Image.Image, draft_min_size):
     orientation = exif_orientation(im)
     native = displayed_size(im, orientation)
-    if draft_min_size is not None and im.format == "JPEG":
-        dw, dh = draft_min_size(native) if callable(draft_min_size) else draft_min_size
+    wanted = draft_min_size(native) if callable(draft_min_size) else draft_min_size
+    if wanted is not None and im.format == "JPEG":
+        dw, dh = wanted
         if orientation in _TRANSPOSING_ORIENTATIONS:
             dw, dh = dh, dw
         im.draft("RGB", (int(dw), int(dh)))
@@ -218,6 +222,68 @@ def image_from_array(array) -> Image.Image:
 def save_image_atomic(image: Image.Image, path, format: str, **params) -> Path:
     """Save a PIL image atomically (see :func:`atomic_write`); ``params`` go to ``Image.save``."""
     return atomic_write(path, lambda f: image.save(f, format=format, **params))
+
+
+class PngStripWriter:
+    """Writes an 8-bit greyscale PNG to an open binary file a band of rows at a time, so that no full-size image
+    is ever held: :meth:`write` each band in order, then :meth:`close`. Rows are stored with PNG's "Up" filter
+    (difference to the row above: smooth maps and masks compress well) in a zlib stream at ``compress_level``.
+    ``text`` entries become ``tEXt`` chunks (Pillow reads them into ``Image.info``)."""
+
+    SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+    def __init__(self, f, width: int, height: int, text: dict | None = None, compress_level: int = 6):
+        self.f, self.width, self.height = f, int(width), int(height)
+        self.rows_written = 0
+        self._z = zlib.compressobj(compress_level)
+        self._prev = np.zeros(self.width, np.uint8)
+        f.write(self.SIGNATURE)
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", self.width, self.height, 8, 0, 0, 0, 0))
+        for key, value in (text or {}).items():
+            self._chunk(b"tEXt", key.encode("latin-1") + b"\0" + str(value).encode("latin-1"))
+
+    def _chunk(self, kind: bytes, data: bytes):
+        self.f.write(struct.pack(">I", len(data)) + kind + data)
+        self.f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+    def write(self, rows: np.ndarray):
+        """Append a band of rows (HxW uint8)."""
+        rows = np.asarray(rows, np.uint8)
+        if rows.ndim != 2 or rows.shape[1] != self.width or self.rows_written + rows.shape[0] > self.height:
+            raise ValueError(f"band of shape {rows.shape} does not fit a {self.width}x{self.height} PNG "
+                             f"after {self.rows_written} rows")
+        if not rows.shape[0]:
+            return
+        filtered = np.empty((rows.shape[0], self.width + 1), np.uint8)
+        filtered[:, 0] = 2  # filter type "Up"
+        np.subtract(rows[0], self._prev, out=filtered[0, 1:])
+        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+        self._prev = rows[-1].copy()
+        data = self._z.compress(filtered.tobytes())
+        if data:
+            self._chunk(b"IDAT", data)
+        self.rows_written += rows.shape[0]
+
+    def close(self):
+        """Finish the zlib stream and the file (all ``height`` rows must have been written)."""
+        if self.rows_written != self.height:
+            raise ValueError(f"PNG has {self.height} rows, {self.rows_written} written")
+        self._chunk(b"IDAT", self._z.flush())
+        self._chunk(b"IEND", b"")
+
+
+def write_png_strips(path, width: int, height: int, bands, text: dict | None = None,
+                     compress_level: int = 6) -> Path:
+    """Write an 8-bit greyscale PNG atomically from ``bands``, an iterable of HxW uint8 row bands in order
+    (see :class:`PngStripWriter`)."""
+
+    def write(f):
+        writer = PngStripWriter(f, width, height, text, compress_level)
+        for band in bands:
+            writer.write(band)
+        writer.close()
+
+    return atomic_write(path, write)
 
 
 def output_save_params(kind: str) -> dict:

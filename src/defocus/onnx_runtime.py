@@ -18,7 +18,7 @@ def _ort():
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install 'defocus[onnx]'") from None
+        raise ImportError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
     return ort
 
 
@@ -27,10 +27,15 @@ def device_type(device) -> str:
     return getattr(device, "type", None) or str(device).split(":")[0]
 
 
+def cuda_provider() -> bool:
+    """Whether the installed onnxruntime can run on CUDA."""
+    return "CUDAExecutionProvider" in _ort().get_available_providers()
+
+
 def onnx_device(device="auto") -> str:
     """The device an ONNX Runtime session runs on: ``"auto"`` is CUDA when the installed onnxruntime provides it,
     else CPU; ``"cpu"`` / ``"cuda[:N]"`` are checked against the installed providers."""
-    cuda = "CUDAExecutionProvider" in _ort().get_available_providers()
+    cuda = cuda_provider()
     if device in (None, "auto"):
         return "cuda" if cuda else "cpu"
     kind = device_type(device)

@@ -35,5 +35,14 @@ for _name in COMMAND_MODULES:
 
 
 def main():
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A command that needs the PyTorch stack where it is not installed ends with one
+    line naming the install command (exit status 2)."""
+    from ..optional import error_text, is_missing_torch
+
+    try:
+        app()
+    except ImportError as e:
+        if not is_missing_torch(e):
+            raise
+        typer.echo(f"error: {error_text(e)}", err=True)
+        raise SystemExit(2) from None

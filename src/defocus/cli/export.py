@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(..., "--output", "-o", help="ONNX file to write."),
         opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
         fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fold conv + BN pairs before exporting."),
+        fp16_weights: bool = typer.Option(False, "--fp16-weights", help="Store the weights that are float16 "
+                                          "values as float16, cast to float32 in the graph (half the file; use "
+                                          "with --no-fuse for float16 checkpoints such as the bundled one)."),
         check_images: Optional[List[str]] = typer.Option(None, "--check-image", help="Real image(s) to include "
                                                          "in the parity check (repeatable)."),
         check: bool = typer.Option(True, "--check/--no-check", help="Validate against PyTorch with ONNX Runtime."),
@@ -36,9 +39,12 @@ def register(app: typer.Typer) -> None:
         try:
             net, info = load_network(model)
             report = export_onnx(net, output, opset=opset, fuse=fuse, check=check,
-                                 check_images=check_images or (), tolerance=tolerance)
+                                 check_images=check_images or (), tolerance=tolerance,
+                                 fp16_weights=fp16_weights)
         except (ValueError, OSError, ImportError) as e:
-            typer.echo(f"error: {e}", err=True)
+            from ..optional import error_text
+
+            typer.echo(f"error: {error_text(e)}", err=True)
             raise typer.Exit(2)
         except AssertionError as e:
             typer.echo(f"error: {e}", err=True)
@@ -78,6 +84,8 @@ def register(app: typer.Typer) -> None:
                                backends=_csv(backend), runs=runs, warmup=warmup, threads=threads, device=device,
                                method=method)
         except (ValueError, OSError, ImportError) as e:
-            typer.echo(f"error: {e}", err=True)
+            from ..optional import error_text
+
+            typer.echo(f"error: {error_text(e)}", err=True)
             raise typer.Exit(2)
         typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))

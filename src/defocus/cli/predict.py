@@ -6,8 +6,8 @@ from typing import List, Optional
 import typer
 
 from ..imageio import DEFAULT_MAX_PIXELS, SUMMARY_NAME
-from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_WORKERS, PRECISIONS, SAVE_CHOICES,
-                         UPSAMPLE_CHOICES, PredictOptions)
+from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_WORKERS, DRAFT_PIXELS, PRECISIONS,
+                         SAVE_CHOICES, UPSAMPLE_CHOICES, PredictOptions)
 
 _DEFAULT_THRESHOLD = PredictOptions().threshold
 
@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
                                         help="Mask threshold on the in-focus probability."),
         save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
                                  help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
-        backend: str = typer.Option(BACKENDS[0], "--backend", help="torch or onnx (ONNX Runtime)."),
+        backend: str = typer.Option(BACKENDS[0], "--backend", help="auto (the bundled model and .onnx files on "
+                                     "ONNX Runtime, other models on PyTorch), torch, or onnx (ONNX Runtime)."),
         batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
                                          "instead of the paper's square resize."),
@@ -53,6 +54,9 @@ def register(app: typer.Typer) -> None:
                                      "size: bilinear, or nearest (the paper's)."),
         fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode JPEGs at a reduced DCT scale "
                                          "(>= 2x the input size): faster on large photos, nearly identical maps."),
+        draft_pixels: int = typer.Option(DRAFT_PIXELS, "--draft-pixels", min=0, help="JPEGs above this many "
+                                         "pixels are decoded for the network at a reduced DCT scale (>= 4x the "
+                                         "input size; bounded memory); 0: always decode in full (the paper's)."),
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (guard "
                                        "against decompression bombs); 0 disables the limit."),
         precision: str = typer.Option(PRECISIONS[0], "--precision", help="fp32; bf16 (CUDA, or a CPU with native "
@@ -80,7 +84,8 @@ def register(app: typer.Typer) -> None:
                     predictor = Predictor(model, method=method, device=device, backend=backend, size=size,
                                           keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
                                           max_pixels=max_pixels or None, upsample=upsample,
-                                          fast_decode=fast_decode, precision=precision, compile=compile_model,
+                                          fast_decode=fast_decode, draft_pixels=draft_pixels or None,
+                                          precision=precision, compile=compile_model,
                                           workers=workers)
                 summary = run_batch(predictor, plan, progress=progress, on_error=report_error)
             except (ValueError, OSError, ImportError) as e:

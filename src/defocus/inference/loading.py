@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve_default
+from ..optional import require_torch
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def classical_methods() -> dict:
 
 def resolve_device(device="auto") -> "torch.device":
     """``"auto"``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    import torch
+    torch = require_torch("the PyTorch backend")
 
     if isinstance(device, torch.device):
         return device
@@ -94,6 +95,7 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
     """Resolve ``model`` (an ``nn.Module``, ``"default"`` for the bundled weights, a checkpoint path, or a registry
     ``NAME[:BACKBONE]``) to an eval-mode network and its description. Registry names give **randomly
     initialised** weights (for speed tests only)."""
+    require_torch(f"model {str(model)!r} (PyTorch weights; the bundled model and .onnx files run without it)")
     from ..models import create_model, list_models, load_model
 
     model = resolve_default(model)

@@ -1,7 +1,14 @@
 """One image's result (:class:`Prediction`, :class:`FailedPrediction`), the pictures made from it (8-bit map,
-overlay, focus boundary) and the one function that writes its files (:func:`write_outputs`)."""
+overlay, focus boundary) and the one function that writes its files (:func:`write_outputs`).
+
+Files are written in bands of rows (:data:`STRIP_PIXELS` at a time): the native-size map is resized band by band
+(:class:`MapResizer`, the same values as Pillow resizing the whole map) and streamed into the PNGs, and the
+overlay is drawn band by band into the decoded photo, so memory does not grow with the photo beyond the decoded
+photo itself (for the overlay only).
+"""
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,11 @@ BOUNDARY_COLOUR = (255, 214, 0)
 #: Output encoding: PNG zlib level (1: fast; maps compress well anyway) and overlay JPEG quality.
 PNG_COMPRESS_LEVEL = 1
 JPEG_QUALITY = 90
+#: Outputs are computed and written this many pixels (rows x width) at a time.
+STRIP_PIXELS = 1_000_000
+#: Overlays of photos above this many pixels are drawn one at a time (each holds its full-size photo).
+LARGE_OVERLAY_PIXELS = 16_000_000
+_LARGE_OVERLAY = threading.Lock()
 
 
 def check_save(what) -> tuple[str, ...]:
@@ -50,6 +62,77 @@ def resize_map(prob: np.ndarray, size: tuple[int, int], upsample: str) -> np.nda
     return out
 
 
+def _bilinear_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First source index and float64 weights of each output pixel, computed as Pillow's bilinear resampling
+    computes them (triangle filter widened by the scale when shrinking, weights normalised to sum 1)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = filterscale  # the bilinear filter's support is 1
+    ksize = int(math.ceil(support)) * 2 + 1
+    first = np.zeros(out_size, np.int64)
+    weights = np.zeros((out_size, ksize))
+    for i in range(out_size):
+        center = (i + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)  # C's truncating cast, as Pillow
+        n = min(int(center + support + 0.5), in_size) - lo
+        x = np.abs((np.arange(n) + lo - center + 0.5) / filterscale)
+        w = np.where(x < 1.0, 1.0 - x, 0.0)
+        total = 0.0
+        for v in w:  # summed in order, as Pillow
+            total += v
+        weights[i, :n] = w / total if total != 0.0 else w
+        first[i] = lo
+    return first, weights
+
+
+class MapResizer:
+    """Resizes a low-resolution float32 map to ``size`` (width, height) a band of rows at a time, with the values
+    of Pillow's ``Image.resize`` of the whole map (``"bilinear"``: its horizontal pass, then the vertical pass
+    computed here as Pillow does in float64; ``"nearest"``: Pillow's own row and column choices). Exact when the
+    map is enlarged vertically (every photo larger than the network input); a map shrunk vertically in more than
+    one band may differ in the last bit."""
+
+    def __init__(self, lowres: np.ndarray, size: tuple[int, int], upsample: str = "bilinear"):
+        self.lowres = np.ascontiguousarray(lowres, np.float32)
+        self.width, self.height = int(size[0]), int(size[1])
+        self.upsample = upsample
+        h, w = self.lowres.shape
+        self._whole = None
+        if self.width * self.height <= STRIP_PIXELS:  # one band: Pillow itself
+            self._whole = resize_map(self.lowres, size, upsample)
+        elif upsample == "nearest":
+            self._cols = self._nearest_table(w, self.width)
+            self._rows = self._nearest_table(h, self.height)
+        else:
+            self._horizontal = (np.asarray(Image.fromarray(self.lowres, "F").resize((self.width, h), Image.BILINEAR))
+                                if self.width != w else self.lowres)
+            if self.height != h:
+                self._first, self._weights = _bilinear_coefficients(h, self.height)
+                pad = np.zeros((self._weights.shape[1], self.width), np.float32)  # taps past the end weigh 0
+                self._horizontal = np.concatenate([self._horizontal, pad])
+
+    @staticmethod
+    def _nearest_table(in_size: int, out_size: int) -> np.ndarray:
+        """Pillow's nearest-neighbour source index of each output position (from a resized index image)."""
+        index = Image.fromarray(np.arange(in_size, dtype=np.int32)[None], "I")
+        return np.asarray(index.resize((out_size, 1), Image.NEAREST))[0].astype(np.int64)
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of the resized map (float32)."""
+        if self._whole is not None:
+            return self._whole[y0:y1]
+        if self.upsample == "nearest":
+            return self.lowres[self._rows[y0:y1]][:, self._cols]
+        h = self.lowres.shape[0]
+        if self.height == h:
+            return self._horizontal[y0:y1]
+        out = np.zeros((y1 - y0, self.width), np.float64)
+        first, weights = self._first[y0:y1], self._weights[y0:y1]
+        for t in range(weights.shape[1]):
+            out += self._horizontal[first + t].astype(np.float64) * weights[:, t, None]
+        return out.astype(np.float32)
+
+
 def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
     """In-focus probability in [0, 1] -> 8-bit (255 = in focus), rounded."""
     out = np.multiply(prob, 255.0, dtype=np.float32)
@@ -73,18 +156,44 @@ def focus_boundary(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
     return edge
 
 
+def _dim(rgb: np.ndarray) -> np.ndarray:
+    tint = np.asarray(OVERLAY_TINT, np.float32) * (1.0 - OVERLAY_DIM)
+    return (rgb.astype(np.float32) * OVERLAY_DIM + tint + 0.5).astype(np.uint8)
+
+
+def boundary_thickness(size: tuple[int, int]) -> int:
+    """Width in pixels of the focus boundary drawn on an overlay of ``size`` (width, height)."""
+    return max(1, round(max(size) / 500))
+
+
 def make_overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
     """``image`` with the blurred regions (``mask`` False) dimmed and tinted and the focus boundary drawn."""
     rgb = np.asarray(image.convert("RGB"))
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"image size {rgb.shape[1]}x{rgb.shape[0]} does not match the map "
                          f"{mask.shape[1]}x{mask.shape[0]}")
-    tint = np.asarray(OVERLAY_TINT, np.float32) * (1.0 - OVERLAY_DIM)
-    dimmed = (rgb.astype(np.float32) * OVERLAY_DIM + tint + 0.5).astype(np.uint8)
-    out = np.where(mask[..., None], rgb, dimmed)
-    thickness = max(1, round(max(mask.shape) / 500))
-    out[focus_boundary(mask, thickness)] = BOUNDARY_COLOUR
+    out = np.where(mask[..., None], rgb, _dim(rgb))
+    out[focus_boundary(mask, boundary_thickness(image.size))] = BOUNDARY_COLOUR
     return Image.fromarray(out, "RGB")
+
+
+def draw_overlay_in_place(image: Image.Image, mask_rows, strips) -> Image.Image:
+    """Draw the overlay of :func:`make_overlay` into the RGB ``image`` itself, one band of rows at a time (no
+    second full-size picture); ``mask_rows(y0, y1)`` gives the mask's rows, ``strips`` the ``(y0, y1)`` bands.
+    Returns ``image``."""
+    width, height = image.size
+    thickness = boundary_thickness(image.size)
+    halo = thickness + 1  # rows beyond the band that decide its boundary pixels
+    for y0, y1 in strips:
+        a, b = max(0, y0 - halo), min(height, y1 + halo)
+        mask = mask_rows(a, b)
+        edge = focus_boundary(mask, thickness)[y0 - a:y1 - a]
+        mask = mask[y0 - a:y1 - a]
+        rgb = np.asarray(image.crop((0, y0, width, y1)))
+        out = np.where(mask[..., None], rgb, _dim(rgb))
+        out[edge] = BOUNDARY_COLOUR
+        image.paste(Image.fromarray(out, "RGB"), (0, y0))
+    return image
 
 
 class Prediction:
@@ -109,7 +218,7 @@ class Prediction:
         self.threshold, self.upsample = float(threshold), upsample
         self.seconds, self.model = seconds, model
         self._image, self._loader = image, loader
-        self._prob = self._mask = None
+        self._prob = self._mask = self._resizer = self._in_focus = None
         self._lock = threading.Lock()
 
     @property
@@ -130,10 +239,34 @@ class Prediction:
             self._mask = mask
         return self._mask
 
+    def prob_rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of :attr:`prob`, computed without the full-size map unless it is already cached."""
+        if self._prob is not None:
+            return self._prob[y0:y1]
+        with self._lock:
+            if self._resizer is None:
+                self._resizer = MapResizer(self.prob_lowres, self.size, self.upsample)
+        return self._resizer.rows(y0, y1)
+
+    def mask_rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of :attr:`mask`."""
+        if self._mask is not None:
+            return self._mask[y0:y1]
+        return self.prob_rows(y0, y1) >= self.threshold
+
+    def strips(self, pixels: int | None = None) -> list[tuple[int, int]]:
+        """``(y0, y1)`` bands of about ``pixels`` (default :data:`STRIP_PIXELS`) pixels covering the native-size
+        maps."""
+        step = max(1, (pixels or STRIP_PIXELS) // self.size[0])
+        return [(y, min(self.size[1], y + step)) for y in range(0, self.size[1], step)]
+
     @property
     def in_focus_fraction(self) -> float:
-        """Fraction of the image's pixels that are in focus (mean of :attr:`mask`)."""
-        return float(np.count_nonzero(self.mask)) / self.mask.size
+        """Fraction of the image's pixels that are in focus (mean of :attr:`mask`; counted band by band)."""
+        if self._in_focus is None:
+            n = sum(int(np.count_nonzero(self.mask_rows(y0, y1))) for y0, y1 in self.strips())
+            self._in_focus = n / (self.size[0] * self.size[1])
+        return self._in_focus
 
     @property
     def default_stem(self) -> str:
@@ -190,13 +323,33 @@ def expected_outputs(out_dir, stem: str, save=SAVE_CHOICES) -> dict[str, Path]:
     return {kind: Path(out_dir) / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in check_save(save)}
 
 
-def encode_output(pred: Prediction, kind: str) -> tuple[Image.Image, str]:
-    """The image of one output ``kind`` of ``pred`` and its file format."""
+def write_output(pred: Prediction, kind: str, path: Path, png_compress_level: int = PNG_COMPRESS_LEVEL,
+                 jpeg_quality: int = JPEG_QUALITY) -> Path:
+    """Write one output ``kind`` of ``pred`` to ``path`` atomically, band by band (see the module notes)."""
+    tag = imageio.output_save_params(kind)
+    width, height = pred.size
     if kind == "prob":
-        return Image.fromarray(prob_to_uint8(pred.prob), "L"), "PNG"
-    if kind == "mask":
-        return Image.fromarray(pred.mask.view(np.uint8) * np.uint8(255), "L"), "PNG"
-    return pred.overlay(), "JPEG"
+        bands = (prob_to_uint8(pred.prob_rows(y0, y1)) for y0, y1 in pred.strips())
+    elif kind == "mask":
+        bands = (pred.mask_rows(y0, y1).view(np.uint8) * np.uint8(255) for y0, y1 in pred.strips())
+    else:
+        large = width * height > LARGE_OVERLAY_PIXELS
+        if large:
+            _LARGE_OVERLAY.acquire()
+        try:
+            image = pred.image()
+            if image is pred._image or image.mode != "RGB":  # a kept image stays as it is: draw on a copy
+                image = image.convert("RGB") if image.mode != "RGB" else image.copy()
+            if image.size != pred.size:
+                raise ValueError(f"image size {image.size[0]}x{image.size[1]} does not match the map "
+                                 f"{width}x{height}")
+            draw_overlay_in_place(image, pred.mask_rows, pred.strips())
+            return imageio.save_image_atomic(image, path, "JPEG", quality=jpeg_quality, **tag)
+        finally:
+            if large:
+                _LARGE_OVERLAY.release()
+    text = {imageio.OUTPUT_TAG: kind}
+    return imageio.write_png_strips(path, width, height, bands, text, png_compress_level)
 
 
 def write_outputs(pred: Prediction, out_dir, stem: str, save=SAVE_CHOICES,
@@ -206,8 +359,5 @@ def write_outputs(pred: Prediction, out_dir, stem: str, save=SAVE_CHOICES,
     written = {}
     for kind, path in expected_outputs(out_dir, stem, save).items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        img, fmt = encode_output(pred, kind)
-        params = imageio.output_save_params(kind)
-        params.update({"compress_level": png_compress_level} if fmt == "PNG" else {"quality": jpeg_quality})
-        written[kind] = imageio.save_image_atomic(img, path, fmt, **params)
+        written[kind] = write_output(pred, kind, path, png_compress_level, jpeg_quality)
     return written

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundled import BUNDLED_WEIGHTS, bundled_weights
-from ..onnx_runtime import onnx_device, onnx_session, read_onnx_config
+from ..bundled import BUNDLED_ONNX, BUNDLED_WEIGHTS, bundled_onnx, bundled_weights
+from ..onnx_runtime import cuda_provider, onnx_device, onnx_session, read_onnx_config
 from .loading import ModelInfo, classical_methods, is_module, is_onnx_file, load_network, resolve_device
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+#: ``"auto"``: the bundled model on ONNX Runtime (from its shipped ``.onnx`` file; measured faster than PyTorch
+#: on CPU, and the same maps with or without torch installed), ``.onnx`` files on ONNX Runtime, everything else on
+#: PyTorch. PyTorch-only options (``precision``, ``compile``) or a CUDA device that the installed onnxruntime
+#: cannot use make ``"auto"`` run the bundled model on PyTorch.
+BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_WORKERS = 2
@@ -204,9 +208,9 @@ class ClassicalRunner(Runner):
         return batch
 
 
-def classical_runner(method: str, backend: str = "torch", fallback: bool = False) -> ClassicalRunner:
+def classical_runner(method: str, backend: str = "auto", fallback: bool = False) -> ClassicalRunner:
     """The runner of a training-free ``method``; ``fallback`` marks it as standing in for missing weights."""
-    if backend != "torch":
+    if backend == "onnx":
         raise ValueError("classical methods run in NumPy; backend 'onnx' applies to networks only")
     methods = classical_methods()
     if method not in methods:
@@ -216,7 +220,7 @@ def classical_runner(method: str, backend: str = "torch", fallback: bool = False
     return ClassicalRunner(method, methods[method], "fallback: no bundled weights installed" if fallback else "")
 
 
-def network_runner(model, backend: str = "torch", device="auto", options: RuntimeOptions = RuntimeOptions(),
+def network_runner(model, backend: str = "auto", device="auto", options: RuntimeOptions = RuntimeOptions(),
                    source: str | None = None) -> Runner:
     """A PyTorch network (module, checkpoint, registry name) run by PyTorch or, exported in memory, by ONNX
     Runtime. ``source`` overrides the description of where the weights come from."""
@@ -225,10 +229,10 @@ def network_runner(model, backend: str = "torch", device="auto", options: Runtim
         raise ValueError(f"precision 'fp16' is for CUDA devices; use fp32 or bf16 on {dev.type}")
     if is_module(model):
         model = copy.deepcopy(model)  # folding / channels-last must not change the caller's model
-    net, info = load_network(model, dev if backend == "torch" else "cpu")
+    net, info = load_network(model, dev if backend != "onnx" else "cpu")
     if source:
         info.source = source
-    if backend == "torch":
+    if backend != "onnx":
         return TorchRunner(net, info, dev, options)
     from ..export import export_onnx_bytes
 
@@ -237,15 +241,43 @@ def network_runner(model, backend: str = "torch", device="auto", options: Runtim
     return OnnxRunner(onnx_session(export_onnx_bytes(net, fuse=options.fuse), dev, options.threads), info, dev)
 
 
-def make_runner(model="default", method: str | None = None, backend: str = "torch", device="auto",
+def _torch_needed(device, options: RuntimeOptions) -> bool:
+    """Whether ``"auto"`` must run the bundled model on PyTorch: PyTorch-only options, or a CUDA device that the
+    installed onnxruntime has no provider for."""
+    if options.precision != "fp32" or options.compile:
+        return True
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
+    return kind == "cuda" and not cuda_provider()
+
+
+def bundled_runner(backend: str, device, options: RuntimeOptions) -> Runner:
+    """The runner of the bundled model (see :data:`BACKENDS` for what ``"auto"`` picks), or the LBP baseline with
+    a warning when this installation has no bundled model."""
+    onnx_path, weights = bundled_onnx(), bundled_weights()
+    if onnx_path is not None and (backend == "onnx" or backend == "auto" and not _torch_needed(device, options)):
+        runner = OnnxRunner.from_file(onnx_path, device, options.threads)
+        runner.info.source = f"bundled ({BUNDLED_ONNX})"
+        return runner
+    if weights is not None:
+        return network_runner(weights, backend, device, options, source=f"bundled ({BUNDLED_WEIGHTS})")
+    if onnx_path is not None:  # only the ONNX file is installed, and PyTorch was asked for
+        raise ValueError(f"the bundled model is installed for ONNX Runtime only ({BUNDLED_ONNX}); "
+                         "use backend 'auto' or 'onnx'")
+    log.warning("no bundled default weights in this installation: using the training-free LBP "
+                "baseline (method='lbp'); pass model=PATH for a trained network")
+    return classical_runner(FALLBACK_METHOD, backend, fallback=True)
+
+
+def make_runner(model="default", method: str | None = None, backend: str = "auto", device="auto",
                 options: RuntimeOptions = RuntimeOptions()) -> Runner:
     """The runner for ``model`` or ``method`` (see :class:`~defocus.inference.Predictor` for the values).
 
-    ``"default"`` is the bundled weights, or the LBP baseline with a warning when the installation has none;
-    an ``.onnx`` file runs on ONNX Runtime without importing torch; classical methods run in NumPy.
+    ``"default"`` is the bundled model (see :data:`BACKENDS` for the backend ``"auto"`` picks), or the LBP
+    baseline with a warning when the installation has none; an ``.onnx`` file runs on ONNX Runtime without
+    importing torch; classical methods run in NumPy; other models need PyTorch.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     onnx_file = method is None and is_onnx_file(model)
     if options.precision != "fp32" and (onnx_file or backend == "onnx"):
         raise ValueError(f"precision {options.precision!r} applies to the torch backend only")
@@ -256,10 +288,5 @@ def make_runner(model="default", method: str | None = None, backend: str = "torc
     if onnx_file:
         return OnnxRunner.from_file(model, device, options.threads)
     if isinstance(model, str) and model == "default":
-        path = bundled_weights()
-        if path is None:
-            log.warning("no bundled default weights in this installation: using the training-free LBP "
-                        "baseline (method='lbp'); pass model=PATH for a trained network")
-            return classical_runner(FALLBACK_METHOD, backend, fallback=True)
-        return network_runner(path, backend, device, options, source=f"bundled ({BUNDLED_WEIGHTS})")
+        return bundled_runner(backend, device, options)
     return network_runner(model, backend, device, options)
