@@ -80,6 +80,24 @@ def test_threshold_and_nearest_upsampling():
                                                  .prob_lowres))
 
 
+def test_default_mask_threshold_is_each_models_own():
+    """Networks threshold at 0.5; a classical method at its paper's threshold (LBP's T_seg = 0.3, HiFST's
+    adaptive one from its own map), unless a threshold is given."""
+    from defocus.classical import adaptive_threshold
+
+    grey = np.full((30, 40, 3), 140, np.uint8)
+    assert Predictor(BrightNet(), device="cpu", size=32).predict(grey).threshold == 0.5
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    img[:, 32:] = 128  # a textured half and a flat half
+    lbp = Predictor(method="lbp").predict(img)
+    assert lbp.threshold == pytest.approx(0.3)
+    hifst = Predictor(method="hifst").predict(img)
+    assert hifst.threshold == pytest.approx(adaptive_threshold(hifst.prob_lowres))
+    assert hifst.threshold != 0.5
+    assert Predictor(method="hifst", threshold=0.5).predict(img).threshold == 0.5
+
+
 def test_keep_aspect_shapes():
     p = Predictor(BrightNet(), device="cpu", size=64, keep_aspect=True)
     assert p.input_size((200, 100)) == (64, 32)

@@ -7,9 +7,8 @@ import typer
 
 from ..imageio import DEFAULT_MAX_PIXELS, SUMMARY_NAME
 from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_WORKERS, DRAFT_PIXELS, PRECISIONS,
-                         SAVE_CHOICES, UPSAMPLE_CHOICES, PredictOptions)
+                         SAVE_CHOICES, UPSAMPLE_CHOICES)
 
-_DEFAULT_THRESHOLD = PredictOptions().threshold
 
 
 def report_error(path: str, reason: str) -> None:
@@ -36,8 +35,9 @@ def register(app: typer.Typer) -> None:
                                              "lbp or hifst."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
         size: int = typer.Option(DEFAULT_SIZE, "--size", min=1, help="Network input size (the paper's 320)."),
-        threshold: float = typer.Option(_DEFAULT_THRESHOLD, "--threshold", min=0.0, max=1.0,
-                                        help="Mask threshold on the in-focus probability."),
+        threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                                  help="Mask threshold on the in-focus probability [default: 0.5; "
+                                                       "with --method, the method's own: LBP 0.3, HiFST Otsu's]."),
         save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
                                  help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
         backend: str = typer.Option(BACKENDS[0], "--backend", help="auto (the bundled model and .onnx files on "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve_default
+from ..devices import resolve_device  # noqa: F401  (part of this module's API)
 from ..optional import require_torch
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,6 @@ def classical_methods() -> dict:
     from ..classical import METHODS
 
     return dict(METHODS)
-
-
-def resolve_device(device="auto") -> "torch.device":
-    """``"auto"``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    torch = require_torch("the PyTorch backend")
-
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
-    return dev
 
 
 def is_module(x) -> bool:

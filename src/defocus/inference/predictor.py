@@ -25,13 +25,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .. import imageio
+from ..defaults import PAPER_SIZE
 from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
 from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
 from .runners import Runner, RuntimeOptions, make_runner
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = 320
+DEFAULT_SIZE = PAPER_SIZE
 #: JPEGs above this many pixels are decoded for the network at a reduced DCT scale (see ``draft_pixels``).
 DRAFT_PIXELS = 16_000_000
 #: ... keeping at least this many times the network input on each side.
@@ -49,7 +50,9 @@ class PredictOptions:
             ratio kept and the long side reduced to at most
             :data:`~defocus.inference.runners.CLASSICAL_MAX_SIDE`.
         keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
-        threshold: mask threshold on the probability (``prob >= threshold`` is in focus).
+        threshold: mask threshold on the probability (``prob >= threshold`` is in focus). ``None`` (default):
+            the model's own - 0.5 for networks, each classical method's from its paper (LBP's T_seg = 0.3; HiFST,
+            whose paper fixes none, Otsu's threshold of each map; see docs/classical.md).
         upsample: ``"bilinear"`` (default) or ``"nearest"`` (the paper's) to resize maps to native size.
         fast_decode: decode JPEGs at a reduced DCT scale that keeps at least twice the network input size.
         draft_pixels: decode JPEGs above this many pixels for the network at the reduced DCT scale (1/2, 1/4,
@@ -63,7 +66,7 @@ class PredictOptions:
 
     size: int = DEFAULT_SIZE
     keep_aspect: bool = False
-    threshold: float = 0.5
+    threshold: float | None = None
     upsample: str = "bilinear"
     fast_decode: bool = False
     draft_pixels: int | None = DRAFT_PIXELS
@@ -72,7 +75,7 @@ class PredictOptions:
     def __post_init__(self):
         if self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.upsample not in UPSAMPLE_CHOICES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_CHOICES}, got {self.upsample!r}")
@@ -310,7 +313,8 @@ class Predictor:
         probs = self.runner.run(np.stack([it.array for it in items]))
         share = (time.perf_counter() - t0) / len(items)
         o = self.options
-        return [Prediction(it.source, it.size, p, threshold=o.threshold, upsample=o.upsample,
+        return [Prediction(it.source, it.size, p, upsample=o.upsample,
+                           threshold=self.runner.mask_threshold(p) if o.threshold is None else o.threshold,
                            seconds=it.seconds + share, model=self.info, image=it.image, loader=it.loader)
                 for it, p in zip(items, probs)]
 

@@ -31,6 +31,8 @@ BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_WORKERS = 2
+#: The mask threshold of a network's in-focus probability when none is given.
+NETWORK_THRESHOLD = 0.5
 #: Classical methods see the image with its aspect ratio kept and the long side at most this many pixels: the
 #: scale (CUHK's ~640 px photos) at which their window sizes were chosen. Smaller images are not enlarged.
 CLASSICAL_MAX_SIDE = 640
@@ -77,6 +79,10 @@ class Runner:
     info: ModelInfo
     backend: str
     device = "cpu"
+
+    def mask_threshold(self, prob: np.ndarray) -> float:
+        """The mask threshold this model's maps use when none is given: 0.5 (a probability)."""
+        return NETWORK_THRESHOLD
 
     def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool) -> tuple[int, int]:
         """Model input (width, height) for an image of native (width, height): ``size`` x ``size`` (the paper's
@@ -195,6 +201,13 @@ class ClassicalRunner(Runner):
         w, h = native
         scale = min(1.0, CLASSICAL_MAX_SIDE / max(w, h))
         return max(1, round(w * scale)), max(1, round(h * scale))
+
+    def mask_threshold(self, prob: np.ndarray) -> float:
+        """The method's own mask threshold for the map ``prob`` (:func:`defocus.classical.mask_threshold`: LBP's
+        T_seg, HiFST's adaptive one), 0.5 for a method without one."""
+        from ..classical import MASK_THRESHOLDS, mask_threshold
+
+        return mask_threshold(self.method, prob) if self.method in MASK_THRESHOLDS else NETWORK_THRESHOLD
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """The method's HxW float32 map of an HxWx3 uint8 image."""
