@@ -185,9 +185,12 @@ def test_uri_inputs_and_datasets_of_images(tmp_path, ray_address, tiny_ckpt):
     predict_files(Predictor(tiny_ckpt, size=64, device="cpu"), paths, tmp_path / "ref" / "a", progress=False)
     opts = dict(model=tiny_ckpt, size=64, device="cpu", progress=False, ray_batch_size=2)
     uri = predict_dataset([f"file://{tmp_path / 'in'}"], tmp_path / "uri", **opts)
-    ds = ray.data.from_items([{"path": str(p), "image": pixels(p)} for p in paths])
-    arrays = predict_dataset(ds, tmp_path / "arr", roots=[tmp_path / "in"], save="prob", **opts)
-    assert (uri.processed, uri.failed, arrays.processed, arrays.failed) == (4, 1, 3, 0)
+    items = [{"path": str(p), "image": pixels(p), "output": f"a/{p.stem}"} for p in paths]
+    items.append({"path": "escape", "image": pixels(paths[0]), "output": "../escape"})
+    arrays = predict_dataset(ray.data.from_items(items), tmp_path / "arr", save="prob", **opts)
+    assert (uri.processed, uri.failed, arrays.processed, arrays.failed) == (4, 1, 4, 1)
+    assert "leaves the output folder" in read_rows(tmp_path / "arr")[-1]["error"]
+    assert not (tmp_path / "escape_prob.png").exists()
     for p in paths:
         for suffix in SUFFIXES:
             assert np.array_equal(pixels(tmp_path / "ref" / "a" / (p.stem + suffix)),

@@ -132,6 +132,12 @@ def _glob_base(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
+def _inside(stem: str) -> bool:
+    """Whether output stem ``stem`` names files inside the output folder."""
+    parts = Path(stem).parts
+    return bool(stem) and not Path(stem).is_absolute() and ".." not in parts and bool(Path(stem).name)
+
+
 def _output_paths(out_dir: Path, stem: str, save) -> dict[str, Path]:
     return {kind: out_dir / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in save}
 
@@ -202,6 +208,9 @@ class PredictBatch:
         data, images = _column(batch, "bytes"), _column(batch, "image")
         rows, todo = [], []
         for i, (path, stem) in enumerate(zip(paths, stems)):
+            if not _inside(stem):
+                rows.append(_row(path, stem, self.model, error=f"output name {stem!r} leaves the output folder"))
+                continue
             targets = _output_paths(self.out_dir, stem, self.save)
             if path in self.done:
                 rows.append(_row(path, stem, self.model, status=IN_TABLE))
@@ -223,30 +232,28 @@ class PredictBatch:
             if isinstance(source, str) and source != path:  # the reason bytes could not be opened
                 rows.append(_row(path, stem, self.model, error=source))
                 continue
-            todo.append((path, stem, targets, source))
+            todo.append((path, stem, source))
         rows.extend(self._predict_and_write(todo))
         table = prediction_table.rows_to_table(rows)
         return table.append_column("status", _string_array([r["status"] for r in rows]))
 
     def _predict_and_write(self, todo: list) -> list[dict]:
         rows, pending = [], []
-        results = self.predictor.predict_many([t[3] for t in todo], on_error="return",
+        results = self.predictor.predict_many([t[2] for t in todo], on_error="return",
                                               keep_images="overlay" in self.save)
-        for (path, stem, targets, _), res in zip(todo, results):
+        for (path, stem, _), res in zip(todo, results):
             if not res.ok:
                 rows.append(_row(path, stem, self.model, error=res.error, seconds=res.seconds))
                 continue
-            pending.append((path, stem, res, self.writer.submit(self._write, res, targets)))
+            pending.append((path, stem, res, self.writer.submit(self._write, res, stem)))
             while len(pending) > self.predictor.workers:  # bounded: each pending image holds full-size maps
                 rows.append(self._finish(*pending.pop(0)))
         rows.extend(self._finish(*p) for p in pending)
         return rows
 
-    def _write(self, pred, targets: dict[str, Path]) -> float:
+    def _write(self, pred, stem: str) -> float:
         t0 = time.perf_counter()
-        folder = next(iter(targets.values())).parent
-        stem = next(iter(targets.values())).name[: -len(OUTPUT_SUFFIXES[next(iter(targets))])]
-        pred.save(folder, self.save, stem=stem)
+        pred.save(self.out_dir / Path(stem).parent, self.save, stem=Path(stem).name)
         return time.perf_counter() - t0
 
     def _finish(self, path, stem, pred, fut) -> dict:
