@@ -204,7 +204,8 @@ class PredictBatch:
     def __call__(self, batch: dict) -> dict:
         """Predict and write one batch; returns its table rows (plus a ``status`` column) as an Arrow table."""
         paths = [str(p) for p in batch["path"]]
-        stems = _column(batch, "output") or [relative_stem(p, self.roots) for p in paths]
+        given = _column(batch, "output") or [None] * len(paths)
+        stems = [str(s) if s else relative_stem(p, self.roots) for p, s in zip(paths, given)]
         data, images = _column(batch, "bytes"), _column(batch, "image")
         rows, todo = [], []
         for i, (path, stem) in enumerate(zip(paths, stems)):
@@ -223,14 +224,10 @@ class PredictBatch:
                 rows.append(_row(path, stem, self.model, error=f"output {other} exists and was not written by "
                                                                  "defocus: not overwritten"))
                 continue
-            if data is not None:
-                source = _open_bytes(data[i], path)
-            elif images is not None:
-                source = np.asarray(images[i])
-            else:
-                source = path
-            if isinstance(source, str) and source != path:  # the reason bytes could not be opened
-                rows.append(_row(path, stem, self.model, error=source))
+            source, reason = (_open_bytes(data[i]) if data is not None else
+                              (np.asarray(images[i]), None) if images is not None else (path, None))
+            if reason is not None:
+                rows.append(_row(path, stem, self.model, error=reason))
                 continue
             todo.append((path, stem, source))
         rows.extend(self._predict_and_write(todo))
@@ -273,17 +270,17 @@ def _string_array(values):
     return pa.array(values, pa.string())
 
 
-def _open_bytes(data, path: str):
-    """A lazily opened PIL image of a file's bytes (the Predictor checks its size before decoding), or the
-    reason it cannot be opened."""
+def _open_bytes(data) -> tuple[Image.Image | None, str | None]:
+    """``(image, None)``: a file's bytes opened lazily (the Predictor checks the size before decoding), or
+    ``(None, reason)`` when they cannot be opened."""
     if data is None or len(data) == 0:
-        return "empty file (0 bytes)"
+        return None, "empty file (0 bytes)"
     try:
-        return Image.open(BytesIO(bytes(data)))
+        return Image.open(BytesIO(bytes(data))), None
     except Image.DecompressionBombError as e:
-        return f"image too large ({e})"
+        return None, f"image too large ({e})"
     except Exception:
-        return "not an image, or a format Pillow cannot read"
+        return None, "not an image, or a format Pillow cannot read"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -354,6 +351,54 @@ def _dataset_inputs(ds, roots) -> _Inputs:
 # ------------------------------------------------------------------------------------------------ driver
 
 
+class _RowCollector:
+    """The driver's side: counts the rows coming back from the actors, reports failures, and appends the rows
+    to the table in parts (every ``flush_rows`` rows or ``flush_seconds``)."""
+
+    def __init__(self, out_dir: Path, report: Callable[[str, str], None], flush_rows: int, flush_seconds: float):
+        self.out_dir, self.report = out_dir, report
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self.processed = self.failed = self.skipped = 0
+        self.buffer: list = []
+        self.last_flush = time.monotonic()
+
+    def add_listing_errors(self, errors, model: str):
+        """Rows for inputs that named nothing usable (a missing file, an empty folder)."""
+        if errors:
+            rows = [_row(item, None, model, error=reason) for item, reason in errors]
+            for row in rows:
+                self.report(row["path"], row["error"])
+            self.processed += len(rows)
+            self.failed += len(rows)
+            self.buffer.append(prediction_table.rows_to_table(rows))
+
+    def add(self, table):
+        """One batch of rows from an actor (with its ``status`` column)."""
+        import pyarrow as pa
+
+        status = table.column("status").to_pylist()
+        self.skipped += sum(s != PREDICTED for s in status)
+        self.processed += status.count(PREDICTED)
+        kept = table.filter(pa.array([s != IN_TABLE for s in status])).drop_columns(["status"])
+        for path, err in zip(kept.column("path").to_pylist(), kept.column("error").to_pylist()):
+            if err is not None:
+                self.failed += 1
+                self.report(path, err)
+        if kept.num_rows:
+            self.buffer.append(kept)
+        if sum(t.num_rows for t in self.buffer) >= self.flush_rows or \
+                time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self):
+        """Append the buffered rows to the table."""
+        import pyarrow as pa
+
+        if self.buffer:
+            prediction_table.write_part(pa.concat_tables(self.buffer), self.out_dir)
+        self.buffer, self.last_flush = [], time.monotonic()
+
+
 def _connect(ray, address: str | None) -> bool:
     """Connect to (or start) Ray; returns whether this call started it (and so must shut it down)."""
     if ray.is_initialized():
@@ -398,7 +443,6 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     Bad inputs become rows with an error; the job goes on. Returns a :class:`DatasetSummary`.
     """
     ray = import_ray()
-    import pyarrow as pa
     from tqdm import tqdm
 
     from .inference import Predictor
@@ -421,25 +465,13 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     done = prediction_table.done_paths(out_dir) if resume else set()
 
     started = _connect(ray, address)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    processed = failed = skipped = 0
-    buffer: list = []
-    last_flush = time.monotonic()
-
-    def flush():
-        nonlocal buffer, last_flush
-        if buffer:
-            prediction_table.write_part(pa.concat_tables(buffer), out_dir)
-        buffer, last_flush = [], time.monotonic()
-
+    data_context = ray.data.DataContext.get_current()
+    bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # ours: one tqdm bar
+    rows = _RowCollector(out_dir, report, flush_rows, flush_seconds)
     try:
         src = _make_inputs(ray, inputs, recursive, roots, done, ray_batch_size)
-        listing_rows = [_row(item, None, model_name, error=reason) for item, reason in src.errors]
-        for row in listing_rows:
-            report(row["path"], row["error"])
-        if listing_rows:
-            buffer.append(prediction_table.rows_to_table(listing_rows))
-            processed, failed = len(listing_rows), len(listing_rows)
+        rows.add_listing_errors(src.errors, model_name)
+        rows.skipped += src.skipped
         if src.dataset is not None:
             ds = src.dataset.map_batches(
                 PredictBatch, batch_size=ray_batch_size, batch_format="numpy",
@@ -449,26 +481,13 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
                                        "done": None if src.filtered_here or not done else ray.put(done)})
             with tqdm(total=src.count, unit="img", disable=not progress, dynamic_ncols=True) as bar:
                 for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    status = table.column("status").to_pylist()
-                    skipped += sum(s != PREDICTED for s in status)
-                    kept = table.filter(pa.array([s != IN_TABLE for s in status])).drop_columns(["status"])
-                    errors = kept.column("error").to_pylist()
-                    for path, err in zip(kept.column("path").to_pylist(), errors):
-                        if err is not None:
-                            report(path, err)
-                    failed += sum(e is not None for e in errors)
-                    processed += status.count(PREDICTED)
-                    if kept.num_rows:
-                        buffer.append(kept)
+                    rows.add(table)
                     bar.update(table.num_rows)
-                    if sum(t.num_rows for t in buffer) >= flush_rows or \
-                            time.monotonic() - last_flush >= flush_seconds:
-                        flush()
-        skipped += src.skipped
     finally:
-        flush()
+        rows.flush()
         table_path = prediction_table.compact_table(out_dir)
+        data_context.enable_progress_bars = bars
         if started:
             ray.shutdown()
-    return DatasetSummary(out_dir, table_path, model_name, processed, failed, skipped,
+    return DatasetSummary(out_dir, table_path, model_name, rows.processed, rows.failed, rows.skipped,
                           time.perf_counter() - t_start)
