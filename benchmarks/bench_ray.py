@@ -9,8 +9,9 @@ and the ratio to the single-process command measured in the same session.
     python benchmarks/bench_ray.py [--images 198] [--runs 3] [--scales 0.25,0.5,1.0]
         [--configs single,ray1,ray2,ray1x2] [--model default] [--json results.json]
 
-Configurations: ``single`` (no Ray; PyTorch on all cores), ``rayN`` (N actors of 1 CPU each: Ray gives each
-actor one thread), ``ray1x2`` (one actor of 2 CPUs). Ray starts a local instance with one CPU per core.
+Configurations: ``single`` (no Ray; PyTorch on all cores), ``single1t`` (no Ray, one PyTorch thread), ``rayN``
+(N actors of 1 CPU each: Ray gives each actor one thread), ``ray1x2`` (one actor of 2 CPUs). Ray starts a local
+instance with one CPU per core.
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+#: name -> (extra command-line arguments, extra environment)
 CONFIGS = {
-    "single": [],
-    "ray1": ["--ray", "--ray-concurrency", "1", "--ray-cpus", "1"],
-    "ray2": ["--ray", "--ray-concurrency", "2", "--ray-cpus", "1"],
-    "ray1x2": ["--ray", "--ray-concurrency", "1", "--ray-cpus", "2"],
+    "single": ([], {}),
+    "single1t": ([], {"OMP_NUM_THREADS": "1"}),
+    "ray1": (["--ray", "--ray-concurrency", "1", "--ray-cpus", "1"], {}),
+    "ray2": (["--ray", "--ray-concurrency", "2", "--ray-cpus", "1"], {}),
+    "ray1x2": (["--ray", "--ray-concurrency", "1", "--ray-cpus", "2"], {}),
 }
 
 
@@ -60,9 +63,10 @@ def run_once(config: str, inputs: Path, out: Path, model: str) -> float:
     if out.exists():
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "defocus", "predict", str(inputs), "-o", str(out), "--model", model,
-           "--no-progress", "--device", "cpu", *CONFIGS[config]]
+           "--no-progress", "--device", "cpu", *CONFIGS[config][0]]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **CONFIGS[config][1]})
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{config} failed ({done.returncode}):\n{done.stderr[-3000:]}")
