@@ -117,10 +117,18 @@ def test_cli_without_ray_is_one_clear_line(tmp_path, monkeypatch):
 
 @needs_ray
 def test_identical_to_single_process_on_the_examples(tmp_path, ray_address):
+    import torch
+
     from defocus.distributed import predict_dataset
     from defocus.inference import Predictor, predict_files
 
-    single = predict_files(Predictor(device="cpu"), [REPO / "examples"], tmp_path / "single", progress=False)
+    # each actor of 1 CPU runs PyTorch on one thread; CPU kernels may round differently on another thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = predict_files(Predictor(device="cpu"), [REPO / "examples"], tmp_path / "single", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     run = predict_dataset([REPO / "examples"], tmp_path / "ray", concurrency=2, ray_batch_size=3, progress=False)
     n = len(single["images"])
     assert n == 11 and single["failed"] == 0
