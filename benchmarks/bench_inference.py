@@ -200,7 +200,7 @@ def onnx_predictor(onnx_path: str, image: str, runs: int, threads: int) -> dict:
     pred = Predictor(onnx_path, device="cpu", threads=threads)
     ts = time_calls(lambda: pred.predict(image).mask, runs, warmup=1)[0]
     x = np.random.default_rng(1).standard_normal((1, 3, 320, 320), dtype=np.float32)
-    net = time_calls(lambda: pred._runner(x), runs, warmup=0)[0]
+    net = time_calls(lambda: pred.runner.run(x), runs, warmup=0)[0]
     return {"photo_ms": _median_ms(ts), "network_ms": _median_ms(net), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
             "torch_imported": "torch" in sys.modules}
 
@@ -285,7 +285,7 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
 
     box = {}
     stage("decode", lambda: box.update(img=imageio.decode_rgb(
-        path, draft_min_size=pred._draft_size if fast_decode else None)[0]))
+        path, draft_min_size=pred.draft_size if fast_decode else None)[0]))
     stage("resize_to_320", lambda: box.update(small=box["img"].resize((320, 320), Image.BILINEAR)))
     stage("infer_320", lambda: pred.predict(box["small"]))
     res2 = pred.predict(path)

@@ -149,3 +149,52 @@ def test_missing_matting_library_gives_a_clear_error(monkeypatch):
     with pytest.raises(ImportError, match=r"defocus\[matting\]"):
         lbp_map(img)
     assert lbp_map(img, refine=False).shape == (32, 40)
+
+
+def test_mask_thresholds_follow_the_papers():
+    from defocus.classical import mask_from_map, mask_threshold, predict_mask
+
+    # two clusters of values: Otsu's threshold lies between them, whatever their sizes
+    rng = np.random.default_rng(0)
+    prob = np.concatenate([rng.uniform(0.0, 0.15, 900), rng.uniform(0.6, 0.7, 100)]).astype(np.float32)
+    assert mask_threshold("lbp", prob) == 0.3
+    assert 0.15 <= mask_threshold("HiFST", prob) <= 0.6
+    np.testing.assert_array_equal(mask_from_map("hifst", prob), prob >= 0.6)
+    assert not mask_from_map("hifst", np.zeros((4, 4), np.float32)).any()   # no evidence, no in-focus pixel
+    assert not mask_from_map("hifst", np.full((4, 4), 0.5, np.float32)).any()
+    with pytest.raises(ValueError, match="hifst, lbp"):
+        mask_threshold("dbdf", prob)
+    img, in_focus = half_blurred()
+    np.testing.assert_array_equal(predict_mask("lbp", img), lbp_segment(img))
+    for name in NAMES:
+        mask = predict_mask(name, img)
+        assert mask.dtype == bool and (mask == in_focus).mean() > 0.8
+
+
+def test_example_photo_masks_are_not_nearly_empty(examples_dir):
+    # the dahlia at the command line's working size (640 px): the flower head, about a fifth of the frame, is in
+    # focus and the leaves behind it are not; HiFST's map peaks on the finest texture (the flower's centre), so its
+    # mask covers less of the flower than LBP's
+    from defocus.classical import predict_mask
+
+    img = Image.open(examples_dir / "dahlia_flower.jpg").convert("RGB")
+    img = np.asarray(img.resize((640, round(img.size[1] * 640 / img.size[0])), Image.BILINEAR))
+    centre = np.zeros(img.shape[:2], bool)
+    centre[170:230, 280:360] = True      # the middle of the flower head
+    corners = np.zeros_like(centre)
+    corners[:80, :120] = corners[:80, -120:] = True
+    least = {"lbp": 0.15, "hifst": 0.05}
+    for name in NAMES:
+        mask = predict_mask(name, img)
+        assert mask[centre].mean() > 0.9 and mask[corners].mean() < 0.02, name
+        assert least[name] < mask.mean() < 0.35, (name, mask.mean())
+
+
+@pytest.mark.parametrize("shape", [(40, 3, 3), (3, 40, 3), (37, 23, 3)])
+def test_lbp_of_the_transposed_image_is_the_transposed_map(shape):
+    # every LBP step is symmetric under a transpose (riu2 codes are reflection-invariant); thin images whose width
+    # is 3, like a colour axis, must not be mistaken for colour images inside the pipeline
+    img = (np.random.default_rng(2).random(shape) * 255).astype(np.uint8)
+    a = lbp_map(img)
+    b = lbp_map(np.ascontiguousarray(img.transpose(1, 0, 2)))
+    np.testing.assert_allclose(a, b.T, atol=1e-4)

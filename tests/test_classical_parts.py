@@ -7,8 +7,9 @@ import pytest
 from scipy.fft import dctn
 
 from defocus.classical import lbp_riu2_codes, lbp_sharpness, local_entropy, sorted_high_frequency
-from defocus.classical._filters import box_mean, box_sum, guided_filter, guided_upsample, resize
-from defocus.classical._inference import multiscale_inference
+from defocus.classical._filters import (box_mean, box_sum, domain_transform_filter, guided_filter, guided_upsample,
+                                       resize)
+from defocus.classical._inference import multiscale_beliefs
 from defocus.classical.hifst import hifst_map
 
 
@@ -20,27 +21,36 @@ def patch(center: float, neighbours) -> np.ndarray:
                      [n[5], n[6], n[7]]], dtype=np.float64)
 
 
-def centre_code(img: np.ndarray, threshold: float = 0.016) -> int:
-    return int(lbp_riu2_codes(img, threshold)[1, 1])
+def centre_code(img: np.ndarray, threshold: float = 0.016, comparison: str = "signed") -> int:
+    return int(lbp_riu2_codes(img, threshold, comparison)[1, 1])
 
 
 def test_lbp_codes_flat_spot_and_edge():
     assert centre_code(np.full((3, 3), 0.5)) == 0
-    # the absolute difference makes bright and dark spots alike
+    # the signed comparison of the authors' code: only brighter neighbours set bits
     assert centre_code(patch(0.5, [0.9] * 8)) == 8
-    assert centre_code(patch(0.5, [0.1] * 8)) == 8
+    assert centre_code(patch(0.5, [0.1] * 8)) == 0
+    # the paper's absolute difference makes bright and dark spots alike
+    assert centre_code(patch(0.5, [0.1] * 8), comparison="absolute") == 8
     # a step edge through the centre (right half brighter): one run of set bits -> uniform, 3 bits
     assert centre_code(patch(0.5, [0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.9])) == 3
     # two separate runs of set bits are not uniform -> 9
     assert centre_code(patch(0.5, [0.9, 0.5, 0.5, 0.5, 0.9, 0.5, 0.5, 0.5])) == 9
 
 
-def test_lbp_threshold_is_on_the_absolute_difference():
+def test_lbp_threshold_signed_and_absolute():
     below = patch(0.5, [0.5 + 0.015] * 8)
-    above = patch(0.5, [0.5 - 0.02] * 8)
+    darker = patch(0.5, [0.5 - 0.02] * 8)
     assert centre_code(below) == 0
-    assert centre_code(above) == 8
     assert centre_code(below, threshold=0.01) == 8
+    assert centre_code(darker) == 0
+    assert centre_code(darker, comparison="absolute") == 8
+    # 4 gray levels above the centre do not exceed 0.016 * 255 = 4.08, 5 do (the authors' uint8 comparison)
+    four = (patch(100, [104] * 8)).astype(np.uint8)
+    five = (patch(100, [105] * 8)).astype(np.uint8)
+    assert int(lbp_riu2_codes(four)[1, 1]) == 0 and int(lbp_riu2_codes(five)[1, 1]) == 8
+    with pytest.raises(ValueError, match="comparison"):
+        lbp_riu2_codes(below, comparison="relative")
 
 
 def test_lbp_diagonals_are_interpolated():
@@ -93,6 +103,19 @@ def test_guided_filter_keeps_edges_and_flattens_noise():
     assert up[:, 18].mean() < 0.2 and up[:, 21].mean() > 0.8
 
 
+def test_domain_transform_filter_smooths_within_regions_not_across_edges():
+    rng = np.random.default_rng(0)
+    guide = np.zeros((40, 60))
+    guide[:, 30:] = 1.0                                   # one strong edge in the guide
+    src = np.where(guide > 0, 1.0, 0.0) + rng.normal(0, 0.1, guide.shape)
+    out = domain_transform_filter(src, guide, sigma_s=15, sigma_r=0.25)
+    assert out.dtype == np.float32 and out.shape == src.shape
+    assert out[:, :25].std() < 0.3 * src[:, :25].std()   # noise smoothed on each side
+    assert out[:, 27].mean() < 0.1 and out[:, 32].mean() > 0.9   # the step survives
+    np.testing.assert_allclose(domain_transform_filter(np.full((5, 7), 0.3), guide[:5, :7], 15, 0.25), 0.3,
+                               rtol=1e-6)
+
+
 def test_sorted_high_frequency_matches_a_direct_dct():
     rng = np.random.default_rng(1)
     grad = rng.random((20, 26)).astype(np.float32)
@@ -128,20 +151,29 @@ def test_local_entropy():
     assert 0.9 < ent[4, 4] <= 1.0
 
 
-def test_multiscale_inference_lowers_the_energy_and_removes_specks():
+def test_multiscale_beliefs_follow_the_evidence_and_remove_specks():
     a = np.zeros((3, 20, 24), np.float32)
     a[:, 5:15, 6:18] = 1.0
     a[1, 2, 2] = 1.0  # isolated speck in one scale
+    h = multiscale_beliefs(a, beta=0.5)
+    alone = multiscale_beliefs(a, beta=0.0)  # node potentials only
+    assert h.shape == a.shape and h.dtype == np.float32
+    assert h[:, 8:12, 10:14].min() > 0.9 and h[:, 0, 0].max() < 0.1
+    # the neighbours outvote the speck that its own potential alone would keep
+    assert alone[1, 2, 2] > 0.5 > h[1, 2, 2]
+    np.testing.assert_array_equal(multiscale_beliefs(np.full((3, 4, 5), 0.7)), 0.0)
 
-    def energy(h, beta=0.5):
-        return (np.abs(h - a).sum() + 2 * beta * (np.abs(np.diff(h, axis=2)).sum() + np.abs(np.diff(h, axis=1)).sum())
-                + beta * np.abs(np.diff(h, axis=0)).sum())
 
-    h = multiscale_inference(a, beta=0.5, n_iter=300)
-    assert energy(h) < energy(a) - 1.0
-    assert h[1, 2, 2] < 0.1
-    assert h[:, 8:12, 10:14].min() > 0.9
-    np.testing.assert_array_equal(multiscale_inference(a, beta=0.0), a)
+def test_multiscale_beliefs_are_exact_on_a_tree():
+    # two linked nodes (a chain is a tree: belief propagation gives the exact marginals)
+    a = np.array([1.0, 0.0], np.float32).reshape(2, 1, 1)
+    x = (a - a.mean()) / a.std()
+    beta = 0.5
+    pot = {1: np.exp(-np.abs(1 - x.ravel())), 0: np.exp(-np.abs(x.ravel()))}  # label 1 = in focus
+    joint = {(l0, l1): pot[l0][0] * pot[l1][1] * (1.0 if l0 == l1 else np.exp(-beta)) for l0 in (0, 1) for l1 in (0, 1)}
+    z = sum(joint.values())
+    exact = [(joint[(1, 0)] + joint[(1, 1)]) / z, (joint[(0, 1)] + joint[(1, 1)]) / z]
+    np.testing.assert_allclose(multiscale_beliefs(a, beta=beta).ravel(), exact, atol=1e-5)
 
 
 def test_matting_follows_colour_edges():

@@ -13,7 +13,7 @@ from defocus.data import load_pairs, split_stems
 from defocus.data.prepare import prepare_dataset
 from defocus.data.verify import verify_dataset
 
-# CUHK-TE-1 names that end in .JPG upstream (METHOD §7.1)
+# CUHK-TE-1 names that end in .JPG upstream (method.md §7.1)
 UPPER_JPG = {"out_of_focus0026", "out_of_focus0027", "out_of_focus0028", "out_of_focus0099", "out_of_focus0103"}
 N_TRAIN = 12
 

@@ -1,4 +1,4 @@
-"""Feature distillation pieces (METHOD §4.2-§4.4) against hand-computed values."""
+"""Feature distillation pieces (method.md §4.2-§4.4) against hand-computed values."""
 from __future__ import annotations
 
 import math

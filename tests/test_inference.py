@@ -115,7 +115,7 @@ def test_registry_name_warns_loudly(caplog):
 
 
 def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
-    import defocus.inference as inf
+    import defocus.inference.runners as inf  # where the model is chosen
 
     calls = []
 
@@ -344,3 +344,68 @@ def test_collect_inputs(tmp_path):
     assert [p.name for p in imageio.collect_inputs([d / "b_mask.png"]).files] == ["b_mask.png"]  # explicit
     (tmp_path / "empty").mkdir()
     assert imageio.collect_inputs([tmp_path / "empty"]).errors[0][1].startswith("no image files in this folder")
+
+
+# -------------------------------------------------------------------------------- package pieces, options
+
+
+def test_options_group_the_keywords_and_refuse_unknown_ones():
+    from defocus.inference import PredictOptions, RuntimeOptions
+
+    p = Predictor(BrightNet(), device="cpu", options=PredictOptions(size=48, threshold=0.6),
+                  runtime=RuntimeOptions(batch_size=2), keep_aspect=True, workers=3)
+    assert (p.options.size, p.options.threshold, p.options.keep_aspect) == (48, 0.6, True)
+    assert (p.runtime.batch_size, p.runtime.workers, p.workers) == (2, 3, 3)
+    assert p.settings()["size"] == 48 and p.settings()["backend"] == "torch"
+    with pytest.raises(TypeError, match="tresh"):
+        Predictor(BrightNet(), device="cpu", tresh=0.5)
+    for bad in (dict(size=0), dict(threshold=1.5), dict(upsample="cubic"), dict(batch_size=0),
+                dict(precision="int8")):
+        with pytest.raises(ValueError):
+            Predictor(BrightNet(), device="cpu", **bad)
+
+
+def test_make_runner_picks_one_runner_per_backend(monkeypatch):
+    import defocus.inference.runners as runners
+    from defocus.inference import ClassicalRunner, TorchRunner, make_runner
+
+    monkeypatch.setattr(runners, "classical_methods", lambda: {"flat": lambda rgb: np.zeros(rgb.shape[:2])})
+    classical = make_runner(method="flat")
+    assert isinstance(classical, ClassicalRunner) and classical.backend == "numpy" and classical.device == "cpu"
+    assert classical.input_size((1400, 700), 320, False) == (640, 320)  # aspect kept, long side capped
+    assert classical.prepare(np.zeros((5, 7, 3), np.uint8)).shape == (5, 7)
+    torch_runner = make_runner(BrightNet(), device="cpu")
+    assert isinstance(torch_runner, TorchRunner) and torch_runner.info.name == "bright"
+    x = torch_runner.prepare(np.full((4, 6, 3), 255, np.uint8))
+    assert x.shape == (3, 4, 6) and torch_runner.run(x[None]).shape == (1, 4, 6)
+    with pytest.raises(ValueError, match="either a model or a method"):
+        make_runner(BrightNet(), method="flat")
+    with pytest.raises(ValueError, match="NumPy"):
+        make_runner(method="flat", backend="onnx")
+
+
+def test_import_does_not_import_torch():
+    import subprocess
+    import sys
+
+    script = "import sys, defocus.inference, defocus.cli\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False"], out.stderr
+
+
+def test_output_stems_expected_outputs_and_done(bright, tmp_path):
+    from defocus.inference import expected_outputs, output_stem, outputs_done, write_entry
+
+    assert output_stem(tmp_path / "a" / "b" / "x.y.jpg", tmp_path) == "a/b/x.y"
+    assert output_stem(tmp_path / "x.jpg", tmp_path) == "x"
+    assert output_stem(tmp_path / "x.jpg", tmp_path / "elsewhere") == output_stem(tmp_path / "x.jpg") == "x"
+    paths = expected_outputs(tmp_path, "a/x", ("mask", "prob"))
+    assert paths == {"mask": tmp_path / "a" / "x_mask.png", "prob": tmp_path / "a" / "x_prob.png"}
+    assert not outputs_done(tmp_path, "a/x", ("mask", "prob"))
+    entry = write_entry(bright.predict(halves(20, 10)), tmp_path, "a/x", ("mask",))
+    assert entry["outputs"] == {"mask": "a/x_mask.png"} and entry["error"] is None and entry["width"] == 20
+    assert outputs_done(tmp_path, "a/x", "mask") and not outputs_done(tmp_path, "a/x", "mask,prob")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    failed = write_entry(bright.predict(halves(20, 10)), blocker, "x", "mask")
+    assert "cannot write outputs" in failed["error"] and failed["in_focus_fraction"] is None

@@ -32,7 +32,7 @@ from defocus.metrics import (
 
 
 def all_blur_f(pi: float) -> float:
-    """F of an all-positive prediction when a fraction pi of the pixels is positive (METHOD §6.3)."""
+    """F of an all-positive prediction when a fraction pi of the pixels is positive (method.md §6.3)."""
     return 1.3 * pi / (0.3 * pi + 1)
 
 
@@ -108,7 +108,7 @@ def test_fbeta_from_counts_matches_the_closed_form():
 
 
 def test_floor_equals_the_reference_threshold_sweep_on_binary_maps():
-    """METHOD §6.3: max over linspace(0, 1, 255) of F of the binary blur map == max(F(binary), F(all blur))."""
+    """method.md §6.3: max over linspace(0, 1, 255) of F of the binary blur map == max(F(binary), F(all blur))."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         gt_pos = rng.random((12, 9)) < rng.random()

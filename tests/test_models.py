@@ -1,4 +1,4 @@
-"""The DFFNet model family (METHOD §1): output shapes, gradients, parameter counts, METHOD's equations,
+"""The DFFNet model family (method.md §1): output shapes, gradients, parameter counts, the method's equations,
 any-size inputs, and the safetensors round trip."""
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_rfb_is_linear_except_its_output_relu():
 
 
 def test_dffnet_decoder_follows_method_equations(models):
-    """METHOD §1.3-1.5 written out independently: multiplicative DFFM with CB_c/CB_d shared by T3 and T4,
+    """method.md §1.3-1.5 written out independently: multiplicative DFFM with CB_c/CB_d shared by T3 and T4,
     sides on T_k, attention from the raw side logits, aggregation with T'_k first in each concatenation."""
     dec = models["dffnet"].decoder.eval()
     torch.manual_seed(1)

@@ -133,3 +133,172 @@ def test_list_file_globs_missing_and_pixel_limit(tmp_path, tiny_ckpt):
 def test_bad_model_is_a_clear_error(tmp_path):
     r = run(photo(tmp_path / "p.png"), "-o", tmp_path / "o", "--model", tmp_path / "missing.safetensors")
     assert r.exit_code == 2 and "unknown model" in r.stderr
+
+
+# ------------------------------------------------------------------------ large folders: plan, resume, layout
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Makes building a model fail the test: what must be checked before loading one never gets there."""
+    import defocus.inference
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(defocus.inference, "Predictor", refuse)
+
+
+def test_set_up_errors_come_before_any_model(tmp_path, no_model):
+    p = photo(tmp_path / "p.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    r = run(p, "-o", blocker / "out")
+    assert r.exit_code == 2 and len(error_lines(r.stderr)) == 1 and "cannot be written" in r.stderr
+    r = run(p, "-o", tmp_path / "o", "--save", "prob,depth")
+    assert r.exit_code == 2 and error_lines(r.stderr) == [ln for ln in r.stderr.splitlines() if "depth" in ln]
+    r = run(p, "-o", tmp_path / "o", "--model", tmp_path / "missing.safetensors")
+    assert r.exit_code == 2 and "unknown model" in r.stderr and "no such file" in r.stderr
+    r = run(tmp_path / "nope.jpg", tmp_path / "nothing*.png", "-o", tmp_path / "o")  # no image at all
+    assert r.exit_code == 1 and len(error_lines(r.stderr)) == 2
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["model"] is None and summary["failed"] == 2 and summary["interrupted"] is False
+
+
+def test_a_wrong_path_never_imports_torch(tmp_path):
+    """The checks that need no model run in a process that has not imported torch (nor built a model)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom defocus.cli import app\n"
+              "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+              "print('torch' in sys.modules, code)\n")
+    for args in ([str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o")],
+                 [str(photo(tmp_path / "p.png")), "-o", str(tmp_path / "p.png" / "o")]):
+        out = subprocess.run([sys.executable, "-c", script, "predict", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert out.stdout.split()[-2:] in (["False", "1"], ["False", "2"]), (out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_recursive_keeps_the_folder_layout(tmp_path, tiny_ckpt):
+    d = tmp_path / "shoot"
+    for rel, seed in (("img.png", 1), ("a/img.png", 2), ("b/img.png", 3), ("b/deep/img.jpg", 4)):
+        photo(d / rel, seed)
+    out = tmp_path / "out"
+    r = run(d, "-r", "-o", out, "--model", tiny_ckpt, "--save", "prob,mask")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["output"] for e in summary["images"]] == ["a/img", "b/deep/img", "b/img", "img"]
+    assert summary["images"][1]["outputs"] == {"prob": "b/deep/img_prob.png", "mask": "b/deep/img_mask.png"}
+    for e in summary["images"]:
+        for rel in e["outputs"].values():
+            assert Image.open(out / rel).size == (48, 32)
+    # writing into the input folder: outputs sit beside their inputs and are not taken as inputs next time
+    for _ in range(2):
+        r = run(d, "-r", "-o", d, "--model", tiny_ckpt, "--save", "mask")
+        assert r.exit_code == 0 and json.loads((d / "summary.json").read_text())["n_images"] == 4
+    assert (d / "b" / "deep" / "img_mask.png").is_file() and (d / "a" / "img_mask.png").is_file()
+
+
+def test_skip_existing_resumes(tmp_path, tiny_ckpt, monkeypatch):
+    d = tmp_path / "in"
+    for i in range(3):
+        photo(d / f"p{i}.png", i)
+    out = tmp_path / "out"
+    assert run(d, "-o", out, "--model", tiny_ckpt).exit_code == 0
+    first = json.loads((out / "summary.json").read_text())
+    (out / "p1_mask.png").unlink()  # p1 was not finished
+    kept = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(("p0", "p2"))}
+    r = run(d, "-o", out, "--model", tiny_ckpt, "--skip-existing")
+    assert r.exit_code == 0, r.stderr
+    assert "1 image(s) done" in r.stderr and "2 skipped" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(("p0", "p2"))} == kept
+    assert (out / "p1_mask.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 3 and summary["skipped"] == 2 and summary["failed"] == 0
+    by_stem = {e["output"]: e for e in summary["images"]}
+    assert by_stem["p0"]["skipped"] and not by_stem["p1"].get("skipped")
+    assert by_stem["p2"]["in_focus_fraction"] == first["images"][2]["in_focus_fraction"]  # carried over
+    # everything done: nothing to predict, so no model is built at all
+    import defocus.inference
+
+    monkeypatch.setattr(defocus.inference, "Predictor", None)
+    r = run(d, "-o", out, "--skip-existing")
+    assert r.exit_code == 0 and "3 skipped" in r.stderr
+
+
+SLOW_RUN = """
+import sys, time
+import numpy as np
+from defocus import classical
+from defocus.cli import app
+
+calls = []
+
+def slow(rgb):
+    calls.append(1)
+    time.sleep(0.15 if len(calls) <= 3 else 1.0)  # slower after a few, so a loaded machine cannot finish first
+    return np.full(rgb.shape[:2], 0.75, np.float32)
+
+classical.METHODS["slow"] = slow
+app(["predict", sys.argv[1], "-o", sys.argv[2], "--method", "slow", "--workers", "1", "--batch-size", "1",
+     "--save", "prob,mask"])
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_writes_its_summary(tmp_path, signame):
+    """A run stopped by Ctrl-C or SIGTERM lists what it wrote in summary.json and exits with 128 + signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "in"
+    for i in range(40):
+        photo(d / f"p{i:02d}.png", i, size=(24, 16))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(d), str(out)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*_mask.png"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signame))
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + getattr(signal, signame), stderr
+    assert "Traceback" not in stderr and f"interrupted ({signame})" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["n_planned"] == 40
+    assert 3 <= summary["n_images"] < 40 and summary["failed"] == 0
+    listed = {rel for e in summary["images"] for rel in e["outputs"].values()}
+    on_disk = {p.name for p in out.iterdir() if p.name.endswith(".png")}
+    assert listed == on_disk  # every image written is listed, and nothing listed is missing
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_errors_print_above_the_progress_bar(tmp_path, tiny_ckpt, capsys):
+    """Log records during a batch (the default error report) go above the progress bar, never after it."""
+    import logging
+    import sys
+
+    from defocus.inference import Predictor, predict_files
+
+    for i in range(3):
+        photo(tmp_path / "in" / f"p{i}.png", i)
+    (tmp_path / "in" / "p1.png").write_text("not an image")
+    handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        summary = predict_files(Predictor(tiny_ckpt, device="cpu", size=64, batch_size=1), [tmp_path / "in"],
+                                tmp_path / "out", save="mask")
+    finally:
+        root.removeHandler(handler)
+    assert summary["failed"] == 1
+    err = capsys.readouterr().err
+    assert "3/3" in err  # the bar was drawn
+    lines = [ln for ln in err.split("\n") if "p1.png" in ln]
+    # what a terminal shows of the line is what follows its last carriage return: the message alone
+    assert len(lines) == 1 and lines[0].split("\r")[-1].startswith(str(tmp_path)), repr(lines)

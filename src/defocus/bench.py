@@ -13,6 +13,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 
 import numpy as np
 
@@ -147,20 +148,10 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
                 torch.sigmoid(net(x)[0]).cpu()
         desc = str(info)
     else:
-        pred = Predictor(model=model, device=device, size=size, backend=backend, method=method, batch_size=batch,
+        pred = Predictor(model=model, method=method, device=device, backend=backend, size=size, batch_size=batch,
                          threads=threads)
         desc = str(pred.info)
-        if pred._classical is not None:
-            batch = 1
-            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-            def fn():
-                pred._classical(img)
-        else:
-            x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-
-            def fn():
-                pred._runner(x)
+        fn, batch = _core_call(pred.runner, size, batch, rng)
     seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
            "threads": (int(threads) if threads else None) if onnx_file else torch.get_num_threads(),
@@ -169,6 +160,18 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
            "rss_before_mb": round(rss0, 1) if rss0 else None,
            "peak_rss_mb": round(peak_rss_mb() or 0, 1) or None}
     return row
+
+
+def _core_call(runner, size: int, batch: int, rng) -> tuple:
+    """The call to time for a runner and its batch size: a classical method on one ``size`` x ``size`` image,
+    else the network on a random ``batch`` x 3 x ``size`` x ``size`` input."""
+    from .inference import ClassicalRunner
+
+    if isinstance(runner, ClassicalRunner):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        return partial(runner.prepare, img), 1
+    x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    return partial(runner.run, x), batch
 
 
 def _run_isolated(kwargs: dict) -> dict:

@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Student optimiser and schedule (METHOD §3.3).
+    """Student optimiser and schedule (method.md §3.3).
 
     Epoch mode: the learning rate is set at the start of epoch ``e`` (1-based) to
     ``lr * (1 - e / (epochs + poly_offset)) ** poly_power``; with ``skip_last_epoch`` the loop runs epochs
@@ -86,7 +86,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Deep-supervised DBD loss (METHOD §3.2) and R-DFFNet's depth loss (METHOD §5)."""
+    """Deep-supervised DBD loss (method.md §3.2) and R-DFFNet's depth loss (method.md §5)."""
 
     beta: float = 0.5                             # 0 = the "bce only" ablation
     final_weight: Optional[float] = None          # null = stage default (1.0; stage 2: 1.1)
@@ -102,7 +102,7 @@ class LossConfig:
 
 @dataclass
 class DistillConfig:
-    """Teachers, projectors and the distillation weight (METHOD §4); the depth teacher also serves R-DFFNet."""
+    """Teachers, projectors and the distillation weight (method.md §4); the depth teacher also serves R-DFFNet."""
 
     teacher_checkpoint: Optional[str] = None      # stage-1 DFFNet (safetensors from ``defocus train``)
     teacher_bootstrap: Optional[str] = None       # a stage-1 config (relative to this file) trained first if no checkpoint

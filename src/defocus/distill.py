@@ -1,4 +1,4 @@
-"""Feature distillation pieces of stage 2 (METHOD §4.2-§4.4): projectors, the normalised feature distance, the
+"""Feature distillation pieces of stage 2 (method.md §4.2-§4.4): projectors, the normalised feature distance, the
 summed multi-level loss and the lambda schedule. All lists of levels are ordered deepest first."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 class Projectors(nn.Module):
     """One bias-free 1x1 convolution per level mapping student channels to teacher channels, Xavier-normal
-    initialised ("feature-alignment projectors", METHOD §4.2). ``forward(features)`` maps a list of student maps
+    initialised ("feature-alignment projectors", method.md §4.2). ``forward(features)`` maps a list of student maps
     (deepest first) to a list of projected maps."""
 
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int]):
@@ -63,7 +63,7 @@ def feature_distillation_loss(projected: Sequence[torch.Tensor], teacher: Sequen
 
 
 def distill_lambda(epoch: int, epochs: int = 75, switch: int = 15, value: float = 3.0) -> float:
-    """Weight of the distillation terms at ``epoch`` (counted from 1; METHOD §4.4): ``value`` before ``switch``,
+    """Weight of the distillation terms at ``epoch`` (counted from 1; method.md §4.4): ``value`` before ``switch``,
     then ``value * (epoch - switch) / (epochs - switch)`` (0 at the switch, rising linearly).
 
     The reference configures ``epochs=75`` but trains epochs 1..74, so the last value used is 2.95.

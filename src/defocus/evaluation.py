@@ -21,135 +21,17 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .atomic import write_bytes_atomic
+from .defaults import PAPER_SIZE
+from .devices import resolve_device
+from .listfiles import read_list_stems
+from .maps import MAP_SUFFIXES, MapInputError, check_polarity, read_map, read_mask
 from .metrics import Curves, ImageScore, Protocol, Scorer, get_protocol
 
 log = logging.getLogger(__name__)
 
-POLARITIES = ("in-focus", "blur")
-NUMPY_EXTENSIONS = (".npy",)
-
-
-class EvaluationInputError(ValueError):
-    """A prediction, mask or image is missing, unreadable or unusable; the message names the file."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-    def as_skip(self, stem: str) -> dict:
-        """The entry of ``Report.skipped`` for this error."""
-        return {"stem": stem, "path": self.path, "reason": self.reason}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading maps and masks
-# --------------------------------------------------------------------------------------------------------------
-
-def _check_polarity(polarity: str) -> str:
-    key = str(polarity).lower().replace("_", "-")
-    if key not in POLARITIES:
-        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
-    return key
-
-
-def image_extensions() -> set[str]:
-    """Lower-case file extensions accepted as maps or masks (every format Pillow reads, plus ``.npy``)."""
-    from PIL import Image
-
-    return {ext.lower() for ext in Image.registered_extensions()} | set(NUMPY_EXTENSIONS)
-
-
-def _read_raw(path: Path) -> tuple[np.ndarray, int | None]:
-    """Read a 2-D map as stored: (integer or bool array, its full-scale value) or (float array, None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(path, "file not found")
-    try:
-        if path.suffix.lower() in NUMPY_EXTENSIONS:
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 3:
-                arr = arr[..., 0] if arr.shape[-1] in (1, 3, 4) else arr[0]
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("1", "L", "F") or im.mode.startswith("I"):
-                    arr = np.asarray(im)
-                else:  # palette, RGB(A), LA, CMYK...: ITU-R 601 luma in 8 bits, as PIL's convert("L")
-                    arr = np.asarray(im.convert("L"))
-    except EvaluationInputError:
-        raise
-    except Exception as e:  # any decoder error: name the file
-        raise EvaluationInputError(path, f"cannot read image ({type(e).__name__}: {e})") from e
-    if arr.ndim != 2:
-        raise EvaluationInputError(path, f"expected a single-channel map, got an array of shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr, 1
-    if arr.dtype == np.uint8:
-        return arr, 255
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.min() < 0 or arr.max() > 65535:
-            raise EvaluationInputError(path, "integer values outside the 16-bit range [0, 65535]")
-        return arr.astype(np.int64), 65535
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
-        raise EvaluationInputError(path, "floating-point map with values outside [0, 1]")
-    return np.clip(arr, 0.0, 1.0), None
-
-
-def decode_map(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
-    """In-focus probability map (float64, [0, 1]) from a stored map; a blur-polarity map is inverted exactly
-    in its integer domain (``full_scale - v``) before scaling."""
-    polarity = _check_polarity(polarity)
-    if full_scale is None:
-        out = np.asarray(arr, dtype=np.float64)
-        return 1.0 - out if polarity == "blur" else out
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = arr.astype(np.int64)
-    if polarity == "blur":
-        arr = full_scale - arr.astype(np.int64)
-    return arr.astype(np.float64) / full_scale
-
-
-def decode_mask(arr: np.ndarray, full_scale: int | None, polarity: str = "in-focus") -> np.ndarray:
-    """Boolean in-focus mask from a stored mask: binarised at half scale (``v > 0.5``, the reference's rounding),
-    then inverted for a blur-polarity mask."""
-    polarity = _check_polarity(polarity)
-    arr = np.asarray(arr)
-    if full_scale is None:
-        white = arr > 0.5
-    else:
-        white = 2 * arr.astype(np.int64) > full_scale
-    return ~white if polarity == "blur" else white
-
-
-def read_map(path, polarity: str = "in-focus") -> np.ndarray:
-    """Read a prediction map as an in-focus probability in [0, 1].
-
-    8-bit maps are divided by 255, 16-bit ones by 65535 (grayscale or RGB, RGB through ITU-R 601 luma as
-    Pillow's ``convert("L")``); float TIFF and ``.npy`` maps must already lie in [0, 1].
-    ``polarity`` says what white means in the file (``"in-focus"`` or ``"blur"``).
-    """
-    arr, full = _read_raw(Path(path))
-    if full == 255 and arr.size and arr.max() == 1:
-        log.warning("%s: an 8-bit map whose values are only 0 and 1 is nearly black; if it is a 0/1 mask, "
-                    "save it as 0/255", path)
-    return decode_map(arr, full, polarity)
-
-
-def read_mask(path, polarity: str = "in-focus") -> np.ndarray:
-    """Read a ground-truth mask as a boolean in-focus mask, binarised at half scale.
-
-    ``polarity`` says what white means in the file. An integer mask holding only the values 0 and 1 is read as a
-    0/1 mask (as the data registry does).
-    """
-    arr, full = _read_raw(Path(path))
-    if full is not None and full > 1 and arr.size and arr.max() == 1:
-        full = 1
-    return decode_mask(arr, full, polarity)
+#: Every input problem (a missing or unreadable prediction, mask, image, folder or list file) raises this.
+EvaluationInputError = MapInputError
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -165,10 +47,9 @@ def index_folder(folder, suffix: str = "") -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationInputError(folder, "folder not found")
-    exts = image_extensions()
     index: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in exts or not path.stem.endswith(suffix):
+        if not path.is_file() or path.suffix.lower() not in MAP_SUFFIXES or not path.stem.endswith(suffix):
             continue
         stem = path.stem[:len(path.stem) - len(suffix)]
         if stem in index:
@@ -178,20 +59,12 @@ def index_folder(folder, suffix: str = "") -> dict[str, Path]:
 
 
 def read_stem_list(path) -> list[str]:
-    """Stems from a list file: one per line; blank lines and ``#`` comments ignored; a known image extension
-    is dropped (``a.jpg`` -> ``a``)."""
+    """Stems from a list file (:func:`defocus.listfiles.read_list_stems`: one per line, ``#`` comment lines and
+    blank lines ignored, a known image or ``.npy`` extension dropped: ``a.jpg`` -> ``a``)."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationInputError(path, "list file not found")
-    exts = image_extensions()
-    stems = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        p = Path(line)
-        stems.append(p.stem if p.suffix.lower() in exts else p.name)
-    return stems
+    return read_list_stems(path, MAP_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -418,7 +291,7 @@ def _finish(scorer: Scorer, method, skipped, notes) -> Report:
 def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" = "paper",
                   pred_polarity: str = "in-focus", gt_polarity: str = "in-focus", skip_missing: bool = False,
                   curves: bool = False, dataset: str | None = None, method: str | None = None,
-                  pred_suffix: str = "") -> Report:
+                  pred_suffix: str = "", ignore_dir=None) -> Report:
     """Score a folder of prediction maps against a folder of masks.
 
     Files pair by stem, whatever their extensions. The images scored are the stems of ``list_file`` if given,
@@ -438,12 +311,15 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
         method: method label (default: the prediction folder's name).
         pred_suffix: end of the prediction file stems to remove before pairing (``"_prob"`` pairs
             ``defocus predict``'s ``x_prob.png`` with the mask ``x.png``).
+        ignore_dir: ignore masks paired by stem (white = undetermined; for labels derived from photo pairs):
+            those pixels are left out of every score. Needs a protocol that honours them (``"standard"``).
     """
     proto = get_protocol(protocol)
-    _check_polarity(pred_polarity)
-    _check_polarity(gt_polarity)
+    check_polarity(pred_polarity)
+    check_polarity(gt_polarity)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = index_folder(pred_dir, pred_suffix), index_folder(gt_dir)
+    ignores = _ignore_index(ignore_dir, proto)
     stems = read_stem_list(list_file) if list_file is not None else sorted(gts)
     if not stems:
         raise EvaluationInputError(list_file or gt_dir, "no images to evaluate")
@@ -460,13 +336,41 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
                 raise EvaluationInputError(f"{pred_dir / stem}{pred_suffix}.*", "prediction not found")
             gt = read_mask(gts[stem], gt_polarity)
             pred = read_map(preds[stem], pred_polarity)
+            ignore = _read_ignore(ignores, stem, ignore_dir)
         except EvaluationInputError as e:
             if not skip_missing:
                 raise
             skipped.append(e.as_skip(stem))
             continue
-        scorer.add(stem, pred, gt)
+        _add(scorer, stem, pred, gt, ignore, skip_missing, skipped)
     return _finish(scorer, method or pred_dir.name, skipped, [])
+
+
+def _ignore_index(ignore_dir, proto: Protocol) -> dict | None:
+    if ignore_dir is None:
+        return None
+    if not proto.honour_ignore:
+        raise ValueError(f"protocol {proto.name!r} scores every pixel and cannot use ignore masks; "
+                         "use the 'standard' protocol")
+    return index_folder(ignore_dir)
+
+
+def _read_ignore(ignores: dict | None, stem: str, ignore_dir) -> np.ndarray | None:
+    if ignores is None:
+        return None
+    if stem not in ignores:
+        raise EvaluationInputError(f"{Path(ignore_dir) / stem}.*", "ignore mask not found")
+    return read_mask(ignores[stem], "in-focus")
+
+
+def _add(scorer: Scorer, stem: str, pred, gt, ignore, skip_missing: bool, skipped: list) -> None:
+    """Score one image; an unusable ignore mask (wrong size, nothing determined) is an input error."""
+    try:
+        scorer.add(stem, pred, gt, ignore)
+    except ValueError as e:
+        if ignore is None or not skip_missing:
+            raise EvaluationInputError(stem, str(e).split(": ", 1)[-1]) from None
+        skipped.append({"stem": stem, "path": stem, "reason": str(e).split(": ", 1)[-1]})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -474,12 +378,14 @@ def evaluate_maps(pred_dir, gt_dir, list_file=None, protocol: "str | Protocol" =
 # --------------------------------------------------------------------------------------------------------------
 
 class FolderDataset(NamedTuple):
-    """A local dataset for :func:`evaluate_model`: images and masks paired by stem, with the masks' polarity."""
+    """A local dataset for :func:`evaluate_model`: images and masks paired by stem, with the masks' polarity and
+    optionally a folder of ignore masks (white = undetermined)."""
 
     name: str
     images: Path
     masks: Path
     mask_polarity: str = "in-focus"
+    ignore: Path | None = None
 
 
 class _Sample(NamedTuple):
@@ -487,16 +393,21 @@ class _Sample(NamedTuple):
     image: Path | None  # None: no image with this mask's stem
     mask: Path
     mask_polarity: str
+    ignore: Path | None = None
 
 
-def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
-    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples, mask reader)."""
-    if isinstance(dataset, tuple) and len(dataset) in (3, 4):
+def _samples(dataset, root) -> tuple[str, list[_Sample]]:
+    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples)."""
+    if isinstance(dataset, tuple) and len(dataset) in (3, 4, 5):
         ds = FolderDataset(*dataset)
-        polarity = _check_polarity(ds.mask_polarity)
+        polarity = check_polarity(ds.mask_polarity)
         images, masks = index_folder(ds.images), index_folder(ds.masks)
-        return ds.name, [_Sample(stem, images.get(stem), path, polarity) for stem, path in sorted(masks.items())], \
-            read_mask
+        ignores = index_folder(ds.ignore) if ds.ignore is not None else {}
+        missing = ds.ignore is not None and sorted(set(masks) - set(ignores))
+        if missing:
+            raise EvaluationInputError(f"{Path(ds.ignore) / missing[0]}.*", "ignore mask not found")
+        return ds.name, [_Sample(stem, images.get(stem), path, polarity, ignores.get(stem))
+                         for stem, path in sorted(masks.items())]
     if not isinstance(dataset, str):
         raise TypeError(f"a dataset is a registry name or a FolderDataset, got {dataset!r}")
     from . import data as data_registry
@@ -505,58 +416,34 @@ def _samples(dataset, root) -> tuple[str, list[_Sample], object]:
         pairs = data_registry.load_pairs(dataset, root)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"dataset {dataset!r}", str(e)) from e
-    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white) for p in pairs], \
-        data_registry.read_mask
+    return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white, p.ignore) for p in pairs]
 
 
-def _load_mask(sample: _Sample, reader) -> np.ndarray:
-    try:
-        return np.asarray(reader(sample.mask, sample.mask_polarity), dtype=bool)
-    except EvaluationInputError:
-        raise
-    except Exception as e:  # any decoder error: name the file
-        raise EvaluationInputError(sample.mask, f"cannot read mask ({type(e).__name__}: {e})") from e
-
-
-def _resolve_device(device):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def paper_inference(model, image, device="cpu", size: int = 320) -> tuple[np.ndarray, tuple[int, int]]:
-    """The paper's test-time inference of one image (METHOD §6.1).
+def paper_inference(model, image, device="cpu", size: int = PAPER_SIZE) -> tuple[np.ndarray, tuple[int, int]]:
+    """The paper's test-time inference of one image (docs/method.md, "Evaluation").
 
     RGB, Pillow bilinear resize to ``size`` x ``size`` (no aspect preservation), normalisation with
-    ``model.config`` mean/std, sigmoid of the final logit. Returns the ``size`` x ``size`` in-focus probability
-    (float32) and the original image size ``(H, W)``.
+    ``model.config`` mean/std, sigmoid of the final logit (:mod:`defocus.models.predict`). Returns the ``size`` x
+    ``size`` in-focus probability (float32) and the original image size ``(H, W)``. ``device`` is unused: the
+    input goes to the model's device.
     """
-    import torch
     from PIL import Image
+
+    from .models.predict import normalization, paper_preprocess, predict_probs
 
     try:
         with Image.open(image) as im:
             rgb = im.convert("RGB")
     except Exception as e:
         raise EvaluationInputError(image, f"cannot read image ({type(e).__name__}: {e})") from e
-    orig = (rgb.height, rgb.width)
-    x = np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-    mean = np.asarray(model.config.get("mean", (0.485, 0.456, 0.406)), dtype=np.float32)
-    std = np.asarray(model.config.get("std", (0.229, 0.224, 0.225)), dtype=np.float32)
-    x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1)[None].copy())
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    with torch.inference_mode():
-        logit = model(x.to(device=device, dtype=dtype))[0]
-        prob = torch.sigmoid(logit.float())[0, 0].cpu().numpy()
-    return prob, orig
+    mean, std = normalization(model)
+    prob = predict_probs(model, paper_preprocess(rgb, mean, std, size))
+    return prob[0, 0].cpu().numpy(), (rgb.height, rgb.width)
 
 
 def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
                    skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
-                   method: str | None = None, size: int = 320) -> ReportTable:
+                   method: str | None = None, size: int = PAPER_SIZE) -> ReportTable:
     """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
 
     Args:
@@ -566,7 +453,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         root: data root of the registry datasets.
         protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;
             its resizing brings the 320x320 output to the mask's size.
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
+        device: ``"auto"`` (CUDA, else Apple MPS, else the CPU), ``"cpu"``, ``"cuda:0"``, ``"mps"``...
         skip_missing: leave out (and list) unreadable or unpaired images instead of raising.
         drop_mismatched: leave out (and list) images whose size differs from their mask's, as the reference
             does silently; by default they are scored against the mask and listed in ``Report.notes``.
@@ -575,7 +462,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         size: inference resolution (320 in the paper).
     """
     proto = get_protocol(protocol)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if isinstance(model_or_path, (str, Path)):
         from .models import load_model
 
@@ -588,14 +475,18 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         datasets = [datasets]
     table = ReportTable()
     for item in datasets:
-        name, samples, reader = _samples(item, root)
+        name, samples = _samples(item, root)
+        if not proto.honour_ignore and any(smp.ignore is not None for smp in samples):
+            raise ValueError(f"dataset {name!r} has undetermined pixels (ignore masks), which protocol "
+                             f"{proto.name!r} cannot score; use the 'standard' protocol")
         scorer = Scorer(proto, dataset=name, curves=curves)
         skipped, notes = [], []
         for s in _progress(samples, desc=f"evaluate {name}"):
             try:
                 if s.image is None:
                     raise EvaluationInputError(s.mask, "no image with this mask's stem")
-                gt = _load_mask(s, reader)
+                gt = read_mask(s.mask, s.mask_polarity)
+                ignore = None if s.ignore is None else read_mask(s.ignore, "in-focus")
                 prob, image_size = paper_inference(model, s.image, dev, size)
             except EvaluationInputError as e:
                 if not skip_missing:
@@ -609,7 +500,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
                     skipped.append(event)
                     continue
                 notes.append(event)
-            scorer.add(s.stem, prob, gt)
+            _add(scorer, s.stem, prob, gt, ignore, skip_missing, skipped)
         table.reports.append(_finish(scorer, label, skipped, notes))
     return table
 
@@ -645,7 +536,8 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         print(table.to_markdown())                                        # -> ReportTable
 
     ``pred`` may also be a list of folders (several methods on one mask folder): the result is then a
-    :class:`ReportTable`. Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
+    :class:`ReportTable`, and ``method`` may be one label per folder (default: the folders' distinguishing names,
+    :func:`default_labels`). Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
     :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``).
     """
     if (pred is None) == (model is None):
@@ -658,9 +550,13 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         if isinstance(pred, (str, Path)):
             return evaluate_maps(pred, gt, **kwargs)
         pred = [Path(p) for p in pred]
-        labels = [kwargs.pop("method", None)] * len(pred)
-        if labels[0] is None:
+        labels = kwargs.pop("method", None)
+        if labels is None:
             labels = default_labels(pred)
+        elif isinstance(labels, str):
+            labels = [labels] * len(pred)
+        elif len(labels) != len(pred):
+            raise ValueError(f"give one method label per prediction folder ({len(pred)}), got {len(labels)}")
         return ReportTable([evaluate_maps(p, gt, method=m, **kwargs) for p, m in zip(pred, labels)])
     if datasets is None:
         raise ValueError("model= needs datasets= (registry names or FolderDataset entries)")
@@ -675,8 +571,8 @@ def load_curves(path) -> dict[str, Curves]:
 
 
 def write_curves(reports: Iterable[Report], path) -> Path:
-    """Write the curves of ``reports`` to ``path``: JSON ``{label: curves}``, or CSV (label, threshold, precision,
-    recall, fbeta) when the suffix is ``.csv``."""
+    """Write the curves of ``reports`` to ``path`` (atomically): JSON ``{label: curves}``, or CSV (label, threshold,
+    precision, recall, fbeta) when the suffix is ``.csv``."""
     path = Path(path)
     items = {_label(r): r.curves for r in reports if r.curves is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -687,10 +583,10 @@ def write_curves(reports: Iterable[Report], path) -> Path:
         for label, c in items.items():
             for row in zip(c.thresholds, c.precision, c.recall, c.fbeta):
                 writer.writerow([label, *(float(v) for v in row)])
-        path.write_text(buf.getvalue())
+        text = buf.getvalue()
     else:
-        path.write_text(json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1))
-    return path
+        text = json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1)
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def _label(report: Report) -> str:

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import imageio
+from .defaults import DEFAULT_OPSET, EXPORT_TOLERANCE, PAPER_SIZE
+from .models.output import final_logit
+from .models.padding import pad_to_multiple
+from .models.predict import normalization, paper_preprocess, predict_logits
 from .onnx_runtime import CONFIG_KEY, INPUT_NAME, OUTPUT_NAME, onnx_session
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
 #: (batch, height, width) of the random inputs of the parity check: square, odd-sized and batched.
 CHECK_SHAPES = ((1, 320, 320), (2, 256, 384), (1, 200, 296))
 
@@ -39,9 +41,9 @@ class ExportGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[-2], image.shape[-1]
-        s = self.stride
-        x = F.pad(image, (0, (s - w % s) % s, 0, (s - h % s) % s), mode="replicate")
-        return self.net(x)[0][..., :h, :w]
+        # padded here unconditionally: the traced graph must pad whatever the example's size
+        x = pad_to_multiple(image, self.stride, always=True)
+        return final_logit(self.net(x))[..., :h, :w]
 
 
 def _prepare(net: nn.Module, fuse: bool) -> nn.Module:
@@ -58,7 +60,8 @@ def _metadata(net: nn.Module) -> dict:
     return {CONFIG_KEY: json.dumps(cfg), "output": "logit: sigmoid(logit) = in-focus probability (1 = in focus)"}
 
 
-def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True, size: int = 320) -> bytes:
+def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = True,
+                      size: int = PAPER_SIZE) -> bytes:
     """Export ``net`` (a defocus network) to an in-memory ONNX model with dynamic batch, height and width.
 
     ``fuse`` folds conv + BN first; ``size`` is the side of the example input used for tracing.
@@ -83,15 +86,15 @@ def export_onnx_bytes(net: nn.Module, opset: int = DEFAULT_OPSET, fuse: bool = T
 
 
 def _torch_logits(net: nn.Module, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return net(torch.from_numpy(x))[0].numpy()
+    return predict_logits(net, torch.from_numpy(x)).numpy()
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
 
 
-def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHECK_SHAPES, seed: int = 0) -> dict:
+def validate_onnx(net: nn.Module, model, images=(), size: int = PAPER_SIZE, shapes=CHECK_SHAPES,
+                  seed: int = 0) -> dict:
     """Compare ONNX Runtime on ``model`` (path or bytes) with the unfused PyTorch ``net`` in float32.
 
     Inputs: random normalised batches of ``shapes`` and the real ``images`` (paths, preprocessed as the
@@ -100,17 +103,12 @@ def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHEC
     """
     net = net.float().cpu().eval()
     session = onnx_session(model, torch.device("cpu"))
-    cfg = getattr(net, "config", {}) or {}
-    mean = np.asarray(cfg.get("mean", (0.5, 0.5, 0.5)), np.float32)
-    std = np.asarray(cfg.get("std", (0.5, 0.5, 0.5)), np.float32)
+    mean, std = normalization(net)
     rng = np.random.default_rng(seed)
     cases = [(f"random {n}x3x{h}x{w}", rng.standard_normal((n, 3, h, w)).astype(np.float32)) for n, h, w in shapes]
-    from PIL import Image
-
     for p in images:
         rgb, _ = imageio.decode_rgb(p)
-        a = np.asarray(rgb.resize((size, size), Image.BILINEAR), np.float32) / 255.0
-        cases.append((f"image {Path(p).name}", ((a - mean) / std).transpose(2, 0, 1)[None].copy()))
+        cases.append((f"image {Path(p).name}", paper_preprocess(rgb, mean, std, size).numpy()))
     out = []
     for name, x in cases:
         ref = _torch_logits(net, x)
@@ -126,7 +124,7 @@ def validate_onnx(net: nn.Module, model, images=(), size: int = 320, shapes=CHEC
 
 
 def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = True, check: bool = True,
-                check_images=(), tolerance: float = 1e-4) -> dict:
+                check_images=(), tolerance: float = EXPORT_TOLERANCE) -> dict:
     """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
     model (see :func:`validate_onnx`). Raises ``AssertionError`` when the probability difference exceeds
     ``tolerance``, leaving no file behind. Returns the validation report (empty without ``check``)."""

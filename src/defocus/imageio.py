@@ -10,13 +10,15 @@ import glob
 import logging
 import os
 import threading
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_write, write_bytes_atomic  # noqa: F401  (part of this module's API)
+from .listfiles import read_list_lines
 
 log = logging.getLogger(__name__)
 
@@ -213,38 +215,9 @@ def image_from_array(array) -> Image.Image:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _temp_path(path: Path) -> Path:
-    # hidden, unique, in the target folder (os.replace must not cross file systems)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def atomic_write(path, write) -> Path:
-    """Create ``path`` atomically: ``write(file_object)`` fills a hidden temporary file in the same folder,
-    which then replaces ``path``. On any error the temporary file is removed and ``path`` is left untouched."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as for a plain open()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def save_image_atomic(image: Image.Image, path, format: str, **params) -> Path:
     """Save a PIL image atomically (see :func:`atomic_write`); ``params`` go to ``Image.save``."""
     return atomic_write(path, lambda f: image.save(f, format=format, **params))
-
-
-def write_bytes_atomic(data: bytes, path) -> Path:
-    """Write bytes atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(data))
 
 
 def output_save_params(kind: str) -> dict:
@@ -322,13 +295,10 @@ def _walk(folder: Path, recursive: bool, errors: list) -> list[Path]:
 
 
 def read_path_list(list_file: Path) -> list[str]:
-    """Entries of a ``.txt`` list: one path per line; blank lines and ``#`` comments are skipped; relative
+    """Entries of a ``.txt`` list (see :func:`defocus.listfiles.read_list_lines`): one path per line; relative
     paths are relative to the list file's folder."""
     entries = []
-    for line in list_file.read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in read_list_lines(list_file):
         p = Path(line).expanduser()
         entries.append(str(p if p.is_absolute() else list_file.parent / p))
     return entries

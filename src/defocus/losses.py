@@ -1,4 +1,4 @@
-"""Training losses of DFFNet / D-DFFNet / R-DFFNet (METHOD §3.2, §4.5, §5).
+"""Training losses of DFFNet / D-DFFNet / R-DFFNet (method.md §3.2, §4.5, §5).
 
 * :func:`dof_edge_loss` - the DOF-edge (Dice on Laplacian edges) term, with the reference's quirks as defaults:
   zero padding (in-focus pixels on the image frame count as edges) and a Dice **summed over the batch**.
@@ -7,6 +7,10 @@
 * :func:`depth_target` / :func:`depth_loss` - R-DFFNet's response distillation of a depth teacher.
 
 Polarity: logits and labels are **1 = in focus**. All losses are computed in float32.
+
+Labels with undetermined pixels (derived from photo pairs) come with ``valid`` (B,1,H,W, 1 = determined): BCE is
+then averaged over the valid pixels only, and the DOF-edge Dice only looks at pixels whose 3x3 Laplacian
+neighbourhood is all valid. ``valid=None`` (every pixel labelled) is the reference's loss exactly.
 """
 from __future__ import annotations
 
@@ -55,9 +59,14 @@ def soft_edges(logit: torch.Tensor, alpha: float = 1.0, padding: str = "zeros") 
     return g2 / (g2 + alpha)
 
 
+def valid_interior(valid: torch.Tensor) -> torch.Tensor:
+    """Pixels whose whole 3x3 neighbourhood inside the image is valid (the support of a Laplacian response)."""
+    return -F.max_pool2d(-valid.float(), 3, stride=1, padding=1)
+
+
 def dof_edge_loss(logit: torch.Tensor, target: torch.Tensor, alpha: float = 1.0, smooth: float = 1.0,
-                  reduction: str = "sum", padding: str = "zeros") -> torch.Tensor:
-    """DOF-edge loss (METHOD §3.2): per-sample Dice ``1 - (2 sum(Ep*Ey) + s) / (sum(Ep^2) + sum(Ey^2) + s)``.
+                  reduction: str = "sum", padding: str = "zeros", valid=None) -> torch.Tensor:
+    """DOF-edge loss (method.md §3.2): per-sample Dice ``1 - (2 sum(Ep*Ey) + s) / (sum(Ep^2) + sum(Ey^2) + s)``.
 
     Args:
         logit: (B,1,H,W) logits, 1 = in focus.
@@ -66,22 +75,36 @@ def dof_edge_loss(logit: torch.Tensor, target: torch.Tensor, alpha: float = 1.0,
         smooth: Dice smoothing constant.
         reduction: ``"sum"`` over the batch (reference) or ``"mean"`` (batch-size independent).
         padding: Laplacian border handling, ``"zeros"`` (reference) or ``"replicate"``.
+        valid: optional (B,1,H,W) map, 1 = determined label; edges are compared only where the Laplacian's
+            3x3 support is all determined.
     """
     if reduction not in EDGE_REDUCTIONS:
         raise ValueError(f"edge reduction must be one of {EDGE_REDUCTIONS}, got {reduction!r}")
-    ep = soft_edges(logit, alpha, padding).flatten(1)
-    ey = label_edges(target, padding).flatten(1)
+    ep = soft_edges(logit, alpha, padding)
+    ey = label_edges(target, padding)
+    if valid is not None:
+        keep = valid_interior(valid)
+        ep, ey = ep * keep, ey * keep
+    ep, ey = ep.flatten(1), ey.flatten(1)
     dice = 1.0 - (2.0 * (ep * ey).sum(1) + smooth) / ((ep * ep).sum(1) + (ey * ey).sum(1) + smooth)
     return dice.sum() if reduction == "sum" else dice.mean()
 
 
 def dbd_loss(logit: torch.Tensor, target: torch.Tensor, beta: float = 0.5, alpha: float = 1.0,
-             smooth: float = 1.0, edge_reduction: str = "sum", edge_padding: str = "zeros") -> torch.Tensor:
-    """Loss of one output: mean BCE-with-logits + ``beta`` x :func:`dof_edge_loss` (``beta=0``: BCE only)."""
+             smooth: float = 1.0, edge_reduction: str = "sum", edge_padding: str = "zeros",
+             valid=None) -> torch.Tensor:
+    """Loss of one output: mean BCE-with-logits + ``beta`` x :func:`dof_edge_loss` (``beta=0``: BCE only).
+
+    With ``valid`` (1 = determined label) the BCE is the mean over valid pixels and the edge term is masked."""
     logit, target = logit.float(), target.float()
-    loss = F.binary_cross_entropy_with_logits(logit, target)
+    if valid is None:
+        loss = F.binary_cross_entropy_with_logits(logit, target)
+    else:
+        valid = valid.float()
+        bce = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+        loss = (bce * valid).sum() / valid.sum().clamp_min(1.0)
     if beta:
-        loss = loss + beta * dof_edge_loss(logit, target, alpha, smooth, edge_reduction, edge_padding)
+        loss = loss + beta * dof_edge_loss(logit, target, alpha, smooth, edge_reduction, edge_padding, valid)
     return loss
 
 
@@ -114,18 +137,20 @@ class DBDLoss:
         if self.edge_padding not in EDGE_PADDINGS:
             raise ValueError(f"edge_padding must be one of {EDGE_PADDINGS}, got {self.edge_padding!r}")
 
-    def single(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def single(self, logit: torch.Tensor, target: torch.Tensor, valid=None) -> torch.Tensor:
         """:func:`dbd_loss` of one output with this object's settings."""
-        return dbd_loss(logit, target, self.beta, self.alpha, self.smooth, self.edge_reduction, self.edge_padding)
+        return dbd_loss(logit, target, self.beta, self.alpha, self.smooth, self.edge_reduction, self.edge_padding,
+                        valid)
 
-    def __call__(self, logit: torch.Tensor, sides: Sequence[torch.Tensor], target: torch.Tensor):
-        """Return ``(total, parts)``; ``parts`` holds the unweighted ``final`` and ``side1..`` losses (detached)."""
+    def __call__(self, logit: torch.Tensor, sides: Sequence[torch.Tensor], target: torch.Tensor, valid=None):
+        """Return ``(total, parts)``; ``parts`` holds the unweighted ``final`` and ``side1..`` losses (detached).
+        ``valid`` (1 = determined label, the target's size) leaves undetermined pixels out of every term."""
         size = target.shape[-2:]
-        final = self.single(resize_to(logit, size), target)
+        final = self.single(resize_to(logit, size), target, valid)
         total = self.final_weight * final
         parts = {"final": final.detach()}
         for k, side in enumerate(sides, 1):
-            s = self.single(resize_to(side, size), target)
+            s = self.single(resize_to(side, size), target, valid)
             total = total + self.side_weight * s
             parts[f"side{k}"] = s.detach()
         return total, parts

@@ -1,4 +1,4 @@
-"""Defocus-blur-detection metrics and evaluation protocols (METHOD §6), in vectorised NumPy.
+"""Defocus-blur-detection metrics and evaluation protocols (method.md §6), in vectorised NumPy.
 
 Conventions used throughout:
 
@@ -330,6 +330,8 @@ class Protocol:
         beta2: beta^2 of the F-measure.
         n_thresholds: threshold sweep of the curves: 255 (linspace(0, 1, 255)) or 256 (8-bit levels).
         adaptive_factor: adaptive-threshold factor (threshold = min(factor * mean score, 1)).
+        honour_ignore: leave a mask's undetermined pixels (its ignore mask, for labels derived from photo pairs)
+            out of MAE, F, IoU and the curves. The paper's protocols have no such pixels and refuse ignore masks.
     """
 
     name: str = "paper"
@@ -345,6 +347,7 @@ class Protocol:
     beta2: float = BETA2
     n_thresholds: int = 255
     adaptive_factor: float = 2.0
+    honour_ignore: bool = False
 
     def __post_init__(self):
         if self.resize not in RESIZERS:
@@ -372,14 +375,15 @@ class Protocol:
 
 
 PROTOCOLS = {
-    # METHOD §6 (test.py + test_iou.py): the protocol of the paper's own numbers.
+    # method.md §6 (test.py + test_iou.py): the protocol of the paper's own numbers.
     "paper": Protocol(),
-    # METHOD §6.6 (test1.py + test_iou1.py): how the paper scored other methods' saved maps, without the F floor.
+    # method.md §6.6 (test1.py + test_iou1.py): how the paper scored other methods' saved maps, without the F floor.
     "paper-external": Protocol(name="paper-external", fbeta_floor=False),
     # A clean protocol: bilinear resizing, no F floor, one binarisation rule, explicit handling of images
     # without a positive pixel, IoU at full resolution everywhere.
+    # Undetermined pixels (ignore masks) are left out.
     "standard": Protocol(name="standard", resize="bilinear", iou_inclusive=True, fbeta_floor=False,
-                         no_positive="exclude", ebd_iou_size=None),
+                         no_positive="exclude", ebd_iou_size=None, honour_ignore=True),
 }
 
 
@@ -402,7 +406,9 @@ def get_protocol(protocol: "str | Protocol" = "paper", **overrides) -> Protocol:
 @dataclass
 class ImageScore:
     """Scores of one image. ``fbeta`` / ``iou`` are NaN for an image excluded by the ``no_positive`` policy;
-    ``precision`` / ``recall`` are those of the binarised map (before the reference's F floor)."""
+    ``precision`` / ``recall`` are those of the binarised map (before the reference's F floor);
+    ``ignored_fraction`` is the share of undetermined pixels left out (0 without an ignore mask), and
+    ``positive_fraction`` is taken over the scored pixels."""
 
     stem: str
     mae: float
@@ -416,6 +422,7 @@ class ImageScore:
     resized_from: tuple[int, int] | None = None
     no_positive: bool = False
     adaptive_f: float | None = None
+    ignored_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain-Python form."""
@@ -434,8 +441,10 @@ def _nanmean(values) -> float:
 class Scorer:
     """Accumulates per-image scores and the pooled IoU of one dataset under a :class:`Protocol`.
 
-    ``add(stem, pred, gt)`` takes an in-focus probability map (any size: it is resized to the mask with the
-    protocol's method, and the image is counted as resized) and a boolean in-focus mask.
+    ``add(stem, pred, gt, ignore=None)`` takes an in-focus probability map (any size: it is resized to the mask
+    with the protocol's method, and the image is counted as resized), a boolean in-focus mask and, for labels
+    with undetermined pixels, a boolean ignore mask (True = undetermined; needs ``protocol.honour_ignore``):
+    every score of the image is then computed over its determined pixels only.
     ``summary()`` gives the dataset numbers: ``n``, ``mae``, ``fbeta``, ``iou`` (pooled over all pixels of all
     images), ``iou_mean`` (mean per-image IoU), ``precision``, ``recall`` and, with ``curves``, ``max_f``,
     ``mean_f``, ``adaptive_f``.
@@ -450,7 +459,7 @@ class Scorer:
     _precisions: list = field(default_factory=list, init=False, repr=False)
     _recalls: list = field(default_factory=list, init=False, repr=False)
 
-    def add(self, stem: str, pred: np.ndarray, gt: np.ndarray) -> ImageScore:
+    def add(self, stem: str, pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> ImageScore:
         """Score one image and add it to the dataset totals."""
         p = self.protocol
         pred = np.asarray(pred, dtype=np.float64)
@@ -461,6 +470,23 @@ class Scorer:
         if pred.shape != gt.shape:
             resized_from = tuple(pred.shape)
             pred = RESIZERS[p.resize](pred, gt.shape)
+        ignored_fraction = 0.0
+        size = self.protocol.iou_size_for(self.dataset)
+        if ignore is not None:
+            ignore = np.asarray(ignore, dtype=bool)
+            if not p.honour_ignore:
+                raise ValueError(f"{stem}: this mask has undetermined pixels (an ignore mask), which protocol "
+                                 f"{p.name!r} cannot score; use the 'standard' protocol")
+            if ignore.shape != gt.shape:
+                raise ValueError(f"{stem}: ignore mask {ignore.shape} differs from the mask {gt.shape}")
+            if size is not None:
+                raise ValueError(f"{stem}: ignore masks cannot be combined with a fixed IoU resolution")
+            ignored_fraction = float(ignore.mean())
+            if ignore.all():
+                raise ValueError(f"{stem}: every pixel of the mask is undetermined; nothing to score")
+            if ignore.any():
+                keep = ~ignore
+                pred, gt = pred[keep], gt[keep]
         gt_pos = positive_mask(gt, p.positive)
         no_pos = not gt_pos.any()
 
@@ -470,7 +496,6 @@ class Scorer:
 
         iou_pred_pos = positive_mask(binarize(pred, p.threshold, p.iou_inclusive), p.positive)
         iou_gt_pos = gt_pos
-        size = self.protocol.iou_size_for(self.dataset)
         if size is not None:
             iou_pred_pos = resize_nearest(iou_pred_pos, (size, size))
             iou_gt_pos = resize_nearest(iou_gt_pos, (size, size))
@@ -492,10 +517,11 @@ class Scorer:
             self._precisions.append(tp / (n_pred + _EPS_PR))
             self._recalls.append(tp / (n_gt + _EPS_PR))
             adaptive = fbeta_score(scores >= adaptive_threshold(scores, p.adaptive_factor), gt_pos, p.beta2)
+        height, width = (gt.shape if ignore is None else ignore.shape)
         score = ImageScore(stem=stem, mae=mae(pred, gt), fbeta=f, precision=float(prec), recall=float(rec),
-                           iou=img_iou, height=gt.shape[0], width=gt.shape[1],
+                           iou=img_iou, height=height, width=width,
                            positive_fraction=float(gt_pos.mean()), resized_from=resized_from, no_positive=no_pos,
-                           adaptive_f=adaptive)
+                           adaptive_f=adaptive, ignored_fraction=ignored_fraction)
         self.images.append(score)
         return score
 

@@ -90,3 +90,36 @@ def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     for i, plane in enumerate(planes):
         out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(plane)).resize((w, h), method))
     return out.reshape(*x.shape[:-2], h, w)
+
+
+def _recursive_pass(f: np.ndarray, feedback: np.ndarray) -> None:
+    """In place, along each row of ``f``: left-to-right then right-to-left first-order recursive filtering with
+    per-pixel feedback ``feedback`` (the weight of the previous output)."""
+    for i in range(1, f.shape[1]):
+        f[:, i] += feedback[:, i] * (f[:, i - 1] - f[:, i])
+    for i in range(f.shape[1] - 2, -1, -1):
+        f[:, i] += feedback[:, i + 1] * (f[:, i + 1] - f[:, i])
+
+
+def domain_transform_filter(src: np.ndarray, guide: np.ndarray, sigma_s: float, sigma_r: float,
+                            n_iter: int = 3) -> np.ndarray:
+    """Edge-preserving smoothing of ``src`` steered by ``guide`` (both HxW): the recursive filter of the domain
+    transform (Gastal & Oliveira, SIGGRAPH 2011). ``sigma_s``: spatial standard deviation in pixels; ``sigma_r``:
+    range standard deviation in guide units (a guide step much larger than ``sigma_r`` stops the smoothing);
+    ``n_iter`` horizontal + vertical passes with shrinking spatial sigmas. Returns float32 HxW."""
+    g = np.asarray(guide, dtype=np.float64)
+    f = np.array(src, dtype=np.float64)
+    # derivatives of the horizontal and vertical transformed domains: 1 + sigma_s / sigma_r * |dI|
+    dx = np.ones_like(g)
+    dy = np.ones_like(g)
+    dx[:, 1:] += sigma_s / sigma_r * np.abs(np.diff(g, axis=1))
+    dy[1:, :] += sigma_s / sigma_r * np.abs(np.diff(g, axis=0))
+    dy_t = np.ascontiguousarray(dy.T)
+    for i in range(int(n_iter)):
+        sigma_i = sigma_s * np.sqrt(3.0) * 2.0 ** (n_iter - (i + 1)) / np.sqrt(4.0 ** n_iter - 1)
+        a = np.exp(-np.sqrt(2.0) / sigma_i)
+        _recursive_pass(f, a ** dx)
+        f_t = np.ascontiguousarray(f.T)
+        _recursive_pass(f_t, a ** dy_t)
+        f = np.ascontiguousarray(f_t.T)
+    return f.astype(np.float32)

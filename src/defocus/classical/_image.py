@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 # ITU-R BT.601 luma weights (the usual RGB -> gray conversion of image toolboxes).
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
 
 def to_float_image(image) -> np.ndarray:
@@ -20,10 +20,11 @@ def to_float_image(image) -> np.ndarray:
         raise ValueError(f"expected an HxW or HxWx{{1,3,4}} image, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"image is empty (shape {arr.shape})")
+    # divided in float64 and rounded once, so that uint8 input and the same values given as float64 / 255 agree
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / np.float32(255.0)
+        return (arr / 255.0).astype(np.float32)
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / np.float32(65535.0)
+        return (arr / 65535.0).astype(np.float32)
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
@@ -39,6 +40,7 @@ def to_gray(image) -> np.ndarray:
     img = to_float_image(image)
     if img.ndim == 2:
         return img
+    # in float64, so that a colour image with equal channels gives exactly its gray image
     return np.clip(img @ _LUMA, 0.0, 1.0).astype(np.float32)
 
 

@@ -3,20 +3,20 @@ transform coefficients of gradient magnitudes", CVPR 2017).
 
 Pipeline:
 
-1. gradient magnitude G of the gray image;
+1. gradient magnitude G of the gray image, smoothed first by a Gaussian of sigma 0.5 (the authors' code);
 2. for every patch size M_r = 2^(2+r) - 1 (7, 15, 31, 63), the 2-D DCT of the M_r x M_r patch of G centred on a
    pixel, keeping the high-frequency coefficients (row + column index >= M_r - 1: (M_r^2 + M_r) / 2 of them);
 3. fusion and sorting: the absolute high-frequency coefficients of all scales at a pixel are pooled and sorted in
    increasing order; the t-th sorted value over the image forms layer L_t;
-4. each layer is normalised to [0, 1] over the image and the first sum_r M_r layers are max-pooled into D;
-5. D is weighted by the local entropy of the image and smoothed with an edge-preserving filter.
+4. each layer is normalised to [0, 1] over the image and the first sum_r M_r layers are max-pooled into T;
+5. D = T times the local entropy of T (7x7, 256 levels), smoothed with the domain-transform recursive filter
+   (sigma_s 15, sigma_r 0.25, guided by the gray image) and min-max normalised, as in the authors' code.
 
 Deviations (named parameters, see ``docs/classical.md``): step 2 is evaluated on a grid whose step grows with the
 patch size (``strides``, default (M_r + 1) / 8, i.e. every 8th pixel for 63x63 patches, but never finer than the
 fusion grid) and the sorted coefficient vectors are bilinearly interpolated to the fusion grid (``fusion_stride``,
-default 2: every other pixel; an interpolation of sorted vectors stays sorted); D is bilinearly interpolated to
-every pixel; step 5 uses a guided filter instead of the domain-transform filter. ``strides=(1, 1, 1, 1),
-fusion_stride=1`` computes every pixel exactly (slow).
+default 2: every other pixel; an interpolation of sorted vectors stays sorted); T is bilinearly interpolated to
+every pixel. ``strides=(1, 1, 1, 1), fusion_stride=1`` computes every pixel exactly (slow).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
-from ._filters import box_mean, guided_filter, guided_upsample, resize
+from ._filters import box_mean, domain_transform_filter, guided_upsample, resize
 from ._image import to_gray
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 PAPER_PATCH_SIZES = (7, 15, 31, 63)
 #: Side of the neighbourhood of the local entropy weighting.
 ENTROPY_WINDOW = 7
+#: Gaussian smoothing (pixels) of the image before its gradient, in the authors' code.
+PAPER_PRESMOOTH_SIGMA = 0.5
+#: Spatial and range standard deviations of the final domain-transform filter, in the authors' code.
+PAPER_SIGMA_S = 15.0
+PAPER_SIGMA_R = 0.25
 
 # Upper bound on the floats of one batch of patches (memory of the DCT step).
 _BATCH_FLOATS = 1 << 22
@@ -153,8 +158,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = None, strides=None,
-              fusion_stride: int = 2, entropy_window: int = ENTROPY_WINDOW, entropy_bins: int = 32,
-              smooth_radius: int | None = None, smooth_eps: float = 1e-2,
+              fusion_stride: int = 2, presmooth_sigma: float = PAPER_PRESMOOTH_SIGMA,
+              entropy_window: int = ENTROPY_WINDOW, entropy_bins: int = 256,
+              sigma_s: float = PAPER_SIGMA_S, sigma_r: float = PAPER_SIGMA_R,
               work_pixels: int | None = 2_000_000) -> np.ndarray:
     """HiFST sharpness map (1 = in focus), float32 HxW in [0, 1], same size as ``image``.
 
@@ -164,10 +170,13 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
     patch_sizes: odd DCT patch sizes M_r (paper: 7, 15, 31, 63).
     n_layers: number of smallest sorted coefficients max-pooled (paper: sum of the patch sizes, 116).
     strides: grid step of the DCT of each scale (default (M_r + 1) // 8; never finer than ``fusion_stride``).
-    fusion_stride: grid step at which the scales are fused, sorted and max-pooled; D is then bilinearly
-        interpolated to every pixel.
-    entropy_window, entropy_bins: neighbourhood and gray-level quantisation of the local entropy weighting.
-    smooth_radius, smooth_eps: guided filter of the final smoothing (radius default: longer side / 64, >= 2).
+    fusion_stride: grid step at which the scales are fused, sorted and max-pooled; the max-pooled map is then
+        bilinearly interpolated to every pixel.
+    presmooth_sigma: Gaussian smoothing of the image before the gradient (the authors' code: 0.5 pixel).
+    entropy_window, entropy_bins: neighbourhood and level quantisation of the local entropy of the max-pooled map
+        that weights it (the authors' code: 7x7, 256 levels).
+    sigma_s, sigma_r: domain-transform filter of the final smoothing (the authors' code: 15 pixels, 0.25), guided
+        by the smoothed gray image.
     work_pixels: larger images are processed shrunk to this many pixels (memory: about 400 bytes per processed
         pixel) and the map is brought back with a guided upsampling; ``None`` never shrinks.
     """
@@ -186,6 +195,8 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
         gray = resize(gray_full, (max(1, round(h_full * scale)), max(1, round(w_full * scale))))
         logger.debug("HiFST on a %dx%d copy of the %dx%d image", gray.shape[0], gray.shape[1], h_full, w_full)
     h, w = gray.shape
+    if presmooth_sigma > 0:
+        gray = ndimage.gaussian_filter(gray, float(presmooth_sigma), mode="nearest")
     grad = np.hypot(ndimage.sobel(gray, axis=1, mode="nearest"), ndimage.sobel(gray, axis=0, mode="nearest"))
 
     fs = max(1, int(fusion_stride))
@@ -200,15 +211,14 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
     span[span <= 1e-12] = np.inf  # a constant layer carries no information: it normalises to 0
     layers -= lo
     layers /= span
-    evidence = layers.max(axis=2)  # max-pooling over the normalised layers: D of the paper
+    pooled = layers.max(axis=2)  # max-pooling over the normalised layers: T of the authors' code
     del layers
-    if evidence.shape != (h, w):
-        evidence = _interp_axis(_interp_axis(evidence, fs, np.arange(h), 0), fs, np.arange(w), 1)
-
-    weighted = evidence * _normalise(local_entropy(gray, entropy_window, entropy_bins))
-    radius = max(2, round(max(h, w) / 64)) if smooth_radius is None else int(smooth_radius)
-    # the guide is min-max normalised so that smooth_eps does not depend on the image contrast
-    smooth = guided_filter(_normalise(gray), weighted, radius, smooth_eps)
+    if pooled.shape != (h, w):
+        pooled = _interp_axis(_interp_axis(pooled, fs, np.arange(h), 0), fs, np.arange(w), 1)
+    pooled = _normalise(pooled)
+    weighted = local_entropy(pooled, entropy_window, entropy_bins) * pooled  # D of the paper
+    guide = ndimage.gaussian_filter(_normalise(gray), 1.0, truncate=1.0, mode="nearest")
+    smooth = domain_transform_filter(weighted, guide, sigma_s, sigma_r)
     if (h, w) != (h_full, w_full):
         smooth = guided_upsample(_normalise(gray_full), smooth, 1, 1e-3)
     return _normalise(smooth)

@@ -1,22 +1,25 @@
-"""LBP-based defocus segmentation (Yi & Eramian, "LBP-based segmentation of defocus blur", IEEE TIP 2016).
+"""LBP-based defocus segmentation (Yi & Eramian, "LBP-based segmentation of defocus blur", IEEE TIP 2016), as the
+authors' released code (which produced the paper's numbers) runs it.
 
 Pipeline:
 
-1. rotation-invariant uniform LBP(8,1) codes with a small intensity threshold (``|n_p - n_c| >= 0.016`` on [0, 1]
-   intensities sets bit p), :func:`lbp_riu2_codes`;
+1. rotation-invariant uniform LBP(8,1) codes with a small intensity threshold: bit p is set when the neighbour is
+   brighter than the centre by more than 0.016 on [0, 1] intensities (the code; the paper's text writes an absolute
+   difference, ``comparison="absolute"``), :func:`lbp_riu2_codes`;
 2. sharpness metric = local fraction of the codes 6, 7, 8 and 9 in a square window, at several window sizes
    (11, 15, 21), computed with integral images so that the cost does not depend on the window,
-   :func:`lbp_sharpness`;
-3. per scale, matting initialisation: alpha = 1 where the metric > T_m1, 0 where it < T_m2, unknown elsewhere;
-   closed-form matting propagates these constraints along the image's colour edges;
-4. multi-scale inference: an L1 energy coupling the per-scale alpha maps within and across scales
-   (:mod:`defocus.classical._inference`); the map of the largest window is the sharpness map, :func:`lbp_map`;
+   :func:`lbp_sharpness`; each map is then min-max normalised over the image;
+3. per scale, matting initialisation: alpha = 1 where the normalised metric > T_m1, 0 where it < T_m2, unknown
+   elsewhere; closed-form matting, solved at a quarter of the side (Levin's coarse-to-fine solver in the code) and
+   brought to full size by its local linear model, propagates these constraints along the image's edges;
+4. multi-scale inference: a two-label field over the three matted maps, solved for its marginals by loopy belief
+   propagation (:mod:`defocus.classical._inference`); the in-focus belief of the largest window is the sharpness
+   map, :func:`lbp_map`;
 5. segmentation: the sharpness map thresholded at T_seg, :func:`lbp_segment`.
 
-Deviations (named parameters, see ``docs/classical.md``): steps 3-4 run at a reduced resolution (at most
-``work_pixels`` pixels, 20 000 by default) and the result is brought back to full size with a guided upsampling
-(the matting model itself: alpha locally linear in the image); the inference uses a continuous primal-dual solver
-instead of discrete loopy belief propagation.
+``fast=True`` is the named approximation: steps 3-4 on a copy of at most ``work_pixels`` pixels (20 000 by
+default) and the belief brought back with a guided upsampling. See ``docs/classical.md`` for every difference from
+the paper and the code.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from ._filters import box_mean, guided_upsample, resize
 from ._image import to_gray, to_rgb
-from ._inference import multiscale_inference
+from ._inference import multiscale_beliefs
 from ._matting import matte_from_constraints
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,12 @@ PAPER_T_M2 = 0.01
 PAPER_BETA = 0.5
 #: Segmentation threshold on the final sharpness map.
 PAPER_T_SEG = 0.3
+#: Side ratio of the matting solve (the authors' code: Levin's coarse-to-fine solver, three levels, one active).
+PAPER_MATTING_SCALE = 0.25
+#: How the LBP threshold is applied: the authors' code (signed) or the paper's text (absolute difference).
+COMPARISONS = ("signed", "absolute")
+# Regulariser of the guided upsampling of mattes and maps (gray guide in [0, 1]).
+UPSAMPLE_EPS = 1e-3
 
 # Unit-circle offsets (dy, dx) of the 8 neighbours, counter-clockwise from the right (image rows grow downwards).
 _ANGLES = 2.0 * np.pi * np.arange(8) / 8.0
@@ -66,35 +75,42 @@ def _neighbour(padded: np.ndarray, dy: float, dx: float, h: int, w: int) -> np.n
     return out
 
 
-def _lbp_bits(gray: np.ndarray, threshold: float) -> np.ndarray:
-    """(8, H, W) bool: bit p of LBP(8,1) with the thresholded absolute difference of the paper."""
+def _lbp_bits(gray: np.ndarray, threshold: float, comparison: str) -> np.ndarray:
+    """(8, H, W) bool: bit p of LBP(8,1), set when the neighbour exceeds the centre by more than ``threshold``
+    (``"signed"``) or differs from it by at least ``threshold`` (``"absolute"``)."""
+    if comparison not in COMPARISONS:
+        raise ValueError(f"LBP comparison must be one of {', '.join(COMPARISONS)}, got {comparison!r}")
     g = to_gray(gray)
     h, w = g.shape
     padded = np.pad(g, 1, mode="edge")
     thr = np.float32(threshold)
+    if comparison == "signed":
+        return np.stack([_neighbour(padded, dy, dx, h, w) - g > thr for dy, dx in _OFFSETS])
     return np.stack([np.abs(_neighbour(padded, dy, dx, h, w) - g) >= thr for dy, dx in _OFFSETS])
 
 
-def lbp_riu2_codes(gray, threshold: float = PAPER_LBP_THRESHOLD) -> np.ndarray:
+def lbp_riu2_codes(gray, threshold: float = PAPER_LBP_THRESHOLD, comparison: str = "signed") -> np.ndarray:
     """Rotation-invariant uniform LBP(8,1) codes (0..9) of a gray (or colour, converted) image.
 
-    Bit p is set when ``|n_p - n_c| >= threshold`` (intensities in [0, 1]; neighbours on the unit circle,
-    diagonal ones bilinearly interpolated, borders replicated). A pattern with at most two 0/1 transitions around
-    the circle gets the number of its set bits (0..8), any other pattern gets 9. Returns uint8 HxW.
+    Bit p is set when ``n_p - n_c > threshold`` (``comparison="signed"``, the authors' code) or when
+    ``|n_p - n_c| >= threshold`` (``"absolute"``, the paper's text); intensities in [0, 1], neighbours on the
+    unit circle, diagonal ones bilinearly interpolated, borders replicated. A pattern with at most two 0/1
+    transitions around the circle gets the number of its set bits (0..8), any other pattern gets 9.
+    Returns uint8 HxW.
     """
-    bits = _lbp_bits(gray, threshold)
+    bits = _lbp_bits(gray, threshold, comparison)
     ones = bits.sum(axis=0, dtype=np.uint8)
     transitions = (bits != np.roll(bits, 1, axis=0)).sum(axis=0, dtype=np.uint8)
     return np.where(transitions <= 2, ones, np.uint8(9)).astype(np.uint8)
 
 
-def _sharp_patterns(gray, threshold: float) -> np.ndarray:
+def _sharp_patterns(gray, threshold: float, comparison: str) -> np.ndarray:
     """HxW float32: 1 where the riu2 code is 6, 7, 8 or 9."""
-    return (lbp_riu2_codes(gray, threshold) >= 6).astype(np.float32)
+    return (lbp_riu2_codes(gray, threshold, comparison) >= 6).astype(np.float32)
 
 
-def _sharpness_stack(gray, windows, threshold: float) -> np.ndarray:
-    pattern = _sharp_patterns(gray, threshold)
+def _sharpness_stack(gray, windows, threshold: float, comparison: str) -> np.ndarray:
+    pattern = _sharp_patterns(gray, threshold, comparison)
     out = np.empty((len(windows),) + pattern.shape, dtype=np.float32)
     for i, win in enumerate(windows):
         if win < 1 or win % 2 == 0:
@@ -103,58 +119,99 @@ def _sharpness_stack(gray, windows, threshold: float) -> np.ndarray:
     return out
 
 
-def lbp_sharpness(gray, window: int = PAPER_WINDOWS[0], threshold: float = PAPER_LBP_THRESHOLD) -> np.ndarray:
+def lbp_sharpness(gray, window: int = PAPER_WINDOWS[0], threshold: float = PAPER_LBP_THRESHOLD,
+                  comparison: str = "signed") -> np.ndarray:
     """The paper's LBP sharpness metric m_LBP at every pixel: the fraction of pixels whose riu2 code is 6, 7, 8 or 9
     in the ``window`` x ``window`` neighbourhood (odd size; clipped at the image border).
 
-    ``gray``: HxW (or colour, converted) image, uint8 or float in [0, 1]. Returns float32 HxW in [0, 1],
-    high = sharp. The cost does not depend on ``window`` (integral images).
+    ``gray``: HxW (or colour, converted) image, uint8 or float in [0, 1]; ``threshold``, ``comparison``: see
+    :func:`lbp_riu2_codes`. Returns float32 HxW in [0, 1], high = sharp, not normalised. The cost does not depend
+    on ``window`` (integral images).
     """
-    return _sharpness_stack(gray, (int(window),), threshold)[0]
+    return _sharpness_stack(gray, (int(window),), threshold, comparison)[0]
 
 
-def _work_size(h: int, w: int, work_pixels: int | None) -> tuple[int, int]:
-    if not work_pixels or h * w <= work_pixels:
+def _min_max(x: np.ndarray) -> np.ndarray:
+    """Each map of the stack ``x`` (S, H, W) scaled to [0, 1] over its pixels; a constant map becomes 0."""
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 1e-12, (x - lo) / np.where(span > 1e-12, span, 1.0), 0.0).astype(np.float32)
+
+
+def _shrunk(h: int, w: int, factor: float) -> tuple[int, int]:
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def _fast_size(h: int, w: int, work_pixels: int) -> tuple[int, int]:
+    if h * w <= work_pixels:
         return h, w
-    scale = math.sqrt(work_pixels / (h * w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    return _shrunk(h, w, math.sqrt(work_pixels / (h * w)))
 
 
-def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESHOLD, t_m1: float = PAPER_T_M1,
-            t_m2: float = PAPER_T_M2, beta: float = PAPER_BETA, refine: bool = True, n_iter: int = 100,
-            work_pixels: int | None = 20_000, upsample_radius: int = 1, upsample_eps: float = 1e-3) -> np.ndarray:
+def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 float image resized to ``size`` (area when shrinking)."""
+    return np.moveaxis(resize(np.moveaxis(rgb, 2, 0), size), 0, 2)
+
+
+def _matte_scales(rgb: np.ndarray, metrics: np.ndarray, t_m1: float, t_m2: float,
+                  matting_size: tuple[int, int]) -> np.ndarray:
+    """Per-scale matting (S, H, W) at the size of ``rgb``: the constraints (normalised metric > t_m1: in focus,
+    < t_m2: blurred) are set and the matte solved at ``matting_size``, then brought to the size of ``rgb`` with the
+    matting model itself (alpha locally linear in the image: a guided upsampling)."""
+    h, w = rgb.shape[:2]
+    m_small = resize(metrics, matting_size)
+    sharp = m_small > t_m1
+    blurred = m_small < t_m2
+    init = np.where(sharp, 1.0, np.where(blurred, 0.0, m_small)).astype(np.float32)
+    alpha = matte_from_constraints(np.clip(_resize_rgb(rgb, matting_size), 0.0, 1.0), init, sharp | blurred)
+    if matting_size == (h, w):
+        return alpha
+    gray = to_gray(rgb)
+    return np.stack([np.clip(guided_upsample(gray, a, 1, UPSAMPLE_EPS), 0.0, 1.0) for a in alpha])
+
+
+def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESHOLD, comparison: str = "signed",
+            normalise: bool = True, t_m1: float = PAPER_T_M1, t_m2: float = PAPER_T_M2, beta: float = PAPER_BETA,
+            refine: bool = True, matting_scale: float = PAPER_MATTING_SCALE, n_iter: int = 100, fast: bool = False,
+            work_pixels: int = 20_000) -> np.ndarray:
     """Sharpness map of the LBP method (1 = in focus), float32 HxW in [0, 1], same size as ``image``.
 
     Parameters
     ----------
     image: HxWx3 (RGB) or HxW array, uint8 or float in [0, 1].
     windows: odd window sizes of the scales (paper: 11, 15, 21); the last one gives the output map.
-    threshold: LBP intensity threshold on [0, 1] intensities (paper: 0.016).
+    threshold, comparison: LBP intensity threshold on [0, 1] intensities (paper: 0.016) and how it is applied
+        (``"signed"``: the authors' code; ``"absolute"``: the paper's text), see :func:`lbp_riu2_codes`.
+    normalise: scale each metric map to [0, 1] over the image before the matting thresholds (the authors' code);
+        ``False`` thresholds the raw fractions.
     t_m1, t_m2: matting initialisation; metric > t_m1 is fixed to alpha = 1 (sharp), metric < t_m2 to 0 (blurred).
-    beta: smoothness weight of the multi-scale inference (paper: 0.5); 0 disables the inference.
-    refine: run matting and inference (paper); ``False`` returns the raw metric of the last window.
-    n_iter: primal-dual iterations of the inference.
-    work_pixels: matting and inference run on the image shrunk to at most this many pixels (``None``: full size,
-        slow on large images: sparse solves on every pixel); the result is upsampled with a guided filter of
-        ``upsample_radius`` (pixels at the working size) and ``upsample_eps``.
+    beta: coupling of the multi-scale inference (paper: 0.5); 0 leaves each pixel to its own matted value.
+    refine: run matting and inference (paper); ``False`` returns the metric of the last window (normalised when
+        ``normalise``).
+    matting_scale: side ratio at which the matting is solved (the authors' code: 1/4, Levin's coarse-to-fine
+        solver with three levels); the matte is brought back to full size by its local linear model.
+    n_iter: most message updates of the inference.
+    fast: named approximation: matting and inference on a copy of at most ``work_pixels`` pixels and the map
+        brought back with a guided upsampling; the cost then hardly grows with the image.
     """
     windows = tuple(int(w) for w in windows)
     gray = to_gray(image)
-    metrics = _sharpness_stack(gray, windows, threshold)
+    metrics = _sharpness_stack(gray, windows, threshold, comparison)
+    if normalise:
+        metrics = _min_max(metrics)
     if not refine:
         return metrics[-1]
     h, w = gray.shape
-    hs, ws = _work_size(h, w, work_pixels)
-    logger.debug("LBP matting and inference at %dx%d for a %dx%d image", hs, ws, h, w)
-    rgb_small = np.moveaxis(resize(np.moveaxis(to_rgb(image), 2, 0), (hs, ws)), 0, 2)
-    m_small = resize(metrics, (hs, ws))
-    sharp = m_small > t_m1
-    blurred = m_small < t_m2
-    init = np.where(sharp, 1.0, np.where(blurred, 0.0, m_small)).astype(np.float32)
-    alpha = matte_from_constraints(np.clip(rgb_small, 0.0, 1.0), init, sharp | blurred)
-    fused = multiscale_inference(alpha, beta=beta, n_iter=n_iter)[-1]
-    if (hs, ws) != (h, w):
-        fused = guided_upsample(gray, fused, upsample_radius, upsample_eps)
+    size = _fast_size(h, w, int(work_pixels)) if fast else (h, w)
+    rgb = to_rgb(image)
+    if size != (h, w):
+        rgb, metrics = _resize_rgb(rgb, size), resize(metrics, size)
+        logger.debug("LBP matting and inference at %dx%d for a %dx%d image", size[0], size[1], h, w)
+    matting_size = _shrunk(*size, float(matting_scale)) if not fast else size
+    alpha = _matte_scales(rgb, metrics, t_m1, t_m2, matting_size)
+    fused = multiscale_beliefs(alpha, beta=beta, n_iter=n_iter)[-1]
+    if size != (h, w):
+        fused = guided_upsample(gray, fused, 1, UPSAMPLE_EPS)
     return np.clip(fused, 0.0, 1.0).astype(np.float32)
 
 

@@ -11,7 +11,7 @@ import typer
 
 from .. import __version__
 
-COMMAND_MODULES = ["models", "predict", "evaluate", "data", "train", "convert", "export"]
+COMMAND_MODULES = ["models", "predict", "evaluate", "data", "train", "convert", "export", "serve"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Defocus blur detection: which parts of a photo are in focus.")
@@ -31,13 +31,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as e:  # a capability not installed in this tree
-        if e.name != f"{__name__}.{_name}":
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(f"{__name__}.{_name}").register(app)
 
 
 def main():

@@ -1,11 +1,13 @@
-"""`defocus data list|prepare|verify|synth`: dataset registry, official-download preparation and checks,
-synthetic defocus rendering."""
+"""`defocus data list|prepare|verify|pairs|synth`: dataset registry, official-download preparation and checks,
+labels from photo pairs, synthetic defocus rendering."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from ..defaults import PAPER_SIZE
 
 
 def _fail(msg: str, code: int = 2):
@@ -44,20 +46,33 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("copy", "--mode", help="copy, hardlink or symlink (never re-encodes)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace differing files already in the root."),
         verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify the prepared dataset afterwards."),
+        sheets: Optional[Path] = typer.Option(None, "--sheets", help="mfifb / dfd: write a contact sheet per pair "
+                                              "into this folder."),
+        keep_excluded: bool = typer.Option(False, "--keep-excluded", help="mfifb: also label the pairs listed as "
+                                           "not optical (synthetic or duplicate)."),
     ):
-        """Copy or link an official download into the registry layout under ROOT."""
+        """Copy or link an official download into the registry layout under ROOT (mfifb and dfd: label the
+        photo pairs and write images, masks and ignore masks)."""
+        from ..data.pairs import PairError
         from ..data.prepare import prepare_dataset, prepared_datasets
         from ..data.registry import DataError
         from ..data.verify import verify_dataset
 
+        pair_options = {}
+        if sheets is not None:
+            pair_options["sheets"] = sheets
+        if keep_excluded:
+            pair_options["keep_excluded"] = True
         try:
-            report = prepare_dataset(name, src, root, mode=mode, overwrite=overwrite)
-        except (DataError, ValueError) as e:
+            report = prepare_dataset(name, src, root, mode=mode, overwrite=overwrite, pair_options=pair_options)
+        except (DataError, PairError, ValueError, OSError) as e:
             _fail(str(e))
         for part in report.parts:
             typer.echo(f"{part}: {report.written[part]} files written, {report.kept[part]} already there")
         if report.renamed:
             typer.echo(f"{report.renamed} masks stored under their image's stem (paired by sorted order)")
+        for p in report.skipped:
+            typer.echo(f"left out: {p}")
         for p in report.problems:
             typer.echo(f"problem: {p}")
         ok = report.ok
@@ -90,6 +105,59 @@ def register(app: typer.Typer) -> None:
         if not _print_report(report, strict):
             raise typer.Exit(1)
 
+    @data.command("pairs")
+    def pairs_cmd(
+        first: Path = typer.Argument(..., help="Focus pair: one image (e.g. focused near). Aperture pair: the "
+                                     "wide-aperture image."),
+        second: Path = typer.Argument(..., help="Focus pair: the other image (focused far). Aperture pair: the "
+                                      "narrow-aperture image."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, ignore/, sheets/)."),
+        aperture: bool = typer.Option(False, "--aperture", help="An aperture pair (wide, narrow): label the wide "
+                                      "image only."),
+        sheet: bool = typer.Option(False, "--sheet", help="Also write a contact sheet: image | mask (grey = "
+                                   "undetermined) | overlay."),
+        window: float = typer.Option(0.02, "--window", help="Focus-measure window (Gaussian std) as a fraction "
+                                     "of the short side."),
+        margin: float = typer.Option(2.0, "--margin", help="Focus-measure ratio for 'sharper than the other'."),
+        tolerance: float = typer.Option(1.3, "--tolerance", help="Aperture pairs: ratio still 'as sharp as' the "
+                                        "narrow-aperture image."),
+        min_gradient: float = typer.Option(1.5, "--min-gradient", help="Least RMS gradient (grey levels / px) "
+                                           "to decide at all (texture floor)."),
+        floor: float = typer.Option(2.0, "--floor", help="Least re-blur ratio of an in-focus image (absolute "
+                                    "sharpness floor)."),
+        aperture_floor: float = typer.Option(1.5, "--aperture-floor", help="The sharpness floor of the wide "
+                                             "image of an aperture pair."),
+        boundary: float = typer.Option(2.0, "--boundary", help="Undetermined band at label transitions, in "
+                                       "windows."),
+        min_region: float = typer.Option(0.002, "--min-region", help="Least labelled region, fraction of the "
+                                         "frame."),
+    ):
+        """Label a focus bracket (two shots, focused near and far) or an aperture bracket (wide and narrow
+        aperture) of one scene from a tripod: writes OUT/images/<stem>.<ext>, OUT/masks/<stem>.png (255 = in
+        focus) and OUT/ignore/<stem>.png (255 = undetermined) for each labelled image."""
+        from ..data.pairs import (APERTURE, FOCUS, PairError, PairLabelConfig, labelled_images, label_files,
+                                  pair_sheet, write_labelled)
+
+        try:
+            cfg = PairLabelConfig(window=window, margin=margin, tolerance=tolerance, min_gradient=min_gradient,
+                                  floor=floor, aperture_floor=aperture_floor, boundary=boundary,
+                                  min_region=min_region)
+            if first.resolve() == second.resolve():
+                raise PairError(f"{first}: the same file given twice")
+            a, b, labels = label_files(first, second, APERTURE if aperture else FOCUS, cfg)
+            items = labelled_images(first, second, labels)
+            if len({it.stem for it in items}) < len(items):
+                raise PairError(f"{first} and {second} have the same stem; rename one")
+            page = pair_sheet([a, b], labels) if sheet else None
+            write_labelled(items, out, page, items[0].stem)
+        except (PairError, ValueError, OSError) as e:
+            _fail(str(e))
+        al = labels.alignment
+        typer.echo(f"aligned: shift {al.shift[0]:+.2f}, {al.shift[1]:+.2f} px, scale {1 + al.scale:.4f}")
+        for it in items:
+            typer.echo(f"{it.stem}: {it.label.determined_fraction:.1%} determined, "
+                       f"{it.label.in_focus_fraction:.1%} of them in focus -> {out}")
+
     @data.command("synth")
     def synth_cmd(
         src: Optional[List[Path]] = typer.Option(None, "--src", help="Folder of sharp photos (repeatable)."),
@@ -99,7 +167,7 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(..., "-n", help="Number of samples."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, samples.jsonl)."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
-        size: int = typer.Option(320, "--size", help="Output side in pixels."),
+        size: int = typer.Option(PAPER_SIZE, "--size", help="Output side in pixels."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON of SynthConfig fields to override."),
     ):
         """Render N synthetic defocus image/mask pairs (mask 255 = in focus)."""

@@ -49,15 +49,18 @@ def register(app: typer.Typer) -> None:
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
         images: Optional[Path] = typer.Option(None, "--images", help="Folder of images paired with --gt masks "
                                               "(model mode)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, "
+                                   "mps ..."),
         drop_mismatched: bool = typer.Option(False, "--drop-mismatched", help="Leave out images whose size "
                                              "differs from their mask's (the reference's behaviour)."),
+        ignore: Optional[Path] = typer.Option(None, "--ignore", help="Folder of ignore masks paired by stem "
+                                              "(white = undetermined pixels, left out; standard protocol)."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
     ):
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
-        from ..evaluation import (EvaluationInputError, FolderDataset, ReportTable, default_labels, evaluate,
-                                  write_curves)
+        from ..atomic import write_bytes_atomic
+        from ..evaluation import EvaluationInputError, FolderDataset, evaluate, write_curves
 
         want_curves = curves is not None or plot is not None
         labels = list(label or [])
@@ -67,23 +70,22 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 if gt is None:
                     raise typer.BadParameter("--pred needs --gt")
-                if labels and len(labels) != len(pred):
-                    raise typer.BadParameter("give one --label per --pred")
                 if dataset and len(dataset) > 1:
                     raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
-                labels = labels or default_labels(pred)
-                reports = [evaluate(pred=p, gt=gt, list_file=list_file, protocol=protocol.value,
-                                    pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
-                                    skip_missing=skip_missing, curves=want_curves,
-                                    dataset=dataset[0] if dataset else None, method=m, pred_suffix=pred_suffix)
-                           for p, m in zip(pred, labels)]
-                table = ReportTable(reports)
+                if labels and len(labels) != len(pred):
+                    raise typer.BadParameter("give one --label per --pred")
+                table = evaluate(pred=list(pred), gt=gt, list_file=list_file, protocol=protocol.value,
+                                 pred_polarity=pred_polarity.value, gt_polarity=gt_polarity.value,
+                                 skip_missing=skip_missing, curves=want_curves,
+                                 dataset=dataset[0] if dataset else None, method=labels or None,
+                                 pred_suffix=pred_suffix, ignore_dir=ignore)
             else:
                 sets = list(dataset or [])
                 if images is not None:
                     if gt is None:
                         raise typer.BadParameter("--images needs --gt")
-                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value)] + sets
+                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value,
+                                          ignore)] + sets
                 if not sets:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
@@ -101,9 +103,9 @@ def register(app: typer.Typer) -> None:
 
             plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
         if markdown is not None:
-            markdown.write_text(table.to_markdown())
+            write_bytes_atomic(table.to_markdown().encode("utf-8"), markdown)
         if csv is not None:
-            csv.write_text(table.to_csv())
+            write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
         single = len(table) == 1
         if as_json:
             typer.echo(table[0].to_json() if single else table.to_json())

@@ -5,6 +5,8 @@ from typing import List, Optional
 
 import typer
 
+from ..defaults import DEFAULT_OPSET, EXPORT_TOLERANCE, PAPER_SIZE
+
 
 def _csv(value: str, cast=str) -> list:
     return [cast(v.strip()) for v in value.split(",") if v.strip()]
@@ -18,12 +20,13 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("default", "--model", "-m", help="Checkpoint (.safetensors / authors' .pth), "
                                   "'default', or a registry NAME[:BACKBONE] (random weights)."),
         output: str = typer.Option(..., "--output", "-o", help="ONNX file to write."),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+        opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
         fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fold conv + BN pairs before exporting."),
         check_images: Optional[List[str]] = typer.Option(None, "--check-image", help="Real image(s) to include "
                                                          "in the parity check (repeatable)."),
         check: bool = typer.Option(True, "--check/--no-check", help="Validate against PyTorch with ONNX Runtime."),
-        tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference."),
+        tolerance: float = typer.Option(EXPORT_TOLERANCE, "--tolerance",
+                                        help="Largest accepted probability difference."),
     ):
         """Export a network to ONNX (dynamic batch, height, width; input 'image' = normalised NCHW float32,
         output 'logit') and check it against PyTorch."""
@@ -53,7 +56,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("default", "--model", "-m", help="As for predict; a registry NAME[:BACKBONE] "
                                   "measures speed with random weights."),
         method: Optional[str] = typer.Option(None, "--method", help="Time a training-free baseline instead."),
-        size: int = typer.Option(320, "--size", min=32, help="Input side."),
+        size: int = typer.Option(PAPER_SIZE, "--size", min=32, help="Input side."),
         batch_size: str = typer.Option("1,8", "--batch-size", help="Comma-separated batch sizes."),
         backend: str = typer.Option("torch", "--backend", help="Comma-separated: torch, onnx, torch-baseline "
                                     "(the unoptimised eval model)."),

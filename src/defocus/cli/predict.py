@@ -5,7 +5,20 @@ from typing import List, Optional
 
 import typer
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..imageio import DEFAULT_MAX_PIXELS, SUMMARY_NAME
+from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_WORKERS, PRECISIONS, SAVE_CHOICES,
+                         UPSAMPLE_CHOICES, PredictOptions)
+
+_DEFAULT_THRESHOLD = PredictOptions().threshold
+
+
+def report_error(path: str, reason: str) -> None:
+    """One ``error: <path>: <reason>`` line on stderr, above the progress bar."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,25 +35,30 @@ def register(app: typer.Typer) -> None:
         method: Optional[str] = typer.Option(None, "--method", help="Training-free baseline instead of a network: "
                                              "lbp or hifst."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
-        size: int = typer.Option(320, "--size", min=1, help="Network input size (the paper's 320)."),
-        threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+        size: int = typer.Option(DEFAULT_SIZE, "--size", min=1, help="Network input size (the paper's 320)."),
+        threshold: float = typer.Option(_DEFAULT_THRESHOLD, "--threshold", min=0.0, max=1.0,
                                         help="Mask threshold on the in-focus probability."),
-        save: str = typer.Option("prob,mask,overlay", "--save", help="Outputs to write: any of prob,mask,overlay."),
-        backend: str = typer.Option("torch", "--backend", help="torch or onnx (ONNX Runtime)."),
-        batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+        save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
+                                 help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
+        backend: str = typer.Option(BACKENDS[0], "--backend", help="torch or onnx (ONNX Runtime)."),
+        batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
                                          "instead of the paper's square resize."),
-        recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+        recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (their layout "
+                                       "is kept under the output folder)."),
+        skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume: skip the images whose outputs "
+                                           "all exist in the output folder."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
-        upsample: str = typer.Option("bilinear", "--upsample", help="Resizing of the map back to the image size: "
-                                     "bilinear, or nearest (the paper's)."),
+        upsample: str = typer.Option(UPSAMPLE_CHOICES[0], "--upsample", help="Resizing of the map back to the image "
+                                     "size: bilinear, or nearest (the paper's)."),
         fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode JPEGs at a reduced DCT scale "
                                          "(>= 2x the input size): faster on large photos, nearly identical maps."),
         max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (guard "
                                        "against decompression bombs); 0 disables the limit."),
-        precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 (CUDA, or a CPU with native bf16 instructions); fp16 (CUDA). Not exact."),
+        precision: str = typer.Option(PRECISIONS[0], "--precision", help="fp32; bf16 (CUDA, or a CPU with native "
+                                      "bf16 instructions); fp16 (CUDA). Not exact."),
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
-        workers: int = typer.Option(2, "--workers", min=1, help="Decoding / writing threads."),
+        workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, help="Decoding / writing threads."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         use_ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (a local instance, or RAY_ADDRESS): "
                                      "resumable, writes OUT/predictions.parquet."),
@@ -53,16 +71,13 @@ def register(app: typer.Typer) -> None:
         ray_cpus: float = typer.Option(1.0, "--ray-cpus", min=0.0, help="Ray: CPUs per actor."),
     ):
         """Predict which parts of each image are in focus. Writes OUT/<stem>_prob.png (255 = in focus),
-        <stem>_mask.png, <stem>_overlay.jpg and OUT/summary.json. Exit status 1 if any input failed."""
+        <stem>_mask.png, <stem>_overlay.jpg and OUT/summary.json. Exit status 1 if any input failed, 2 for a
+        set-up error, 130 / 143 when interrupted (Ctrl-C / SIGTERM; summary.json lists what was done)."""
         import json
-        import sys
+        import signal
 
-        from tqdm import tqdm
-
-        from ..inference import Predictor, predict_files
-
-        def report(path, reason):
-            tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+        from ..inference import (Predictor, check_model_spec, interrupt_signal, plan_batch, run_batch,
+                                 sigterm_interrupts)
 
         if use_ray or ray_address:  # the same Predictor as Ray Data actors: defocus.distributed
             from ..distributed import predict_dataset
@@ -70,7 +85,7 @@ def register(app: typer.Typer) -> None:
             try:
                 run = predict_dataset(inputs, out, model=model, save=save, recursive=recursive,
                                       address=ray_address, concurrency=ray_concurrency, ray_batch_size=ray_batch_size,
-                                      num_cpus=ray_cpus, num_gpus=ray_gpus, progress=progress, on_error=report,
+                                      num_cpus=ray_cpus, num_gpus=ray_gpus, progress=progress, on_error=report_error,
                                       device=device, size=size, backend=backend, method=method,
                                       keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
                                       max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
@@ -86,20 +101,34 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
             return
 
-        try:
-            predictor = Predictor(model=model, device=device, size=size, backend=backend, method=method,
-                                  keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
-                                  max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
-                                  precision=precision, compile=compile_model, workers=workers)
-            summary = predict_files(predictor, inputs, out, save=save, recursive=recursive, progress=progress,
-                                    on_error=report)
-        except (ValueError, OSError, ImportError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
+        plan = predictor = None
+        with sigterm_interrupts():
+            try:
+                # everything that needs no model is checked first: a wrong path fails at once
+                check_model_spec(model)
+                plan = plan_batch(inputs, out, save, recursive=recursive, skip_existing=skip_existing)
+                if plan.jobs:
+                    predictor = Predictor(model, method=method, device=device, backend=backend, size=size,
+                                          keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
+                                          max_pixels=max_pixels or None, upsample=upsample,
+                                          fast_decode=fast_decode, precision=precision, compile=compile_model,
+                                          workers=workers)
+                summary = run_batch(predictor, plan, progress=progress, on_error=report_error)
+            except (ValueError, OSError, ImportError) as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2)
+            except KeyboardInterrupt as e:
+                signum = interrupt_signal(e)
+                started = plan is not None and (predictor is not None or not plan.jobs)
+                where = f"; the images done are listed in {plan.out_dir / SUMMARY_NAME}" if started else ""
+                typer.echo(f"interrupted ({signal.Signals(signum).name}){where}", err=True)
+                raise typer.Exit(128 + signum)
         if as_json:
             typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
-        ok = summary["n_images"] - summary["failed"]
-        typer.echo(f"{ok} image(s) done, {summary['failed']} failed; outputs in {summary['out_dir']} "
-                   f"(model: {predictor.info})", err=True)
+        done = summary["n_images"] - summary["failed"] - summary["skipped"]
+        skipped = f", {summary['skipped']} skipped (outputs exist)" if summary["skipped"] else ""
+        model_used = f" (model: {predictor.info})" if predictor is not None else ""
+        typer.echo(f"{done} image(s) done, {summary['failed']} failed{skipped}; outputs in {summary['out_dir']}"
+                   f"{model_used}", err=True)
         if summary["failed"] or not summary["n_images"]:
             raise typer.Exit(1)

@@ -7,6 +7,17 @@ from typing import List, Optional
 import typer
 
 
+def check_data(cfg) -> None:
+    """Index the run's training and validation data once (listing files, no decoding), so that a missing data
+    folder or file fails before any network is built or weights are fetched; raises what the data builders
+    raise (``FileNotFoundError``, ``ValueError``)."""
+    from ..engine.data import build_train_dataset, build_val_dataset
+
+    identity = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    build_train_dataset(cfg.data, *identity, seed=cfg.seed)
+    build_val_dataset(cfg.data, *identity)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command."""
 
@@ -37,10 +48,15 @@ def register(app: typer.Typer) -> None:
             typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return
         try:
+            check_data(cfg)
             result = train(cfg)
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+            # missing data folders and files, inconsistent settings found while building the run
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
         if os.environ.get("RANK", "0") != "0":   # under torchrun only the first process reports
             return
         state = "finished" if result.complete else "stopped early (resume with --resume auto)"

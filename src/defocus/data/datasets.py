@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .masks import in_focus_to_pil, read_mask
+from .pairs import read_ignore
 from .registry import Pair, load_pairs
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,12 @@ def load_image(path) -> Image.Image:
 class DBDDataset(torch.utils.data.Dataset):
     """Defocus-blur-detection samples from a list of :class:`Pair`.
 
-    Item ``i`` is ``dict(image=..., target=..., stem=str)``. With a ``transform`` (called as
-    ``transform(PIL RGB image, PIL 'L' mask with 255 = in focus)``, e.g.
-    :func:`~defocus.data.transforms.train_transform`)
-    image is a normalised float tensor 3xHxW and target a float tensor 1xHxW in {0, 1}; without one, image is a
-    uint8 HxWx3 array and target a uint8 HxW array in {0, 1}. The raw mask is inverted per sample according to
+    Item ``i`` is ``dict(image=..., target=..., valid=..., stem=str)``. With a ``transform`` (called as
+    ``transform(PIL RGB image, PIL 'L' mask with 255 = in focus[, PIL 'L' ignore mask with 255 = undetermined])``,
+    e.g. :func:`~defocus.data.transforms.train_transform`)
+    image is a normalised float tensor 3xHxW, target and valid float tensors 1xHxW in {0, 1}; without one, image
+    is a uint8 HxWx3 array, target and valid uint8 HxW arrays in {0, 1}. ``valid`` is 0 on the undetermined
+    pixels of a pair with an ignore mask (labels derived from photo pairs) and 1 everywhere else. The raw mask is inverted per sample according to
     its pair's polarity, so mixed-polarity (combined) datasets are handled sample by sample."""
 
     def __init__(self, pairs: Sequence[Pair], transform: Optional[Callable] = None):
@@ -43,10 +45,19 @@ class DBDDataset(torch.utils.data.Dataset):
         in_focus = read_mask(pair.mask, pair.mask_white)
         if in_focus.shape != (image.height, image.width):
             log.debug("%s: mask %s differs from image %s", pair.stem, in_focus.shape[::-1], image.size)
+        ignore = read_ignore(pair.ignore) if pair.ignore is not None else None
+        if ignore is not None and ignore.shape != in_focus.shape:
+            raise ValueError(f"{pair.ignore}: ignore mask {ignore.shape[::-1]} differs from the mask "
+                             f"{in_focus.shape[::-1]}")
         if self.transform is None:
-            return dict(image=np.asarray(image), target=in_focus.astype(np.uint8), stem=pair.stem)
-        img_t, target = self.transform(image, in_focus_to_pil(in_focus))
-        return dict(image=img_t, target=target, stem=pair.stem)
+            valid = np.ones_like(in_focus, np.uint8) if ignore is None else (~ignore).astype(np.uint8)
+            return dict(image=np.asarray(image), target=in_focus.astype(np.uint8), valid=valid, stem=pair.stem)
+        if ignore is None:
+            img_t, target = self.transform(image, in_focus_to_pil(in_focus))
+            valid = torch.ones_like(target)
+        else:
+            img_t, target, valid = self.transform(image, in_focus_to_pil(in_focus), in_focus_to_pil(ignore))
+        return dict(image=img_t, target=target, valid=valid, stem=pair.stem)
 
 
 def build_dataset(name: str, root=None, transform: Optional[Callable] = None, **kw) -> DBDDataset:
@@ -57,7 +68,7 @@ def build_dataset(name: str, root=None, transform: Optional[Callable] = None, **
 def drop_mismatched_sizes(pairs: Sequence[Pair]) -> tuple[list[Pair], list[Pair]]:
     """Split pairs into (kept, dropped) by whether the image and mask sizes agree (file headers only).
 
-    The reference evaluation silently drops such test images (METHOD §9.18); this makes the drop explicit."""
+    The reference evaluation silently drops such test images (method.md §9.18); this makes the drop explicit."""
     kept, dropped = [], []
     for p in pairs:
         with Image.open(p.image) as a, Image.open(p.mask) as b:

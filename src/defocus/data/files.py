@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imageio import IMAGE_SUFFIXES  # one list of readable image suffixes for the whole package
+from ..listfiles import read_list_stems
 
 
 def is_image_file(path: Path) -> bool:
@@ -77,16 +78,7 @@ def pair_folders(images: list[Path], masks: list[Path], pairing: str = "stem") -
 
 
 def read_list_file(path: Path) -> list[str]:
-    """Stems listed in a split file, in file order. Accepts one name per line, with or without extension, and
-    the ``<k>.bmp--<name>.jpg`` lines of the reference ``split.txt``; blank lines and ``#`` comments are skipped."""
-    stems = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "--" in line:
-            line = line.split("--", 1)[1].strip()
-        name = Path(line).name
-        suffix = Path(name).suffix
-        stems.append(name[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else name)
-    return stems
+    """Stems listed in a split file, in file order (see :func:`defocus.listfiles.read_list_stems`: one name per
+    line, with or without extension, or the ``<k>.bmp--<name>.jpg`` lines of the reference ``split.txt``; blank
+    lines and ``#`` comment lines are skipped)."""
+    return read_list_stems(path)

@@ -1,6 +1,6 @@
 """``defocus data prepare``: turn the authors' download layouts into the registry layout, without re-encoding.
 
-Recognised download layouts (METHOD §7.1; folder names are matched case-insensitively anywhere up to three
+Recognised download layouts (method.md §7.1; folder names are matched case-insensitively anywhere up to three
 levels below ``--src``):
 
 - CUHK: ``image/`` (``out_of_focusNNNN.jpg`` / ``.JPG``; motion-blur files are skipped) and ``gt/`` (``.png``)
@@ -26,11 +26,13 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from ..atomic import atomic_create
 from .files import Pairing, list_images, pair_by_stem, pair_folders
 from .registry import DataError, get_spec
 
 log = logging.getLogger(__name__)
 
+PAIR_FAMILIES = ("mfifb", "dfd")  # labelled from photo pairs by defocus.data.pair_sets, not copied
 MODES = ("copy", "hardlink", "symlink")
 
 
@@ -61,7 +63,8 @@ LAYOUTS = {
 
 @dataclass
 class PrepareReport:
-    """What ``prepare`` did: files written or kept per part, pairs renamed, and every problem found."""
+    """What ``prepare`` did: files written or kept per part, pairs renamed, every problem found, and the source
+    items left out on purpose (``skipped``, with the reason)."""
 
     family: str
     root: Path
@@ -70,6 +73,7 @@ class PrepareReport:
     renamed: int = 0
     parts: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,9 +82,9 @@ class PrepareReport:
 
 
 def family_of(name: str) -> str:
-    """The download family (cuhk, dut, ctcug, ebd) a dataset name is prepared from."""
+    """The download family (cuhk, dut, ctcug, ebd, mfifb, dfd) a dataset name is prepared from."""
     key = name.strip().lower()
-    if key in LAYOUTS:
+    if key in LAYOUTS or key in PAIR_FAMILIES:
         return key
     fam = get_spec(name).family
     if fam is None:
@@ -143,26 +147,30 @@ def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
             return False
         if not overwrite:
             raise DataError(f"{dst}: exists with different content (use overwrite)")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists() or tmp.is_symlink():
-        tmp.unlink()
     if mode == "copy":
-        shutil.copyfile(src, tmp)
+        atomic_create(dst, lambda tmp: shutil.copyfile(src, tmp))
     elif mode == "hardlink":
-        os.link(src, tmp)
+        atomic_create(dst, lambda tmp: os.link(src, tmp))
     else:
-        tmp.symlink_to(src.resolve())
-    os.replace(tmp, dst)
+        atomic_create(dst, lambda tmp: tmp.symlink_to(src.resolve()))
     return True
 
 
-def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False) -> PrepareReport:
+def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False,
+                    pair_options: Optional[dict] = None) -> PrepareReport:
     """Copy (``mode="copy"``) or link (``"hardlink"``, ``"symlink"``) a downloaded dataset from ``src`` into the
     registry layout under ``root``. ``name`` is a download family (cuhk, dut, ctcug, ebd) or any dataset name
-    prepared from one. Unpaired files are not copied and are listed in the report's ``problems``."""
+    prepared from one. Unpaired files are not copied and are listed in the report's ``problems``.
+
+    The photo-pair families ``mfifb`` and ``dfd`` are labelled instead (images copied, masks and ignore masks
+    derived; see :func:`defocus.data.pair_sets.prepare_pairs`, which takes ``pair_options``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     family = family_of(name)
+    if family in PAIR_FAMILIES:
+        from .pair_sets import prepare_pairs
+
+        return prepare_pairs(family, src, root, overwrite=overwrite, **(pair_options or {}))
     src, root = Path(src).expanduser(), Path(root).expanduser()
     if not src.is_dir():
         raise DataError(f"{src}: download folder not found")

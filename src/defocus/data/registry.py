@@ -7,6 +7,11 @@ Registry layout under a data root (what ``defocus data prepare`` writes; file na
     ROOT/DUT/test/{images,masks}/                500, white = in focus
     ROOT/CTCUG/{images,masks}/                   150, white = blur
     ROOT/EBD/{images,masks}/                     1605, white = in focus (sorted: 1305 shallow DOF, then 300 wide DOF)
+    ROOT/MFIFB/{images,masks,ignore}/            focus-pair labels (``defocus data prepare mfifb``), white = in focus
+    ROOT/DFD/{images,masks,ignore}/              aperture-pair labels (``defocus data prepare dfd``), white = in focus
+
+Labels derived from photo pairs (:mod:`defocus.data.pairs`) come with an ignore mask per image (white =
+undetermined: the pair cannot tell), paired by stem like the mask; evaluation and training leave those pixels out.
 
 Images and masks pair by file stem. Masks keep their raw polarity on disk; every :class:`Pair` carries it, and
 :func:`~defocus.data.masks.read_mask` turns it into True = in focus per sample.
@@ -20,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from ..listfiles import parse_list
 from .files import list_images, pair_folders, read_list_file
 from .masks import BLUR, IN_FOCUS, check_polarity
 
@@ -35,12 +41,14 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class Pair:
     """One image and its ground-truth mask; ``mask_white`` says what white means in the raw mask
-    ("blur" or "in-focus"), so combined datasets can invert per sample."""
+    ("blur" or "in-focus"), so combined datasets can invert per sample; ``ignore`` is the sample's ignore mask
+    (white = undetermined pixels, left out of scores and losses), or None when every pixel is labelled."""
 
     image: Path
     mask: Path
     stem: str
     mask_white: str
+    ignore: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,14 @@ class Part:
     """One folder pair of a dataset, optionally restricted to a subset of its files.
 
     ``subset`` is None (all files), ``"split:<file>"`` (stems in a package split file, file order),
-    ``"list"`` (stems in the user's list file), ``"first:<n>"`` or ``"last:<n>"`` (by sorted file name)."""
+    ``"list"`` (stems in the user's list file), ``"first:<n>"`` or ``"last:<n>"`` (by sorted file name).
+    ``ignore`` is the folder of ignore masks (white = undetermined), one per image, for derived labels."""
 
     images: str
     masks: str
     mask_white: str
     subset: Optional[str] = None
+    ignore: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ _DUT_TR = ("DUT/train/images", "DUT/train/masks", IN_FOCUS)
 _DUT_TE = ("DUT/test/images", "DUT/test/masks", IN_FOCUS)
 _CTCUG = ("CTCUG/images", "CTCUG/masks", BLUR)
 _EBD = ("EBD/images", "EBD/masks", IN_FOCUS)
+_MFIFB = ("MFIFB/images", "MFIFB/masks", IN_FOCUS)
+_DFD = ("DFD/images", "DFD/masks", IN_FOCUS)
 
 _SPECS = [
     DatasetSpec("cuhk", "CUHK defocus blur detection set, all 704 images (Shi et al. 2014)",
@@ -95,6 +107,16 @@ _SPECS = [
                 (Part(*_CUHK, "split:TR-1.txt"), Part(*_DUT_TR)), 1204, None),
     DatasetSpec("cuhk2-tr+dut-tr", "CUHK-TR-2 & DUT-TR (user list for CUHK-TR-2)",
                 (Part(*_CUHK, "list"), Part(*_DUT_TR)), None, None),
+    DatasetSpec("mfifb", "MFIFB focus pairs: real optical pairs, labels derived from the pair (both images)",
+                (Part(*_MFIFB, ignore="MFIFB/ignore"),), 78, "mfifb"),
+    *[DatasetSpec(f"mfifb-{split}", f"MFIFB focus pairs, {split} split (by scene)",
+                  (Part(*_MFIFB, f"split:mfifb-{split}.txt", ignore="MFIFB/ignore"),), n, "mfifb")
+      for split, n in (("train", 38), ("val", 24), ("test", 16))],
+    DatasetSpec("dfd", "Indoor aperture pairs (Carvalho et al. 2018): f/2.8 images, labels from the f/8 partner",
+                (Part(*_DFD, ignore="DFD/ignore"),), 81, "dfd"),
+    *[DatasetSpec(f"dfd-{split}", f"Indoor aperture pairs, {split} split (by scene)",
+                  (Part(*_DFD, f"split:dfd-{split}.txt", ignore="DFD/ignore"),), n, "dfd")
+      for split, n in (("train", 41), ("val", 24), ("test", 16))],
     DatasetSpec("folder", "any folder of images plus a folder of masks with a declared polarity", (), None, None),
 ]
 REGISTRY = {s.name: s for s in _SPECS}
@@ -126,8 +148,7 @@ def get_spec(name: str) -> DatasetSpec:
 
 def split_stems(split_file: str) -> list[str]:
     """Stems of a split shipped with the package (``TE-1.txt``, ``TR-1.txt``), in file order."""
-    text = resources.files("defocus.data").joinpath("splits", split_file).read_text()
-    return [s.strip() for s in text.splitlines() if s.strip()]
+    return parse_list(resources.files("defocus.data").joinpath("splits", split_file).read_text())
 
 
 def resolve_root(root) -> Path:
@@ -149,6 +170,16 @@ def _subset_stems(subset: str, list_file) -> Optional[list[str]]:
     return None
 
 
+def _ignore_masks(part: Part, root: Path) -> dict:
+    """Stem -> ignore-mask file of a part ({} when the part has none)."""
+    if part.ignore is None:
+        return {}
+    folder = root / part.ignore
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder of ignore masks not found (run `defocus data prepare` or check --root)")
+    return {p.stem: p for p in list_images(folder)}
+
+
 def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = "stem") -> list[Pair]:
     img_dir, mask_dir = root / part.images, root / part.masks
     for d in (img_dir, mask_dir):
@@ -156,8 +187,15 @@ def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = 
             raise DataError(f"{d}: folder not found (run `defocus data prepare` or check --root)")
     images, masks = list_images(img_dir), list_images(mask_dir)
     res = pair_folders(images, masks, pairing)
-    pairs = [Pair(i, m, i.stem, part.mask_white) for i, m in res.pairs]
+    ignores = _ignore_masks(part, root)
+    pairs = [Pair(i, m, i.stem, part.mask_white, ignores.get(i.stem)) for i, m in res.pairs]
     problems = []
+    if part.ignore is not None:
+        lacking = [p.stem for p in pairs if p.ignore is None]
+        if lacking:
+            problems.append(f"{len(lacking)} images without an ignore mask in {root / part.ignore}, "
+                            f"e.g. {lacking[0]}")
+            pairs = [p for p in pairs if p.ignore is not None]
     stems = _subset_stems(part.subset, list_file) if part.subset else None
     if stems is not None:
         by_stem = {p.stem: p for p in pairs}
@@ -190,25 +228,27 @@ def _part_pairs(part: Part, root: Path, list_file, strict: bool, pairing: str = 
 
 
 def load_pairs(name: str, root=None, list_file=None, image_dir=None, mask_dir=None, mask_white: str = IN_FOCUS,
-               *, strict: bool = True, pairing: str = "stem") -> list:
+               *, strict: bool = True, pairing: str = "stem", ignore_dir=None) -> list:
     """The (image, mask) pairs of a registered dataset under ``root`` (see the module docstring for the layout).
 
     ``name`` may combine datasets with ``+`` (``"cuhk-tr1+dut-tr"``); each :class:`Pair` keeps its own polarity.
     ``"cuhk2-tr"``/``"cuhk2-te"`` need ``list_file`` (one stem or file name per line). ``"folder"`` pairs
     ``image_dir`` with ``mask_dir`` (default ``root/images`` and ``root/masks``) by stem, or by sorted order with
     ``pairing="sorted"``, with the declared ``mask_white`` polarity. With ``strict`` (default) unpaired files or
-    missing listed stems raise :class:`DataError`; otherwise they are logged and skipped."""
+    missing listed stems raise :class:`DataError`; otherwise they are logged and skipped. ``ignore_dir`` gives a
+    ``"folder"`` dataset its ignore masks (white = undetermined, by stem; e.g. ``defocus data pairs`` output)."""
     names = [n for n in str(name).split("+") if n.strip()]
     if len(names) > 1 and _canon(name) not in _ALIASES:
         return [p for n in names for p in load_pairs(n, root, list_file, image_dir, mask_dir, mask_white,
-                                                     strict=strict, pairing=pairing)]
+                                                     strict=strict, pairing=pairing, ignore_dir=ignore_dir)]
     spec = get_spec(name)
     if spec.name == "folder":
         if image_dir is None or mask_dir is None:
             base = resolve_root(root)
             image_dir = image_dir or base / "images"
             mask_dir = mask_dir or base / "masks"
-        part = Part(str(Path(image_dir).resolve()), str(Path(mask_dir).resolve()), check_polarity(mask_white))
+        part = Part(str(Path(image_dir).resolve()), str(Path(mask_dir).resolve()), check_polarity(mask_white),
+                    ignore=None if ignore_dir is None else str(Path(ignore_dir).resolve()))
         pairs = _part_pairs(part, Path("/"), None, strict, pairing)
     else:
         base = resolve_root(root)

@@ -48,6 +48,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from . import procedural
 from .files import list_images, pair_by_stem
 from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, resize_channels, srgb_to_linear, window_max
 from .masks import in_focus_to_pil
@@ -369,6 +370,150 @@ def _add_noise(lin: np.ndarray, rng, cfg: SynthConfig) -> tuple[float, float]:
     return shot, read
 
 
+class _SharpnessChecks:
+    """The sharpness tests of a framed source's regions, run on first use and remembered: ``"subject"`` (the
+    object's interior), ``"background"`` (everything 4 px away from the object) and ``"frame"`` (everywhere,
+    subject included)."""
+
+    def __init__(self, img: np.ndarray, fg: np.ndarray, test: SharpnessTest):
+        self.img, self.fg, self.test = img, fg, test
+        self._maps = None
+        self.results: dict = {}
+
+    def __call__(self, what: str) -> bool:
+        if what not in self.results:
+            self.results[what] = self._run(what)
+        return self.results[what]
+
+    def _run(self, what: str) -> bool:
+        if self._maps is None:
+            self._maps = edge_maps(luma(self.img), self.test.window)
+        ratio, contrast = self._maps
+        if what == "subject":
+            return region_is_sharp(ratio, contrast, _interior(self.fg), self.test)
+        if what == "background":
+            return region_is_sharp_everywhere(ratio, contrast, ~window_max(self.fg, 9), self.test)
+        return region_is_sharp_everywhere(ratio, contrast, np.ones_like(self.fg), self.test) and self("subject")
+
+
+@dataclass
+class _Radii:
+    """CoC radii of a scene: the subject's (``fg``) and the background's, from ``near`` (where the depth ramp
+    ``t`` is 0) to ``far``; ``t`` is None for a flat background (``near == far``)."""
+
+    fg: float
+    near: float
+    far: float
+    t: Optional[np.ndarray] = None
+
+    def at(self, y: int, x: int) -> float:
+        """The background's radius at pixel (y, x)."""
+        return self.near + (self.far - self.near) * self.t[y, x] if self.t is not None else self.far
+
+
+def _blur_radius(rng, cfg: SynthConfig) -> float:
+    return _loguniform(rng, *cfg.blur_radius)
+
+
+def _sharp_radius(rng, cfg: SynthConfig) -> float:
+    return float(rng.uniform(*cfg.sharp_radius))
+
+
+def _draw_radii(rng, cfg: SynthConfig, fg_blurred: bool, bg_blurred: bool, shape: tuple) -> _Radii:
+    """The subject's and the background's radii, and a receding background (``cfg.ramp_prob``) when it is
+    blurred."""
+    r_fg = _blur_radius(rng, cfg) if fg_blurred else _sharp_radius(rng, cfg)
+    r_far = _blur_radius(rng, cfg) if bg_blurred else _sharp_radius(rng, cfg)
+    if bg_blurred and rng.random() < cfg.ramp_prob:
+        r_near = cfg.blur_radius[0] + (r_far - cfg.blur_radius[0]) * rng.uniform(*cfg.ramp_ratio)
+        return _Radii(r_fg, r_near, r_far, _ramp(shape, rng))
+    return _Radii(r_fg, r_far, r_far)
+
+
+def _background_layer(lin: np.ndarray, a_fg: np.ndarray, case: str, radii: _Radii, rng, cfg: SynthConfig,
+                      background) -> tuple[np.ndarray, bool]:
+    """The background rendered through the lens (linear light), and whether it was swapped for ``background``.
+    Its own version is extended behind the object from background pixels only, so no object colour bleeds in."""
+    bg_blurred = case in ("near", "full")
+    valid_bg = ~window_max(a_fg > 0.02, 3)
+    swapped = background is not None and bg_blurred
+    if swapped:
+        bg_src = background if isinstance(background, Image.Image) else Image.fromarray(np.asarray(background))
+        bg = srgb_to_linear(_fit_background(bg_src, a_fg.shape, rng, cfg.bg_swap_scale))
+        valid_bg = np.ones_like(valid_bg)
+    else:
+        bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
+    if bg_blurred:
+        bg = _boost_highlights(bg, rng, cfg)
+        if rng.random() < cfg.bokeh_prob:
+            _add_point_lights(bg, valid_bg, radii.at, rng, cfg)
+    return _blur_background(bg, radii.near, radii.far, radii.t, cfg.ramp_levels), swapped
+
+
+class _Canvas:
+    """The light rendered so far (linear RGB, 3xHxW) and, at every pixel, the share of it that comes from
+    in-focus layers (the ground truth is where that share is at least one half)."""
+
+    def __init__(self, light: np.ndarray, in_focus: bool):
+        self.light = light
+        self.sharp_weight = np.full(light.shape[1:], float(in_focus), np.float32)
+
+    def add_layer(self, colour_lin: np.ndarray, a: np.ndarray, radius: float, focus_threshold: float) -> None:
+        """Composite a layer "over" the canvas: its premultiplied colour and alpha blurred together by
+        ``radius``."""
+        layer = disk_blur(np.concatenate([colour_lin * a[None], a[None]]), radius)
+        alpha = np.clip(layer[3], 0.0, 1.0)
+        self.light = layer[:3] + (1.0 - alpha)[None] * self.light
+        self.sharp_weight = alpha * float(radius < focus_threshold) + (1.0 - alpha) * self.sharp_weight
+
+
+def _add_object(canvas: _Canvas, colour_lin: np.ndarray, a: np.ndarray, radius: float, defocused: bool, rng,
+                cfg: SynthConfig) -> None:
+    """One object layer onto the canvas; a defocused one gets its highlights boosted first."""
+    if defocused:
+        colour_lin = _boost_highlights(colour_lin, rng, cfg)
+    canvas.add_layer(colour_lin, a, radius, cfg.focus_threshold)
+
+
+def _paste_objects(canvas: _Canvas, objects: Sequence, case: str, shape: tuple, rng, cfg: SynthConfig) -> list:
+    """Extra objects placed behind the subject, each in focus (near case, ``cfg.paste_sharp_prob``, only if it
+    passes the sharpness test) or defocused by its own radius. Returns one info dict per pasted object."""
+    pasted = []
+    for k, (obj_image, obj_mask) in enumerate(objects):
+        placed = _place_object(obj_image, obj_mask, shape, rng, cfg.paste_scale)
+        if placed is None:
+            continue
+        colour, a = placed
+        sharp = case == "near" and rng.random() < cfg.paste_sharp_prob and _object_is_sharp(colour, a, cfg.sharpness)
+        r = _sharp_radius(rng, cfg) if sharp else _blur_radius(rng, cfg)
+        _add_object(canvas, srgb_to_linear(colour), a, r, not sharp, rng, cfg)
+        pasted.append(dict(object=k, radius=r, in_focus=sharp))
+    return pasted
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def _develop(canvas: _Canvas, side: Optional[int], rng, cfg: SynthConfig):
+    """The canvas squashed to ``side`` x ``side`` (in linear light), with sensor noise, in sRGB and optionally
+    JPEG-compressed: (image uint8, in_focus bool, noise shot, noise read, JPEG quality or None)."""
+    out, sharp_weight = canvas.light, canvas.sharp_weight
+    if side is not None and out.shape[1:] != (side, side):
+        out = resize_channels(out, (side, side))
+        sharp_weight = resize_channels(sharp_weight[None].astype(np.float32), (side, side))[0]
+    shot, read = _add_noise(out, rng, cfg)
+    out_u8 = linear_to_srgb(out)
+    quality = None
+    if rng.random() < cfg.jpeg_prob:
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        out_u8 = _jpeg_roundtrip(out_u8, quality)
+    return out_u8, sharp_weight >= 0.5, shot, read, quality
+
+
 def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
                   *, sharp_background_ok: bool = True, case: Optional[str] = None, strict_case: bool = False,
                   background=None, objects: Sequence = (), return_info: bool = False):
@@ -391,99 +536,26 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
     a_fg = _clean_mask(a_fg, cfg.mask_min_area)
     fg = a_fg >= 0.5
-
-    cache: dict = {}
-
-    def checks(what: str) -> bool:
-        if "maps" not in cache:
-            cache["maps"] = edge_maps(luma(img), cfg.sharpness.window)
-        ratio, contrast = cache["maps"]
-        if what not in cache:
-            if what == "subject":
-                cache[what] = region_is_sharp(ratio, contrast, _interior(fg), cfg.sharpness)
-            elif what == "background":
-                bg = ~window_max(fg, 9)
-                cache[what] = region_is_sharp_everywhere(ratio, contrast, bg, cfg.sharpness)
-            else:
-                cache[what] = region_is_sharp_everywhere(ratio, contrast, np.ones_like(fg), cfg.sharpness) \
-                    and checks("subject")
-        return cache[what]
-
+    checks = _SharpnessChecks(img, fg, cfg.sharpness)
     drawn, case = _choose_case(rng, cfg, sharp_background_ok, checks, case)
     if strict_case and case != drawn:
         return None
-    blur_r = lambda: _loguniform(rng, *cfg.blur_radius)  # noqa: E731
-    sharp_r = lambda: float(rng.uniform(*cfg.sharp_radius))  # noqa: E731
-    fg_blurred = case in ("far", "full")
-    bg_blurred = case in ("near", "full")
-    r_fg = blur_r() if fg_blurred else sharp_r()
-    r_far = blur_r() if bg_blurred else sharp_r()
-    t = None
-    r_near = r_far
-    if bg_blurred and rng.random() < cfg.ramp_prob:
-        r_near = cfg.blur_radius[0] + (r_far - cfg.blur_radius[0]) * rng.uniform(*cfg.ramp_ratio)
-        t = _ramp(fg.shape, rng)
-
+    fg_blurred, bg_blurred = case in ("far", "full"), case in ("near", "full")
+    radii = _draw_radii(rng, cfg, fg_blurred, bg_blurred, fg.shape)
     lin = srgb_to_linear(img)
-    # background: extend it behind the object from background pixels only, then blur
-    valid_bg = ~window_max(a_fg > 0.02, 3)
-    swapped = background is not None and bg_blurred
-    if swapped:
-        bg_src = background if isinstance(background, Image.Image) else Image.fromarray(np.asarray(background))
-        bg = srgb_to_linear(_fit_background(bg_src, fg.shape, rng, cfg.bg_swap_scale))
-        valid_bg = np.ones_like(valid_bg)
-    else:
-        bg = fill_holes(lin, valid_bg) if case != "wide" else lin.copy()
-    if bg_blurred:
-        bg = _boost_highlights(bg, rng, cfg)
-        if rng.random() < cfg.bokeh_prob:
-            rad = (lambda y, x: r_near + (r_far - r_near) * t[y, x]) if t is not None else (lambda y, x: r_far)
-            _add_point_lights(bg, valid_bg, rad, rng, cfg)
-    out = _blur_background(bg, r_near, r_far, t, cfg.ramp_levels)
-    sharp_weight = np.full(fg.shape, float(max(r_far, r_near) < cfg.focus_threshold), np.float32)
-
-    def composite(colour_lin: np.ndarray, a: np.ndarray, r: float, defocused: bool) -> None:
-        # premultiplied colour and alpha blurred together, composited "over" what lies behind
-        nonlocal out, sharp_weight
-        colour_lin = _boost_highlights(colour_lin, rng, cfg) if defocused else colour_lin
-        layer = disk_blur(np.concatenate([colour_lin * a[None], a[None]]), r)
-        alpha = np.clip(layer[3], 0.0, 1.0)
-        out = layer[:3] + (1.0 - alpha)[None] * out
-        sharp_weight = alpha * float(r < cfg.focus_threshold) + (1.0 - alpha) * sharp_weight
-
-    pasted = []
-    for k, (obj_image, obj_mask) in enumerate(objects if bg_blurred else ()):
-        placed = _place_object(obj_image, obj_mask, fg.shape, rng, cfg.paste_scale)
-        if placed is None:
-            continue
-        colour, a = placed
-        sharp = case == "near" and rng.random() < cfg.paste_sharp_prob and _object_is_sharp(colour, a, cfg.sharpness)
-        r = sharp_r() if sharp else blur_r()
-        composite(srgb_to_linear(colour), a, r, not sharp)
-        pasted.append(dict(object=k, radius=r, in_focus=sharp))
-    composite(lin, a_fg, r_fg, fg_blurred)
-
-    h, w = fg.shape
-    side = cfg.size
-    if side is not None and (h, w) != (side, side):  # squash to the output in linear light
-        out = resize_channels(out, (side, side))
-        sharp_weight = resize_channels(sharp_weight[None].astype(np.float32), (side, side))[0]
-    shot, read = _add_noise(out, rng, cfg)
-    out_u8 = linear_to_srgb(out)
-    quality = None
-    if rng.random() < cfg.jpeg_prob:
-        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-        buf = io.BytesIO()
-        Image.fromarray(out_u8).save(buf, format="JPEG", quality=quality)
-        buf.seek(0)
-        out_u8 = np.asarray(Image.open(buf).convert("RGB"))
-    in_focus = sharp_weight >= 0.5
+    light, swapped = _background_layer(lin, a_fg, case, radii, rng, cfg, background)
+    canvas = _Canvas(light, in_focus=max(radii.far, radii.near) < cfg.focus_threshold)
+    pasted = _paste_objects(canvas, objects if bg_blurred else (), case, fg.shape, rng, cfg)
+    _add_object(canvas, lin, a_fg, radii.fg, fg_blurred, rng, cfg)
+    out_u8, in_focus, shot, read, quality = _develop(canvas, cfg.size, rng, cfg)
     if not return_info:
         return out_u8, in_focus
-    info = dict(case=case, drawn=drawn, r_fg=r_fg, r_bg_near=r_near, r_bg_far=r_far, ramp=t is not None,
-                canvas=(w, h), in_focus_fraction=float(in_focus.mean()), noise_shot=shot, noise_read=read,
-                jpeg_quality=quality, subject_sharp=cache.get("subject"), background_sharp=cache.get("background"),
-                frame_sharp=cache.get("frame"), background_swapped=swapped, pasted=pasted)
+    h, w = fg.shape
+    info = dict(case=case, drawn=drawn, r_fg=radii.fg, r_bg_near=radii.near, r_bg_far=radii.far,
+                ramp=radii.t is not None, canvas=(w, h), in_focus_fraction=float(in_focus.mean()), noise_shot=shot,
+                noise_read=read, jpeg_quality=quality, subject_sharp=checks.results.get("subject"),
+                background_sharp=checks.results.get("background"), frame_sharp=checks.results.get("frame"),
+                background_swapped=swapped, pasted=pasted)
     return out_u8, in_focus, info
 
 
@@ -504,11 +576,17 @@ class SourcePair:
     sharp_background_ok: bool = True
 
 
-def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg",)) -> list[SourcePair]:
+def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg",)) -> list:
     """All image/mask pairs of ``sources`` ((images_dir, masks_dir) pairs), paired by stem. Pairs from a set
-    named in ``near_only_sets`` (the folder above ``images``) are only used with a blurred background."""
+    named in ``near_only_sets`` (the folder above ``images``) are only used with a blurred background. A source
+    ``"procedural"`` (or ``"procedural:N"``) adds the scenes of :mod:`defocus.data.procedural` instead."""
     out = []
-    for images_dir, masks_dir in sources:
+    for source in sources:
+        count = procedural.scene_count(source)
+        if count is not None:
+            out += [procedural.ProceduralPair(i) for i in range(count)]
+            continue
+        images_dir, masks_dir = source
         images_dir, masks_dir = Path(images_dir), Path(masks_dir)
         res = pair_by_stem(list_images(images_dir), list_images(masks_dir))
         if res.images_without_mask:
@@ -520,8 +598,11 @@ def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg"
     return out
 
 
-def load_source(pair: SourcePair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
-    """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask."""
+def load_source(pair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
+    """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask (a
+    procedural pair draws its scene)."""
+    if isinstance(pair, procedural.ProceduralPair):
+        return pair.load(size)
     im = Image.open(pair.image)
     if size is not None and im.format == "JPEG":
         im.draft("RGB", (int(size * 1.7), int(size * 1.7)))
@@ -536,7 +617,7 @@ def load_source(pair: SourcePair, size: Optional[int]) -> tuple[Image.Image, Ima
 class SyntheticDefocusDataset(torch.utils.data.Dataset):
     """Synthetic defocus rendered on the fly from sharp photos with foreground masks.
 
-    ``sources``: (images_dir, masks_dir) pairs (e.g. :func:`list_natural_sources`). Item ``i`` is
+    ``sources``: (images_dir, masks_dir) pairs (e.g. :func:`list_natural_sources`) or ``"procedural"``. Item ``i`` is
     deterministic given (``seed``, epoch, ``i``): the source is the ``i``-th of a per-epoch permutation and the
     rendering uses a generator seeded with (seed, epoch, i). Items are ``dict(image, target, stem)`` as in
     :class:`~defocus.data.DBDDataset`: with a paired ``transform`` tensors, without one uint8 arrays (image

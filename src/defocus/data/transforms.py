@@ -2,7 +2,9 @@
 
 Every transform is called as ``t(image, mask)`` with an RGB image and an 'L' mask where 255 = in focus (PIL
 images or uint8 arrays) and returns ``(image, target)``: a normalised float tensor 3xHxW and a float tensor
-1xHxW in {0, 1} with 1 = in focus.
+1xHxW in {0, 1} with 1 = in focus. ``t(image, mask, ignore)`` with an ignore mask (True or 255 = undetermined)
+transforms it with the mask (same flip, nearest resize) and returns ``(image, target, valid)``, ``valid`` a float
+tensor 1xHxW with 1 = determined.
 """
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 class PairedResize(v2.Transform):
@@ -55,13 +56,19 @@ class PairTransform:
         self.pipeline = v2.Compose(list(ops))
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
 
-    def __call__(self, image, mask):
-        """Transform one pair; returns ``(image float 3xHxW normalised, target float 1xHxW in {0,1})``."""
+    def __call__(self, image, mask, ignore=None):
+        """Transform one pair; returns ``(image float 3xHxW normalised, target float 1xHxW in {0,1})``, plus
+        ``valid`` (float 1xHxW, 1 = determined) when an ``ignore`` mask is given."""
         image = _to_pil(image, "RGB")
         mask_arr = np.asarray(_to_pil(mask, "L"))
         mask_t = tv_tensors.Mask(torch.from_numpy(np.array(mask_arr, dtype=np.uint8))[None])
-        img_t, mask_t = self.pipeline(image, mask_t)
-        return img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float()
+        if ignore is None:
+            img_t, mask_t = self.pipeline(image, mask_t)
+            return img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float()
+        ign = np.asarray(_to_pil(ignore, "L"))
+        ign_t = tv_tensors.Mask(torch.from_numpy(np.array(ign, dtype=np.uint8))[None])
+        img_t, mask_t, ign_t = self.pipeline(image, mask_t, ign_t)
+        return img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float(), (ign_t.as_subclass(torch.Tensor) < 128).float()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pipeline})"
@@ -74,7 +81,7 @@ def _tail(mean, std) -> list:
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
                     jitter: float = 0.1) -> PairTransform:
-    """The paper's training recipe (METHOD §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
+    """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
     EfficientNet-Lite). ``size=None`` keeps the input size."""

@@ -2,6 +2,7 @@
 
 Checks: folders present, expected count, pairing (images without masks, masks without images, duplicate stems,
 listed stems missing), every file decodes (corrupt files), image and mask sizes agree, mask values are binary,
+ignore masks (labels derived from photo pairs) are present, of the image's size and binary,
 and the polarity looks right (blur-fraction report: the mean blurred fraction, overall and along the frame).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .files import list_images, list_other_files, pair_by_stem, read_list_file
-from .masks import check_polarity, mask_white_fraction_array
+from ..maps import check_polarity, decode_mask, image_values, mask_full_scale
 from .registry import DataError, Part, get_spec, resolve_root, split_stems
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class VerifyReport:
     border_blur_fractions: list = field(default_factory=list)
     polarities: dict = field(default_factory=dict)
     sizes: dict = field(default_factory=dict)
+    undetermined_fractions: list = field(default_factory=list)
 
     @property
     def errors(self) -> list:
@@ -88,6 +90,10 @@ class VerifyReport:
             pol = ", ".join(f"{k}: white = {v}" for k, v in self.polarities.items())
             lines.append(f"  polarity ({pol}): blur fraction mean {b.mean():.3f} (min {b.min():.3f}, "
                          f"max {b.max():.3f}); along the frame {e.mean():.3f}")
+        if self.undetermined_fractions:
+            u = np.asarray(self.undetermined_fractions)
+            lines.append(f"  undetermined pixels (ignore masks): median {np.median(u):.3f} "
+                         f"(min {u.min():.3f}, max {u.max():.3f})")
         lines.append(f"  {len(self.errors)} errors, {len(self.warnings)} warnings: "
                      + ("OK" if self.ok else "PROBLEMS FOUND"))
         return "\n".join(lines)
@@ -145,7 +151,16 @@ def _check_part(part: Part, root: Path, list_file, report: VerifyReport) -> list
         if len(pairs) < n:
             add(Issue("count", img_dir, f"{len(pairs)} pairs, fewer than the {n} this subset takes"))
         pairs = pairs[:n] if kind == "first" else pairs[-n:]
-    return [(i, m, part.mask_white) for i, m in pairs]
+    ignores = {}
+    if part.ignore is not None:
+        ign_dir = root / part.ignore
+        if not ign_dir.is_dir():
+            add(Issue("missing", ign_dir, "folder of ignore masks not found"))
+        ignores = {p.stem: p for p in list_images(ign_dir)}
+        for i, _ in pairs:
+            if i.stem not in ignores:
+                add(Issue("unpaired", i, f"image without an ignore mask in {ign_dir}"))
+    return [(i, m, part.mask_white, ignores.get(i.stem)) for i, m in pairs]
 
 
 def _open(path: Path, report: VerifyReport):
@@ -158,23 +173,49 @@ def _open(path: Path, report: VerifyReport):
         return None
 
 
-def _check_pair(img_path: Path, mask_path: Path, mask_white: str, report: VerifyReport) -> None:
+def _check_ignore(img: Image.Image, ignore_path: Path, report: VerifyReport) -> None:
+    ig = _open(ignore_path, report)
+    if ig is None:
+        return
+    if ig.size != img.size:
+        report.issues.append(Issue("size-mismatch", ignore_path, f"ignore mask {ig.size[0]}x{ig.size[1]} vs image "
+                                                                 f"{img.size[0]}x{img.size[1]}"))
+    white = mask_white_fraction_array(ig)
+    if np.any((white > 16 / 255) & (white < 239 / 255)):
+        report.issues.append(Issue("non-binary", ignore_path, "ignore mask is not binary"))
+    undetermined = float((white >= 0.5).mean())
+    report.undetermined_fractions.append(undetermined)
+    if undetermined >= 1.0:
+        report.issues.append(Issue("empty-label", ignore_path, "every pixel is undetermined", WARNING))
+    ig.close()
+
+
+def _check_pair(img_path: Path, mask_path: Path, mask_white: str, report: VerifyReport,
+                ignore_path: Optional[Path] = None) -> None:
     add = report.issues.append
     im, mk = _open(img_path, report), _open(mask_path, report)
     if im is None or mk is None:
         return
+    if ignore_path is not None:
+        _check_ignore(im, ignore_path, report)
     report.sizes[im.size] = report.sizes.get(im.size, 0) + 1
     if im.size != mk.size:
         add(Issue("size-mismatch", mask_path, f"mask {mk.size[0]}x{mk.size[1]} vs image {im.size[0]}x{im.size[1]} "
                                               f"({img_path.name})"))
-    white = mask_white_fraction_array(mk)
+    try:
+        values, full = image_values(mk)
+    except ValueError as e:
+        add(Issue("corrupt", mask_path, f"unusable values ({e})"))
+        return
+    full = mask_full_scale(values, full)
+    white = values / full if full is not None else values
     grey = float(np.mean((white > 16 / 255) & (white < 239 / 255)))
     if grey > SOFT_MASK_LIMIT:
         add(Issue("non-binary", mask_path, f"{grey:.1%} of pixels are grey levels in [16, 239]: not a binary mask"))
     elif grey > 0 or not np.all((white == 0) | (white == 1)):
         add(Issue("soft-mask", mask_path, f"not strictly binary ({grey:.2%} grey pixels); binarised at 128 on load",
                   WARNING))
-    blur = (white >= 0.5) if mask_white == "blur" else (white < 0.5)
+    blur = ~decode_mask(values, full, mask_white)
     report.blur_fractions.append(float(blur.mean()))
     b = max(1, int(round(BORDER * min(blur.shape))))
     frame = np.concatenate([blur[:b].ravel(), blur[-b:].ravel(), blur[:, :b].ravel(), blur[:, -b:].ravel()])
@@ -222,8 +263,9 @@ def verify_dataset(name: str, root=None, list_file=None, image_dir=None, mask_di
     report.n_pairs = len(pairs)
     if spec.expected is not None and len(pairs) != spec.expected:
         report.issues.append(Issue("count", None, f"{len(pairs)} pairs, expected {spec.expected}"))
-    for img, mask, pol in tqdm(pairs, desc=f"verify {spec.name}", unit="pair", disable=not progress, leave=False):
-        _check_pair(img, mask, pol, report)
+    for img, mask, pol, ignore in tqdm(pairs, desc=f"verify {spec.name}", unit="pair", disable=not progress,
+                                       leave=False):
+        _check_pair(img, mask, pol, report, ignore)
     _polarity_check(spec.name, report)
     for issue in report.issues:
         log.debug("%s", issue)

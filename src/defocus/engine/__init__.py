@@ -1,4 +1,4 @@
-"""Training engine: stage 1 (DFFNet), stage 2 (D-DFFNet depth feature distillation) and R-DFFNet (METHOD §3-§5).
+"""Training engine: stage 1 (DFFNet), stage 2 (D-DFFNet depth feature distillation) and R-DFFNet (method.md §3-§5).
 
     from defocus.config import load_config
     from defocus.engine import train

@@ -1,13 +1,13 @@
 """Resumable training checkpoints: atomic writes, and random-generator states that load with ``weights_only=True``."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -45,15 +45,7 @@ def save_checkpoint(state: dict, path) -> Path:
     (an interruption never leaves a half-written checkpoint)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

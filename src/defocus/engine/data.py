@@ -48,7 +48,9 @@ def build_synthetic(spec: dict, size: int, transform, seed: int):
         raise ValueError("data.synthetic needs 'sources': folders, or [images_dir, masks_dir] pairs")
     pairs = []
     for s in sources:
-        if isinstance(s, (list, tuple)):
+        if synth.procedural.scene_count(s) is not None:
+            pairs.append(s)                             # scenes drawn in code, no files
+        elif isinstance(s, (list, tuple)):
             pairs.append((Path(s[0]), Path(s[1])))
         elif (Path(s) / "images").is_dir():
             pairs.append((Path(s) / "images", Path(s) / "masks"))

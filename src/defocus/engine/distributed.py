@@ -30,20 +30,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` = CUDA (this process's GPU under torchrun) if available, else Apple MPS, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return dev
-
-
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR``, ``MASTER_PORT``); NCCL on CUDA, gloo otherwise. Without those variables: one process."""

@@ -1,4 +1,4 @@
-"""Learning-rate and distillation-weight schedules (METHOD §3.3, §4.4), in epoch mode and iteration mode."""
+"""Learning-rate and distillation-weight schedules (method.md §3.3, §4.4), in epoch mode and iteration mode."""
 from __future__ import annotations
 
 import math

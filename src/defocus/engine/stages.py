@@ -1,4 +1,4 @@
-"""What each training stage optimises: networks, optimisers and loss (METHOD §3, §4, §5).
+"""What each training stage optimises: networks, optimisers and loss (method.md §3, §4, §5).
 
 * :class:`Stage1` - DFFNet with the deep-supervised DBD loss.
 * :class:`Stage2` - D-DFFNet: a fresh student distilled from a frozen stage-1 DFFNet and a frozen depth teacher
@@ -13,14 +13,13 @@ optimised and synchronised across processes: the student, or the student with it
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
 from ..losses import DBDLoss, depth_loss, depth_target
+from ..models.predict import normalization
 from .schedules import distill_weight
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,15 @@ def load_init_weights(model: nn.Module, path) -> None:
     log.info("initialised the student from %s", path)
 
 
+def valid_of(batch: dict):
+    """The batch's ``valid`` map (1 = determined label) when some pixel is undetermined, else None (the
+    reference loss, exactly)."""
+    valid = batch.get("valid")
+    if valid is None or bool((valid > 0.5).all()):
+        return None
+    return valid
+
+
 def dbd_loss_from(cfg: TrainConfig, default_final_weight: float) -> DBDLoss:
     """The deep-supervised DBD loss of the ``loss`` section (``final_weight`` null = the stage's default)."""
     lc = cfg.loss
@@ -81,16 +89,6 @@ def to_unit_range(images: torch.Tensor, mean, std) -> torch.Tensor:
     return images * s + m
 
 
-def backbone_features(model: nn.Module, x: torch.Tensor) -> list:
-    """Raw backbone features of a DFFNet, deepest first, exactly as its ``forward`` returns them (same input
-    padding) without running the decoder, whose output the defocus teacher would discard."""
-    s = model.stride
-    ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return model.backbone(x)[::-1]
-
-
 def set_teacher_mode(teacher: nn.Module, mode: str) -> nn.Module:
     """``train`` (the reference: BatchNorm with batch statistics, still without gradients) or ``eval``."""
     if mode not in ("train", "eval"):
@@ -110,23 +108,45 @@ def build_depth_teacher(cfg: TrainConfig) -> nn.Module:
     return set_teacher_mode(teacher, d.teacher_mode)
 
 
-class Stage1:
-    """Stage 1 (METHOD §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``."""
+class TrainingStage:
+    """What every stage shares: the student (the saved network), the deep-supervised DBD loss, the student's Adam,
+    gradient clamping of the student's parameters and its input normalisation. Subclasses build their networks,
+    call this ``__init__`` and implement :meth:`compute`.
 
-    def __init__(self, cfg: TrainConfig, device: torch.device):
+    Args:
+        cfg: the run's configuration.
+        student: the network that is trained and saved (already on its device).
+        trainable: the module optimised and synchronised across processes (default: ``student``).
+        default_final_weight: the weight of the final output's DBD loss when ``loss.final_weight`` is null.
+        extra_optimizers: optimisers besides the student's (name -> optimiser), e.g. the projectors'.
+    """
+
+    def __init__(self, cfg: TrainConfig, student: nn.Module, trainable: nn.Module | None = None,
+                 default_final_weight: float = 1.0, extra_optimizers: dict | None = None):
         self.cfg = cfg
-        self.student = build_student(cfg).to(device)
-        self.trainable = self.student
-        self.loss = dbd_loss_from(cfg, 1.0)
-        self.optimizers = {"student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim)}
-        self.clamp_params = list(self.student.parameters())
-        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
+        self.student = student
+        self.trainable = student if trainable is None else trainable
+        self.loss = dbd_loss_from(cfg, default_final_weight)
+        self.optimizers = {"student": adam(student.parameters(), cfg.optim.lr, cfg.optim), **(extra_optimizers or {})}
+        self.clamp_params = list(student.parameters())
+        self.mean, self.std = normalization(student)
 
     def compute(self, forward, batch: dict, epoch: int, step: int):
-        """Loss of one batch; ``forward`` is the (possibly DDP-wrapped / compiled) ``trainable``."""
+        """Loss of one batch and its named parts; ``forward`` is the (possibly DDP-wrapped / compiled)
+        ``trainable``."""
+        raise NotImplementedError
+
+
+class Stage1(TrainingStage):
+    """Stage 1 (method.md §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        super().__init__(cfg, build_student(cfg).to(device))
+
+    def compute(self, forward, batch: dict, epoch: int, step: int):
+        """Loss of one batch (see the class docstring)."""
         out = forward(batch["image"])
-        logit, _, sides = out[:3]
-        return self.loss(logit, sides, batch["target"])
+        return self.loss(out.logit, out.sides, batch["target"], valid_of(batch))
 
 
 class DistillStudent(nn.Module):
@@ -141,12 +161,11 @@ class DistillStudent(nn.Module):
 
     def forward(self, x):
         out = self.student(x)
-        feats = out[1]
-        return out, self.proj_dbd(feats), self.proj_dep(feats)
+        return out, self.proj_dbd(out.features), self.proj_dep(out.features)
 
 
-class Stage2:
-    """Stage 2 (METHOD §4): ``1.1 L_dbd(Z) + sum_k L_dbd(up(S_k)) + lambda(e) (L_KD_dbd + L_KD_dep)``.
+class Stage2(TrainingStage):
+    """Stage 2 (method.md §4): ``1.1 L_dbd(Z) + sum_k L_dbd(up(S_k)) + lambda(e) (L_KD_dbd + L_KD_dep)``.
 
     The defocus teacher is the stage-1 DFFNet read from ``distill.teacher_checkpoint`` (or trained first from
     ``distill.teacher_bootstrap``); the student is a fresh network initialised like stage 1. The projectors have
@@ -158,7 +177,6 @@ class Stage2:
         from ..distill import Projectors
         from ..models import load_model
 
-        self.cfg = cfg
         d = cfg.distill
         path = teacher_path or d.teacher_checkpoint
         if path is None:
@@ -170,17 +188,12 @@ class Stage2:
         t_ch = list(self.dbd_teacher.backbone.channels)[::-1]
         proj_dbd = Projectors(s_ch, t_ch)
         proj_dep = Projectors(s_ch, list(self.depth_teacher.channels))
-        self.trainable = DistillStudent(student, proj_dbd, proj_dep).to(device)
-        self.student = self.trainable.student
-        self.loss = dbd_loss_from(cfg, 1.1)
+        trainable = DistillStudent(student, proj_dbd, proj_dep).to(device)
         proj_params = list(proj_dbd.parameters()) + list(proj_dep.parameters())
-        self.optimizers = {
-            "student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim),
-            "projectors": adam(proj_params, d.projector_lr, cfg.optim, weight_decay=d.projector_weight_decay),
-        }
-        self.clamp_params = list(self.student.parameters())
-        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
-        self.t_mean, self.t_std = tuple(self.dbd_teacher.config["mean"]), tuple(self.dbd_teacher.config["std"])
+        projectors = adam(proj_params, d.projector_lr, cfg.optim, weight_decay=d.projector_weight_decay)
+        super().__init__(cfg, trainable.student, trainable, default_final_weight=1.1,
+                         extra_optimizers={"projectors": projectors})
+        self.t_mean, self.t_std = normalization(self.dbd_teacher)
 
     def teacher_features(self, images: torch.Tensor):
         """Backbone features (deepest first) of the defocus and the depth teacher, without gradients."""
@@ -192,7 +205,7 @@ class Stage2:
                 m = torch.tensor(self.t_mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
                 s = torch.tensor(self.t_std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
                 t_in = (x01 - m) / s
-            f_dbd = backbone_features(self.dbd_teacher, t_in)
+            f_dbd = self.dbd_teacher.forward_features(t_in)[::-1]
             f_dep, _ = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=False)
         return [f.detach() for f in f_dbd], [f.detach() for f in f_dep]
 
@@ -203,8 +216,7 @@ class Stage2:
         images, target = batch["image"], batch["target"]
         f_dbd, f_dep = self.teacher_features(images)
         out, p_dbd, p_dep = forward(images)
-        logit, _, sides = out[:3]
-        loss, parts = self.loss(logit, sides, target)
+        loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         kd_dbd = feature_distillation_loss(p_dbd, f_dbd)
         kd_dep = feature_distillation_loss(p_dep, f_dep)
         lam = distill_weight(self.cfg.distill, self.cfg.optim, epoch, step)
@@ -212,22 +224,17 @@ class Stage2:
         return loss + lam * (kd_dbd + kd_dep), parts
 
 
-class RDFFNetStage:
-    """R-DFFNet (METHOD §5): ``L_dbd(Z) + sum_k L_dbd(up(S_k)) + w * sum_j L_depth(D_j, d)`` where ``d`` is the
+class RDFFNetStage(TrainingStage):
+    """R-DFFNet (method.md §5): ``L_dbd(Z) + sum_k L_dbd(up(S_k)) + w * sum_j L_depth(D_j, d)`` where ``d`` is the
     depth teacher's output, min-max normalised per image at the label size; L1 by default (``loss.depth_loss``)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
-        self.cfg = cfg
         name = cfg.model.name if cfg.model.name == "rdffnet" else "rdffnet"
         if cfg.model.name != "rdffnet":
             log.info("R-DFFNet training uses the 'rdffnet' model (config model.name=%s ignored)", cfg.model.name)
-        self.student = build_student(cfg, name).to(device)
-        self.trainable = self.student
+        student = build_student(cfg, name).to(device)
         self.depth_teacher = build_depth_teacher(cfg).to(device)
-        self.loss = dbd_loss_from(cfg, 1.0)
-        self.optimizers = {"student": adam(self.student.parameters(), cfg.optim.lr, cfg.optim)}
-        self.clamp_params = list(self.student.parameters())
-        self.mean, self.std = tuple(self.student.config["mean"]), tuple(self.student.config["std"])
+        super().__init__(cfg, student)
 
     def compute(self, forward, batch: dict, epoch: int, step: int):
         """Loss of one batch (see the class docstring)."""
@@ -235,40 +242,13 @@ class RDFFNetStage:
         with torch.no_grad():
             _, depth = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=True)
             d_target = depth_target(depth, target.shape[-2:])
-        logit, _, sides, depths = forward(images)
-        loss, parts = self.loss(logit, sides, target)
+        out = forward(images)
+        loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         lc = self.cfg.loss
-        d_loss, d_parts = depth_loss(depths, d_target, lc.depth_loss, lc.depth_activation)
+        d_loss, d_parts = depth_loss(out.depths, d_target, lc.depth_loss, lc.depth_activation)
         parts.update(dbd=loss.detach(), depth=d_loss.detach())
         return loss + lc.depth_weight * d_loss, parts
 
 
+#: stage name (``stage`` in the config) -> its class
 STAGES = {"stage1": Stage1, "stage2": Stage2, "rdffnet": RDFFNetStage}
-
-
-def resolve_teacher(cfg: TrainConfig) -> Path | None:
-    """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint``, else the model trained (or found)
-    by running ``distill.teacher_bootstrap`` (a stage-1 config, relative to the config's folder) into
-    ``<output_dir>/teacher``."""
-    d = cfg.distill
-    if d.teacher_checkpoint:
-        return Path(d.teacher_checkpoint)
-    if not d.teacher_bootstrap:
-        return None
-    from ..config import load_config
-
-    boot = Path(d.teacher_bootstrap)
-    if not boot.is_absolute() and cfg.config_dir:
-        boot = Path(cfg.config_dir) / boot
-    out = Path(cfg.output_dir) / "teacher"
-    model = out / "model.safetensors"
-    if model.exists():
-        log.info("stage 2: using the bootstrap teacher %s", model)
-        return model
-    log.info("stage 2: no teacher checkpoint given; training one with %s", boot)
-    tcfg = load_config(boot, [f"output_dir={out}"])
-    tcfg.engine.device = cfg.engine.device
-    from .trainer import Trainer
-
-    Trainer(tcfg).fit()
-    return model

@@ -21,14 +21,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, dump_config
+from .. import metrics
+from ..config import TrainConfig, dump_config, load_config
+from ..devices import resolve_device
+from ..models.predict import predict_probs
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import build_train_dataset, build_val_dataset
-from .distributed import any_true, barrier, init_distributed, local_rank_from_env, resolve_device
+from .distributed import any_true, barrier, init_distributed, local_rank_from_env
 from .logs import CSVLog, TensorBoardLog
 from .sampling import ResumableSampler, SeededDataset
 from .schedules import distill_weight, lr_factor, run_epochs, total_steps
-from .stages import STAGES, resolve_teacher
+from .stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +328,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ validation
     def validate(self) -> Optional[dict]:
         """Score the student on the validation set with the paper's metrics (``defocus.metrics``) and keep the
-        best model as ``model_best.safetensors``; returns the summary (None without a set or metrics module)."""
+        best model as ``model_best.safetensors``; returns the summary (None without a validation set)."""
         summary = None
         if self.is_main:
             summary = self._validate_main()
@@ -333,18 +336,15 @@ class Trainer:
         return summary
 
     def _validate_main(self) -> Optional[dict]:
-        try:
-            from .. import metrics
-        except ImportError:
-            log.warning("defocus.metrics is not available; skipping validation")
-            return None
         ds = self._val_dataset
         if ds is None:
             ds = self._val_dataset = build_val_dataset(self.cfg.data, self.stage.mean, self.stage.std)
         if ds is None:
             return None
         name = (self.cfg.data.val or {}).get("name")
-        scorer = metrics.Scorer(protocol=metrics.get_protocol("paper"), dataset=name)
+        # labels derived from photo pairs have undetermined pixels, which only the standard protocol leaves out
+        has_ignore = any(p.ignore is not None for p in getattr(ds, "pairs", ()))
+        scorer = metrics.Scorer(protocol=metrics.get_protocol("standard" if has_ignore else "paper"), dataset=name)
         model = self.stage.student
         model.eval()
         loader = DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False,
@@ -353,12 +353,15 @@ class Trainer:
             for batch in loader:
                 x = batch["image"].to(self.device)
                 with self.autocast():
-                    prob = torch.sigmoid(model(x)[0].float())
+                    prob = predict_probs(model, x)
                 prob = prob.cpu().numpy()
                 gt = batch["target"].numpy() > 0.5
+                ignore = batch["valid"].numpy() < 0.5 if has_ignore else None
                 for i in range(prob.shape[0]):
                     stem = batch["stem"][i] if "stem" in batch else str(len(scorer.images))
-                    scorer.add(stem, prob[i, 0], gt[i, 0])
+                    if ignore is not None and ignore[i, 0].all():
+                        continue  # nothing determined left at the training size
+                    scorer.add(stem, prob[i, 0], gt[i, 0], None if ignore is None else ignore[i, 0])
         model.train()
         summary = scorer.summary()
         key = self.cfg.engine.val_metric
@@ -434,6 +437,30 @@ class Trainer:
     def current_lambda(self) -> float:
         """The distillation weight at the current position (stage 2)."""
         return distill_weight(self.cfg.distill, self.cfg.optim, self.running_epoch, self.step)
+
+
+def resolve_teacher(cfg: TrainConfig) -> Path | None:
+    """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint``, else the model trained (or found)
+    by running ``distill.teacher_bootstrap`` (a stage-1 config, relative to the config's folder) into
+    ``<output_dir>/teacher``."""
+    d = cfg.distill
+    if d.teacher_checkpoint:
+        return Path(d.teacher_checkpoint)
+    if not d.teacher_bootstrap:
+        return None
+    boot = Path(d.teacher_bootstrap)
+    if not boot.is_absolute() and cfg.config_dir:
+        boot = Path(cfg.config_dir) / boot
+    out = Path(cfg.output_dir) / "teacher"
+    model = out / "model.safetensors"
+    if model.exists():
+        log.info("stage 2: using the bootstrap teacher %s", model)
+        return model
+    log.info("stage 2: no teacher checkpoint given; training one with %s", boot)
+    tcfg = load_config(boot, [f"output_dir={out}"])
+    tcfg.engine.device = cfg.engine.device
+    Trainer(tcfg).fit()
+    return model
 
 
 def train(cfg: TrainConfig, train_dataset=None, val_dataset=None, max_steps: Optional[int] = None) -> TrainResult:

@@ -13,10 +13,10 @@ import timm
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .state_dicts import compare_state_dicts
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
 
 
 def read_state_dict(path) -> dict:
@@ -89,7 +89,7 @@ def _vgg16_features() -> nn.Sequential:
 
 
 class VGG16Backbone(nn.Module):
-    """torchvision VGG16 (no BN) sliced as in the reference (METHOD §1.9): levels after conv2_2, conv3_3, conv4_3
+    """torchvision VGG16 (no BN) sliced as in the reference (method.md §1.9): levels after conv2_2, conv3_3, conv4_3
     and conv5_3 (128/256/512/512 channels at strides 2/4/8/16); conv1 feeds level 1; pool5 is never applied.
 
     ``pretrained``: ``False``, ``True`` (torchvision's ImageNet weights, downloaded by torchvision) or a local
@@ -141,12 +141,9 @@ def load_backbone_file(body: nn.Module, path) -> None:
     sd = read_state_dict(path)
     own = body.state_dict()
     sd = {k: v for k, v in sd.items() if k in own}
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
-    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:3]}")
+    mismatch = compare_state_dicts(own, sd, ignore_missing=lambda k: k.endswith("num_batches_tracked"))
+    if mismatch:
+        raise ValueError(f"{path}: backbone weights do not match: {mismatch.summary()}")
     body.load_state_dict(sd, strict=False)
     log.info("loaded backbone weights from %s", path)
 

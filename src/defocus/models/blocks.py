@@ -7,7 +7,7 @@ from torch import nn
 
 
 class ConvBN(nn.Sequential):
-    """Bias-free convolution followed by BatchNorm and **no activation** (METHOD §0, bug list #12).
+    """Bias-free convolution followed by BatchNorm and **no activation** (method.md §0, §9.12).
 
     The reference's conv block defines a ReLU it never applies; reproducing that keeps the decoder linear.
     """
@@ -31,7 +31,7 @@ def _rfb_branch(in_ch: int, out_ch: int, k: int) -> nn.Sequential:
 
 
 class RFB(nn.Module):
-    """Multi-scale receptive-field block (METHOD §1.2): four branches, merge conv, 1x1 residual, one ReLU."""
+    """Multi-scale receptive-field block (method.md §1.2): four branches, merge conv, 1x1 residual, one ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int = 32):
         super().__init__()
@@ -48,7 +48,7 @@ class RFB(nn.Module):
 
 
 def up2(x: torch.Tensor, times: int = 1) -> torch.Tensor:
-    """Bilinear 2x upsampling with align_corners=True, applied `times` times in sequence (METHOD §0: U2^n)."""
+    """Bilinear 2x upsampling with align_corners=True, applied `times` times in sequence (method.md §0: U2^n)."""
     for _ in range(times):
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
     return x

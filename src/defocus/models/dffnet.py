@@ -1,4 +1,4 @@
-"""DFFNet decoders (METHOD §1.3-1.5, §1.9): the dense feature fusing module, side logits, spatial attention,
+"""DFFNet decoders (method.md §1.3-1.5, §1.9): the dense feature fusing module, side logits, spatial attention,
 the aggregation pathway, and the simplified PDNet decoder."""
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import RFB, ConvBN, up2
+from .output import DBDDepthOutput, DBDOutput
+from .padding import pad_to_multiple
 
 
 class _Aggregation(nn.Module):
-    """The "bottom-top" aggregation shared by DFFNet and PDNet (METHOD §1.5): concatenations growing
+    """The "bottom-top" aggregation shared by DFFNet and PDNet (method.md §1.5): concatenations growing
     32 -> 64 -> 96 -> 128 channels from 1/16 to 1/4 resolution, then CB128 and the 1x1 head."""
 
     def _build_aggregation(self, ch: int) -> None:
@@ -47,7 +49,7 @@ class DFFNetDecoder(_Aggregation):
         super().__init__()
         self.dffm, self.attention, self.depth_heads = dffm, attention, depth_heads
         if dffm:
-            # DFFM (METHOD §1.3); the two "shared" convolutions are r4_up2 (CB_c) and r3_up (CB_d).
+            # DFFM (method.md §1.3); the two "shared" convolutions are r4_up2 (CB_c) and r3_up (CB_d).
             # Without DFFM they would be unused, so they are not built.
             self.r4_to_t2 = ConvBN(ch, ch)    # CB_b
             self.r4_up2 = ConvBN(ch, ch)      # CB_c, shared by T3 and T4
@@ -88,7 +90,7 @@ class DFFNetDecoder(_Aggregation):
 
 
 class PDNetDecoder(_Aggregation):
-    """PDNet's simplified decoder (METHOD §1.9): 1x1 reductions (with bias) of the raw backbone features, then
+    """PDNet's simplified decoder (method.md §1.9): 1x1 reductions (with bias) of the raw backbone features, then
     the same 32 -> 64 -> 96 -> 128 aggregation; no RFB, DFFM, sides or attention."""
 
     def __init__(self, in_channels, ch: int = 32):
@@ -105,11 +107,13 @@ class PDNetDecoder(_Aggregation):
 class DBDNet(nn.Module):
     """A defocus-blur detector: backbone -> (RFBs) -> decoder -> logit at input resolution.
 
-    ``forward(x)`` returns ``(logit, features, sides)`` as the reference does: the final logit (B,1,H,W, no sigmoid;
-    1 = in focus), the raw backbone features deepest first ``[X4, X3, X2, X1]`` (what stage 2 distils), and the side
-    logits ``[S1..S4]`` at their native resolutions (PDNet has no sides: ``[]``). Models with depth heads return a
-    fourth element, the depth maps ``[D1..D4]`` at the side resolutions, followed (R-DFFNet's final depth head)
-    by ``D_final`` upsampled to the input size like the logit.
+    ``forward(x)`` returns a :class:`~defocus.models.output.DBDOutput` ``(logit, features, sides)`` as the
+    reference does: the final logit (B,1,H,W, no sigmoid; 1 = in focus), the raw backbone features deepest first
+    ``[X4, X3, X2, X1]`` (what stage 2 distils), and the side logits ``[S1..S4]`` at their native resolutions
+    (PDNet has no sides: ``[]``). Models with depth heads return a
+    :class:`~defocus.models.output.DBDDepthOutput` with a fourth field, the depth maps ``[D1..D4]`` at the side
+    resolutions, followed (R-DFFNet's final depth head) by ``D_final`` upsampled to the input size like the logit.
+    ``forward`` = :meth:`forward_features` + :meth:`forward_head`.
 
     Inputs whose sides are not multiples of the backbone's total stride are padded (replicate, bottom/right) to
     the next multiple; the final logit (and ``D_final``) is cropped back to the input size, features and sides
@@ -128,21 +132,25 @@ class DBDNet(nn.Module):
         """Total stride of the deepest feature level (inputs are padded to a multiple of it)."""
         return int(self.backbone.reductions[-1])
 
-    def forward(self, x: torch.Tensor):
-        h, w = x.shape[-2:]
-        s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        feats = self.backbone(x)  # shallow -> deep
+    def forward_features(self, x: torch.Tensor) -> list:
+        """Raw backbone features of ``x`` padded to the stride, shallow -> deep ``[X1, X2, X3, X4]``."""
+        return self.backbone(pad_to_multiple(x, self.stride))
+
+    def forward_head(self, feats: list, size: tuple[int, int]):
+        """The outputs for backbone features ``feats`` (shallow -> deep) of an input of ``size`` = (H, W)."""
+        h, w = size
         levels = [rfb(f) for rfb, f in zip(self.rfbs, feats)] if self.rfbs is not None else feats
         p, sides, depths = self.decoder(*levels)
-        out = (self._to_input(p, h, w), feats[::-1], sides)
-        if depths is not None:
-            if getattr(self.decoder, "depth_head", None) is not None:
-                depths = depths[:-1] + [self._to_input(depths[-1], h, w)]
-            out = out + (depths,)
-        return out
+        logit = self._to_input(p, h, w)
+        if depths is None:
+            return DBDOutput(logit, feats[::-1], sides)
+        if getattr(self.decoder, "depth_head", None) is not None:
+            depths = depths[:-1] + [self._to_input(depths[-1], h, w)]
+        return DBDDepthOutput(logit, feats[::-1], sides, depths)
+
+    def forward(self, x: torch.Tensor):
+        """Run the network on a normalised batch (B, 3, H, W); see the class docstring for the output."""
+        return self.forward_head(self.forward_features(x), x.shape[-2:])
 
     def _to_input(self, p: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Upsample a map at the first level's resolution to the (padded) input size, then crop to ``h`` x ``w``."""

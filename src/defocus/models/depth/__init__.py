@@ -1,4 +1,4 @@
-"""Monocular depth teachers for depth feature distillation (METHOD §2, §4) and R-DFFNet's pseudo labels (§5).
+"""Monocular depth teachers for depth feature distillation (method.md §2, §4) and R-DFFNet's pseudo labels (§5).
 
 Every teacher takes RGB images in [0, 1], normalises them itself and returns ``(features, depth)``: four feature
 maps deepest first at strides 32/16/8/4 (``teacher.channels`` gives their channel counts) and a (B, 1, H, W)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ...imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 
 #: Strides of the four feature levels a teacher returns, deepest first (those of the DFFNet student).
 TEACHER_STRIDES = (32, 16, 8, 4)
@@ -73,7 +73,7 @@ def resize_to(x: torch.Tensor, size: Sequence[int], align_corners: bool = False)
 
 
 def normalize_depth_minmax(depth: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-image min-max normalisation of a (B, 1, H, W) depth map to [0, 1] (the R-DFFNet pseudo label, METHOD §5).
+    """Per-image min-max normalisation of a (B, 1, H, W) depth map to [0, 1] (the R-DFFNet pseudo label, method.md §5).
 
     A constant map becomes all zeros.
     """

@@ -1,4 +1,4 @@
-"""MiDaS v2.1 large ("MidasNet", METHOD §2): ResNeXt-101 32x8d encoder + RefineNet-style decoder, 256 features.
+"""MiDaS v2.1 large ("MidasNet", method.md §2): ResNeXt-101 32x8d encoder + RefineNet-style decoder, 256 features.
 
 The module tree reproduces the key layout of the released ``midas_v21-f6b98070.pt`` so that the file loads
 strictly: ``pretrained.layer1`` = (conv1, bn1, ReLU, max-pool, layer1) of torchvision's ResNeXt, ``pretrained.layer2-4``

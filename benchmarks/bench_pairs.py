@@ -1,0 +1,132 @@
+"""Real-photo yardstick: score methods on the labelled photo pairs (MFIFB focus pairs, indoor aperture pairs).
+
+Every method predicts each image of the val and test splits once per input mode; the maps are cached on disk
+(``--cache``, float16 ``.npy``) so a rerun only computes what is missing (delete a method's folder after changing
+it, e.g. when a classical method changes). Scores: MAE / F-beta / IoU over the determined pixels (ignore masks),
+standard protocol, blur as the positive class.
+
+Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks; classical
+methods always see the image with its aspect ratio kept (long side at most 640), so they have one mode,
+``native``.
+
+    PYTHONPATH=src python benchmarks/bench_pairs.py --root /data/pairs-root --cache runs/bench_pairs \\
+        --markdown benchmarks/pairs_table.md
+
+Needs the prepared sets (``defocus data prepare mfifb|dfd --src ... --root ROOT``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from defocus.data import load_pairs
+from defocus.evaluation import evaluate_maps
+
+NETWORK_MODES = {"squash": False, "keep-aspect": True}
+SETS = ("mfifb", "dfd")
+SPLITS = ("val", "test")
+
+
+def parse_method(spec: str) -> tuple[str, dict]:
+    """``default`` / a checkpoint path (network) or ``lbp`` / ``hifst`` (classical) -> (label, Predictor kwargs)."""
+    if spec in ("lbp", "hifst"):
+        return spec, {"method": spec}
+    label = "bundled" if spec == "default" else Path(spec).stem
+    return label, {"model": spec}
+
+
+def predict_cached(kwargs: dict, keep_aspect: bool, pairs, cache: Path) -> float:
+    """Predict every pair's image not yet in ``cache``; returns the seconds spent."""
+    from defocus.inference import Predictor
+
+    todo = [p for p in pairs if not (cache / f"{p.stem}.npy").exists()]
+    if not todo:
+        return 0.0
+    cache.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(device="cpu", keep_aspect=keep_aspect, **kwargs)
+    t0 = time.perf_counter()
+    for p in todo:
+        prob = predictor.predict(str(p.image)).prob
+        tmp = cache / f".{p.stem}.tmp.npy"
+        np.save(tmp, np.clip(prob, 0, 1).astype(np.float16))
+        tmp.replace(cache / f"{p.stem}.npy")
+    return time.perf_counter() - t0
+
+
+def score(cache: Path, pairs, name: str) -> dict:
+    """Standard-protocol scores of the cached maps over the determined pixels of ``pairs``."""
+    stems = cache / f"{name}.txt"
+    stems.write_text("\n".join(p.stem for p in pairs) + "\n")
+    gt_dir, ignore_dir = pairs[0].mask.parent, pairs[0].ignore.parent
+    rep = evaluate_maps(cache, gt_dir, list_file=stems, protocol="standard", ignore_dir=ignore_dir,
+                        dataset=name, skip_missing=True)
+    return {k: rep.metrics[k] for k in ("n", "mae", "fbeta", "iou")} | {"skipped": len(rep.skipped)}
+
+
+def run(args) -> list[dict]:
+    """Predict (cached) and score every method x mode x set x split; returns one row per combination."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for spec in args.methods:
+        label, kwargs = parse_method(spec)
+        modes = {"native": True} if "method" in kwargs else NETWORK_MODES
+        for mode, keep in modes.items():
+            for ds in SETS:
+                for split in SPLITS:
+                    name = f"{ds}-{split}"
+                    pairs = load_pairs(name, args.root)
+                    cache = args.cache / label / mode / ds
+                    secs = predict_cached(kwargs, keep, pairs, cache)
+                    row = {"method": label, "mode": mode, "dataset": name, **score(cache, pairs, name)}
+                    rows.append(row)
+                    logging.info("%s %s %s: MAE %.4f F %.4f IoU %.4f (%d images, %.0f s predicting)", label, mode,
+                                 name, row["mae"], row["fbeta"], row["iou"], row["n"], secs)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per method and mode, MAE / F / IoU per set and split."""
+    cols = [f"{ds}-{sp}" for ds in SETS for sp in SPLITS]
+    head = "| method | input | " + " | ".join(f"{c} MAE / F / IoU" for c in cols) + " |"
+    lines = [head, "|" + "---|" * (2 + len(cols))]
+    keys = list(dict.fromkeys((r["method"], r["mode"]) for r in rows))
+    for method, mode in keys:
+        cells = []
+        for c in cols:
+            r = next((r for r in rows if (r["method"], r["mode"], r["dataset"]) == (method, mode, c)), None)
+            cells.append("-" if r is None else f"{r['mae']:.3f} / {r['fbeta']:.3f} / {r['iou']:.3f}")
+        lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    """Command line: see the module docstring."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, required=True, help="Data root holding MFIFB/ and DFD/.")
+    ap.add_argument("--cache", type=Path, default=Path("runs/bench_pairs"), help="Prediction cache.")
+    ap.add_argument("--methods", nargs="+", default=["default", "lbp", "hifst"],
+                    help="default (bundled), checkpoint paths, lbp, hifst.")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
+    ap.add_argument("--json", type=Path, help="Write the rows as JSON.")
+    ap.add_argument("--markdown", type=Path, help="Write the table as Markdown.")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("defocus").setLevel(logging.WARNING)
+    rows = run(args)
+    table = markdown(rows)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        args.markdown.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Numbers shared by the library and the command line (torch-free, so the CLI can show them as defaults)."""
+
+#: The paper's test-time input side: images are squashed to PAPER_SIZE x PAPER_SIZE (docs/method.md, "Evaluation").
+PAPER_SIZE = 320
+
+#: ONNX opset of ``defocus export``.
+DEFAULT_OPSET = 17
+
+#: Largest difference of in-focus probabilities between ONNX Runtime and PyTorch that an export accepts.
+EXPORT_TOLERANCE = 1e-4

@@ -1,0 +1,42 @@
+"""Device names to ``torch.device``: one rule for inference, evaluation, training and benchmarks."""
+from __future__ import annotations
+
+
+def mps_available() -> bool:
+    """Whether Apple's Metal backend (MPS) can run here."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def resolve_device(device="auto", local_rank: int | None = None):
+    """The ``torch.device`` for ``device``.
+
+    ``"auto"`` (or ``None``) is CUDA when available, else Apple MPS, else the CPU; any other name goes to
+    ``torch.device``. With ``local_rank`` (a process under torchrun) an index-less CUDA device becomes that
+    process's GPU.
+
+    Raises:
+        ValueError: an accelerator was asked for by name but is not available here.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            dev = torch.device("cuda")
+        elif mps_available():
+            return torch.device("mps")
+        else:
+            return torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use cpu or auto)")
+    if dev.type == "mps" and not mps_available():
+        raise ValueError(f"device {device!r} requested but Apple MPS is not available (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is None and local_rank is not None:
+        dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return dev

@@ -1,0 +1,125 @@
+"""What a :class:`~defocus.inference.Predictor` runs: model names and files resolved to a network, and the
+description of the result (:class:`ModelInfo`)."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundled import resolve_default
+
+log = logging.getLogger(__name__)
+
+#: Suffixes of model files: a ``--model`` value ending in one of them names a file, never a registry model.
+MODEL_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".pth.tar", ".ckpt", ".onnx")
+
+
+@dataclass
+class ModelInfo:
+    """What a :class:`~defocus.inference.Predictor` runs: ``kind`` is ``network``, ``onnx`` or ``classical``."""
+
+    kind: str
+    name: str
+    backbone: str | None = None
+    source: str = ""
+    mean: tuple | None = None
+    std: tuple | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description (recorded in ``summary.json``)."""
+        d = {"kind": self.kind, "name": self.name, "backbone": self.backbone, "source": self.source}
+        if self.notes:
+            d["notes"] = self.notes
+        return d
+
+    def __str__(self) -> str:
+        what = f"{self.name} ({self.backbone})" if self.backbone else self.name
+        return f"{self.kind} {what} from {self.source}" if self.source else f"{self.kind} {what}"
+
+
+def classical_methods() -> dict:
+    """The training-free baselines of this installation (``name -> fn(rgb uint8) -> prob``)."""
+    from ..classical import METHODS
+
+    return dict(METHODS)
+
+
+def resolve_device(device="auto") -> "torch.device":
+    """``"auto"``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
+    return dev
+
+
+def is_module(x) -> bool:
+    """Whether ``x`` is a ``torch.nn.Module`` (without importing torch: a module can only exist if it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.nn.Module)
+
+
+def is_onnx_file(model) -> bool:
+    """Whether ``model`` names an exported ``.onnx`` file (run by ONNX Runtime, without torch)."""
+    return isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx")
+
+
+def check_model_spec(model) -> None:
+    """Fail fast, before torch is imported, for a ``model`` that names a model file that does not exist."""
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(MODEL_FILE_SUFFIXES):
+        path = Path(str(model)).expanduser()
+        if not path.is_file():
+            raise ValueError(f"unknown model {str(model)!r}: no such file")
+
+
+def _registry_spec(spec: str):
+    """``(NAME, BACKBONE or None)`` for a registered ``NAME[:BACKBONE]``, else ``None``."""
+    from ..models import list_models
+
+    name, _, backbone = spec.partition(":")
+    if name in list_models():
+        return name, backbone or None
+    return None
+
+
+def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
+    """Resolve ``model`` (an ``nn.Module``, ``"default"`` for the bundled weights, a checkpoint path, or a registry
+    ``NAME[:BACKBONE]``) to an eval-mode network and its description. Registry names give **randomly
+    initialised** weights (for speed tests only)."""
+    from ..models import create_model, list_models, load_model
+
+    model = resolve_default(model)
+    if is_module(model):
+        cfg = getattr(model, "config", {}) or {}
+        net, source = model, "in-memory model"
+    elif Path(str(model)).expanduser().is_file():
+        path = Path(str(model)).expanduser()
+        try:
+            net = load_model(path, device="cpu")
+        except Exception as e:  # wrong format, truncated file, mismatching weights ...
+            raise ValueError(f"{path}: cannot load this checkpoint ({e})") from None
+        cfg, source = net.config, str(path)
+    elif isinstance(model, str) and _registry_spec(model):
+        name, backbone = _registry_spec(model)
+        net = create_model(name, backbone=backbone, pretrained=False).eval()
+        cfg, source = net.config, "registry (random initialisation)"
+        log.warning("MODEL %r HAS RANDOM WEIGHTS: its maps are meaningless (useful for speed tests only); pass a "
+                    "checkpoint path for real predictions", model)
+    else:
+        raise ValueError(f"unknown model {model!r}: not a file, and not a registered name "
+                         f"({', '.join(list_models())}, optionally NAME:BACKBONE)")
+    net = net.eval().to(device)
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None:
+        raise ValueError(f"model {model!r} has no input normalisation (config 'mean'/'std')")
+    info = ModelInfo("network", cfg.get("name", type(net).__name__), cfg.get("backbone"), source,
+                     tuple(mean), tuple(std))
+    return net, info

@@ -1,0 +1,328 @@
+"""``Predictor``: photos (paths, PIL images, arrays, tensors) -> native-resolution in-focus maps.
+
+The default pipeline is the paper's (method.md §6.1): the image (EXIF orientation applied) is squashed to
+``size`` x ``size`` with PIL bilinear resizing, normalised with the model's mean/std, and ``sigmoid`` of the final
+logit is resized back to the image's own size. Deviations are named options (:class:`PredictOptions`):
+``keep_aspect`` (long side = ``size``, the model pads to a multiple of 32), ``upsample="nearest"`` (the paper's
+resizing back; the default ``"bilinear"`` gives smooth maps), ``fast_decode`` (JPEG DCT-domain downscaling
+while decoding). How the model runs is :class:`~defocus.inference.runners.RuntimeOptions`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .. import imageio
+from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
+from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
+from .runners import Runner, RuntimeOptions, make_runner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 320
+#: ``predict_many(keep_images=True)`` keeps decoded images up to this size; larger ones are decoded again.
+KEEP_IMAGE_PIXELS = 8_000_000
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What shapes the outputs (recorded in ``summary.json``).
+
+    Attributes:
+        size: network input size (the paper's 320). Classical methods instead see the image with its aspect
+            ratio kept and the long side reduced to at most
+            :data:`~defocus.inference.runners.CLASSICAL_MAX_SIDE`.
+        keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
+        threshold: mask threshold on the probability (``prob >= threshold`` is in focus).
+        upsample: ``"bilinear"`` (default) or ``"nearest"`` (the paper's) to resize maps to native size.
+        fast_decode: decode JPEGs at a reduced DCT scale that keeps at least twice the network input size.
+        max_pixels: refuse larger images (decompression-bomb guard; 0 or None disables).
+    """
+
+    size: int = DEFAULT_SIZE
+    keep_aspect: bool = False
+    threshold: float = 0.5
+    upsample: str = "bilinear"
+    fast_decode: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.upsample not in UPSAMPLE_CHOICES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_CHOICES}, got {self.upsample!r}")
+
+
+def split_options(options: PredictOptions | None, runtime: RuntimeOptions | None, overrides: dict
+                  ) -> tuple[PredictOptions, RuntimeOptions]:
+    """``options`` and ``runtime`` (defaults when ``None``) with the fields named in ``overrides`` replaced;
+    ``TypeError`` for a name that is a field of neither."""
+    predict_fields = {f.name for f in dataclasses.fields(PredictOptions)}
+    runtime_fields = {f.name for f in dataclasses.fields(RuntimeOptions)}
+    unknown = sorted(set(overrides) - predict_fields - runtime_fields)
+    if unknown:
+        raise TypeError(f"Predictor got unexpected keyword argument(s) {unknown}; options: "
+                        f"{', '.join(sorted(predict_fields | runtime_fields))}")
+    options = dataclasses.replace(options or PredictOptions(),
+                                  **{k: v for k, v in overrides.items() if k in predict_fields})
+    runtime = dataclasses.replace(runtime or RuntimeOptions(),
+                                  **{k: v for k, v in overrides.items() if k in runtime_fields})
+    return options, runtime
+
+
+@dataclass
+class _Item:
+    """A decoded, prepared input waiting for its batch."""
+
+    source: str
+    size: tuple[int, int]
+    array: np.ndarray                    # what the runner's ``run`` takes (stacked with the others)
+    seconds: float
+    image: Image.Image | None = None
+    loader: Callable | None = None
+
+
+def describe_input(x) -> str:
+    """A short name for an input: its path, or its type and shape."""
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    if isinstance(x, Image.Image):
+        return f"<PIL image {x.size[0]}x{x.size[1]} {x.mode}>"
+    shape = "x".join(map(str, getattr(x, "shape", ())))
+    return f"<{type(x).__name__} {shape}>"
+
+
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def tensor_to_array(t: "torch.Tensor") -> np.ndarray:
+    """CHW (or 1xCxHxW) tensor -> HxWxC array; uint8 stays 0..255, floats are taken as [0, 1]."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() == 2:
+        return t.numpy()
+    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f"expected a CxHxW image tensor (C = 1, 3 or 4), got shape {tuple(t.shape)}")
+    if t.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise ValueError(f"unsupported tensor dtype {t.dtype} (use uint8 or float in [0, 1])")
+    if t.is_floating_point():
+        t = t.float()
+    return t.permute(1, 2, 0).numpy()
+
+
+class _FileLoader:
+    """Decodes a file again at full size (for overlays of images that were not kept)."""
+
+    def __init__(self, path: Path, max_pixels):
+        self.path, self.max_pixels = path, max_pixels
+
+    def __call__(self) -> Image.Image:
+        return imageio.decode_rgb(self.path, self.max_pixels)[0]
+
+
+class Predictor:
+    """Defocus-blur prediction for images of any size.
+
+    Args:
+        model: ``"default"`` (the bundled weights; the LBP baseline when none are installed), a checkpoint path
+            (defocus ``.safetensors``, the authors' ``.pth``, or an exported ``.onnx``), a registry name
+            ``NAME[:BACKBONE]`` (random weights: speed tests only), or an ``nn.Module``.
+        method: a training-free baseline (``"lbp"``, ``"hifst"``) instead of a network.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
+        backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; a torch model is exported in memory first).
+        options: what shapes the outputs (:class:`PredictOptions`: size, keep_aspect, threshold, upsample,
+            fast_decode, max_pixels).
+        runtime: how the model runs (:class:`~defocus.inference.runners.RuntimeOptions`: batch_size, workers,
+            precision, fuse, channels_last, compile, threads).
+        **overrides: any field of either by name, e.g. ``Predictor(size=512, batch_size=8)``.
+    """
+
+    def __init__(self, model="default", *, method: str | None = None, device="auto", backend: str = "torch",
+                 options: PredictOptions | None = None, runtime: RuntimeOptions | None = None, **overrides):
+        self.options, self.runtime = split_options(options, runtime, overrides)
+        self.runner: Runner = make_runner(model, method, backend, device, self.runtime)
+        o = self.options
+        log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
+                 f"long side {o.size}" if o.keep_aspect else f"{o.size}x{o.size}")
+
+    # -- what runs, and how
+    @property
+    def info(self):
+        """:class:`~defocus.inference.ModelInfo` of the model that runs."""
+        return self.runner.info
+
+    @property
+    def backend(self) -> str:
+        """``"torch"``, ``"onnx"`` or ``"numpy"`` (classical methods)."""
+        return self.runner.backend
+
+    @property
+    def device(self):
+        """The device the model runs on."""
+        return self.runner.device
+
+    @property
+    def workers(self) -> int:
+        """Decoding (and writing) threads."""
+        return self.runtime.workers
+
+    def settings(self) -> dict:
+        """The settings that shape the outputs (recorded in ``summary.json``)."""
+        o = self.options
+        return {"size": o.size, "keep_aspect": o.keep_aspect, "threshold": o.threshold, "upsample": o.upsample,
+                "fast_decode": o.fast_decode, "backend": self.backend, "device": str(self.device),
+                "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels}
+
+    # -- preprocessing
+    def input_size(self, native: tuple[int, int]) -> tuple[int, int]:
+        """Model input (width, height) for an image of native (width, height)."""
+        return self.runner.input_size(native, self.options.size, self.options.keep_aspect)
+
+    def draft_size(self, native: tuple[int, int]) -> tuple[int, int]:
+        """The smallest decoded size ``fast_decode`` accepts: twice the model input on each side."""
+        tw, th = self.input_size(native)
+        return 2 * tw, 2 * th
+
+    def _decode(self, x) -> tuple[Image.Image, tuple[int, int], Callable | None]:
+        max_pixels = self.options.max_pixels
+        if isinstance(x, (str, os.PathLike)):
+            path = Path(x)
+            img, native = imageio.decode_rgb(path, max_pixels, self.draft_size if self.options.fast_decode else None)
+            return img, native, _FileLoader(path, max_pixels)
+        if isinstance(x, Image.Image):
+            if max_pixels and x.size[0] * x.size[1] > max_pixels:
+                raise ImageDecodeError(describe_input(x), imageio._pixel_limit_message(*x.size, max_pixels))
+            img = imageio.to_rgb(ImageOps.exif_transpose(x))
+            return img, img.size, None
+        if _is_tensor(x):
+            x = tensor_to_array(x)
+        if isinstance(x, np.ndarray):
+            img = imageio.image_from_array(x)
+            if max_pixels and img.size[0] * img.size[1] > max_pixels:
+                raise ImageDecodeError(describe_input(x), imageio._pixel_limit_message(*img.size, max_pixels))
+            return img, img.size, None
+        raise TypeError(f"cannot predict on {type(x).__name__}: pass a path, PIL image, numpy array or tensor")
+
+    def _prepare(self, x, keep_image: bool) -> _Item:
+        t0 = time.perf_counter()
+        source = describe_input(x)
+        try:
+            img, native, loader = self._decode(x)
+        except ImageDecodeError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ImageDecodeError(source, str(e)) from None
+        except OSError as e:
+            raise ImageDecodeError(source, f"cannot read ({e})") from None
+        tw, th = self.input_size(native)
+        small = np.asarray(img.resize((tw, th), Image.BILINEAR) if img.size != (tw, th) else img)
+        # decoded images are kept for overlays unless they are large (bounded memory: re-decoded when needed)
+        keep_ok = loader is None or (keep_image and native[0] * native[1] <= KEEP_IMAGE_PIXELS)
+        keep = img if keep_ok and img.size == native else None
+        array = self.runner.prepare(small)
+        return _Item(source, native, array, time.perf_counter() - t0, keep, loader)
+
+    # -- prediction
+    def predict(self, x) -> Prediction:
+        """Predict one image: a path, a PIL image, an HxWx3 uint8 RGB array (HxW grey, HxWx4 RGBA, uint16 and
+        float [0, 1] arrays also work) or a CxHxW tensor (uint8, or float in [0, 1]).
+        Raises :class:`~defocus.imageio.ImageDecodeError` for unusable inputs."""
+        item = self._prepare(x, keep_image=False)
+        return self._run([item])[0]
+
+    def predict_many(self, inputs: Iterable, on_error: str = "raise", keep_images: bool = False
+                     ) -> Iterator[Prediction | FailedPrediction]:
+        """Predict an iterable of inputs, in order, batching the network and decoding in a thread pool while
+        the network computes. ``on_error="return"`` yields a :class:`FailedPrediction` for each unusable input
+        and carries on; ``"raise"`` raises on the first one. ``keep_images`` keeps each decoded image (up to
+        :data:`KEEP_IMAGE_PIXELS`) on its result for :meth:`Prediction.overlay` instead of decoding it again."""
+        if on_error not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        pool = ThreadPoolExecutor(self.runtime.workers, thread_name_prefix="defocus-decode")
+        try:
+            prepared = _Prefetcher(pool, self._prepare, iter(inputs), keep_images,
+                                   self.runtime.batch_size + self.runtime.workers)
+            batch: list[_Item] = []
+            for x, fut in prepared:
+                try:
+                    item = fut.result()
+                except Exception as e:  # one unusable input: report it in its place and go on
+                    if on_error == "raise":
+                        raise
+                    yield from self._run(batch)
+                    batch = []
+                    yield _failure(x, e)
+                    continue
+                if batch and item.array.shape != batch[0].array.shape:
+                    yield from self._run(batch)
+                    batch = []
+                batch.append(item)
+                if len(batch) >= self.runtime.batch_size:
+                    yield from self._run(batch)
+                    batch = []
+            yield from self._run(batch)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, items: list[_Item]) -> list[Prediction]:
+        if not items:
+            return []
+        t0 = time.perf_counter()
+        probs = self.runner.run(np.stack([it.array for it in items]))
+        share = (time.perf_counter() - t0) / len(items)
+        o = self.options
+        return [Prediction(it.source, it.size, p, threshold=o.threshold, upsample=o.upsample,
+                           seconds=it.seconds + share, model=self.info, image=it.image, loader=it.loader)
+                for it, p in zip(items, probs)]
+
+
+class _Prefetcher:
+    """Iterates ``(input, future)`` pairs, keeping up to ``depth`` inputs submitted to ``pool`` ahead."""
+
+    def __init__(self, pool: ThreadPoolExecutor, prepare, inputs: Iterator, keep_images: bool, depth: int):
+        self.pool, self.prepare, self.inputs = pool, prepare, inputs
+        self.keep_images, self.depth = keep_images, depth
+        self.pending: deque = deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self._refill()
+        if not self.pending:
+            raise StopIteration
+        head = self.pending.popleft()
+        self._refill()
+        return head
+
+    def _refill(self):
+        while len(self.pending) < self.depth:
+            try:
+                x = next(self.inputs)
+            except StopIteration:
+                return
+            self.pending.append((x, self.pool.submit(self.prepare, x, self.keep_images)))
+
+
+def _failure(x, e: Exception) -> FailedPrediction:
+    if isinstance(e, ImageDecodeError):
+        return FailedPrediction(e.path, e.reason)
+    return FailedPrediction(describe_input(x), f"{type(e).__name__}: {e}")

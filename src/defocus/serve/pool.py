@@ -1,0 +1,86 @@
+"""A bounded pool of inference threads: work runs off the event loop, and a full pool refuses instead of queueing."""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class PoolFull(Exception):
+    """Every worker is busy and the queue is full; ``retry_after`` is a suggested wait in whole seconds."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(f"server busy: all workers and queue slots are taken; retry in {retry_after} s")
+
+
+class PoolTimeout(Exception):
+    """A job did not finish within the request timeout."""
+
+
+class BoundedPool:
+    """``workers`` threads and at most ``workers + queue_size`` jobs in flight.
+
+    ``initializer`` runs once in each worker thread before its first job. A slot stays taken until its job has
+    really finished, also when the request that submitted it timed out, so
+    the number of images held in memory is bounded by the capacity.
+    """
+
+    def __init__(self, workers: int, queue_size: int, initializer: Callable[[], None] | None = None):
+        self.workers, self.capacity = workers, workers + queue_size
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="defocus-serve", initializer=initializer)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._mean_seconds = 1.0  # running estimate of one job's duration, for Retry-After
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running or waiting."""
+        return self._in_flight
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the jobs ahead divided among the workers, at least 1."""
+        return max(1, math.ceil(self._mean_seconds * max(1, self._in_flight) / self.workers))
+
+    def check_free(self) -> None:
+        """Raise :class:`PoolFull` when no slot is free (lets a request be refused before its body is read)."""
+        if self._in_flight >= self.capacity:
+            raise PoolFull(self.retry_after())
+
+    def submit(self, fn: Callable[..., T], *args) -> Future:
+        """Start ``fn(*args)`` on a worker or raise :class:`PoolFull`."""
+        with self._lock:
+            if self._in_flight >= self.capacity:
+                raise PoolFull(self.retry_after())
+            self._in_flight += 1
+        t0 = time.perf_counter()
+        try:
+            future = self._executor.submit(fn, *args)
+        except BaseException:
+            self._release(t0)
+            raise
+        future.add_done_callback(lambda _: self._release(t0))
+        return future
+
+    def _release(self, t0: float) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - t0)
+
+    async def run(self, fn: Callable[..., T], *args, timeout: float) -> T:
+        """Run ``fn(*args)`` on a worker and await its result; :class:`PoolTimeout` after ``timeout`` seconds."""
+        future = self.submit(fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError:
+            future.cancel()  # only stops a job that has not started; a running one finishes and frees its slot
+            raise PoolTimeout(f"no result within the request timeout of {timeout:g} s") from None
+
+    def shutdown(self) -> None:
+        """Stop the threads after the running jobs; waiting jobs are dropped."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,81 @@
+"""Reading uploaded images from a request: the multipart field ``file`` or the raw body, with byte limits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from .settings import MULTIPART_OVERHEAD
+
+
+class ServeError(Exception):
+    """A request the server refuses: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        self.status, self.message, self.headers = status, message, headers or {}
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: the name the client gave it and its bytes."""
+
+    filename: str
+    data: bytes
+
+
+def _too_large(what: str, limit: int) -> ServeError:
+    return ServeError(413, f"{what} is larger than the limit of {limit / 2**20:g} MiB")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes (declared or actually sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large("request body", limit)
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large("request body", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes):
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def read_uploads(request: Request, max_files: int, max_bytes: int) -> list[Upload]:
+    """The images of a request: every multipart field named ``file``, or else the whole body as one image
+    (its name from the ``X-Filename`` header). Each must be non-empty and at most ``max_bytes``."""
+    if not _is_multipart(request):
+        body = await read_body(request, max_bytes)
+        uploads = [Upload(request.headers.get("x-filename") or "upload", body)]
+    else:
+        body = await read_body(request, max_files * (max_bytes + MULTIPART_OVERHEAD))
+        form = await Request(request.scope, receive=_replaying(body)).form(max_files=max_files, max_fields=16)
+        try:
+            parts = form.getlist("file")
+            if any(not isinstance(p, UploadFile) for p in parts):
+                raise ServeError(400, "multipart field 'file' must be a file upload, not a text value")
+            uploads = [Upload(p.filename or "upload", await p.read()) for p in parts]
+        finally:
+            await form.close()
+        if not uploads:
+            raise ServeError(400, "no image: send it in the multipart field 'file', or as the request body")
+    if len(uploads) > max_files:
+        raise ServeError(400, f"too many images ({len(uploads)}); at most {max_files} per request")
+    for up in uploads:
+        if not up.data:
+            raise ServeError(400, f"{up.filename}: empty upload (0 bytes)")
+        if len(up.data) > max_bytes:
+            raise _too_large(up.filename, max_bytes)
+    return uploads
