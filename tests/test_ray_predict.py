@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO, TINY_BACKBONE
 from defocus.cli import app
-from defocus.distributed import relative_stem, unique_stems
+from defocus.distributed import relative_stem
 from test_inference import BAD, make_bad_and_odd_files
 
 HAS_RAY = all(importlib.util.find_spec(m) is not None for m in ("ray", "pyarrow"))
@@ -73,14 +73,13 @@ def pixels(path: Path) -> np.ndarray:
 # ------------------------------------------------------------------------------------- no Ray needed
 
 
-def test_output_stems_keep_the_folder_layout():
+def test_uri_output_stems_keep_the_folder_layout():
     roots = ["/data/photos", "/data/photos/2024"]
     assert relative_stem("/data/photos/2023/a.jpg", roots) == "2023/a"
     assert relative_stem("/data/photos/2024/b.JPG", roots) == "b"          # the longest root wins
     assert relative_stem("/elsewhere/c.png", roots) == "c"
     assert relative_stem("s3://bucket/set/x/d.jpeg", ["s3://bucket/set"]) == "x/d"
     assert relative_stem("bucket/set/x/d.jpeg", ["s3://bucket/set"]) == "x/d"  # Ray reports paths sans scheme
-    assert unique_stems(["a", "A", "b", "a", "a-2"]) == ["a", "A-3", "b", "a-4", "a-2"]
 
 
 @needs_arrow

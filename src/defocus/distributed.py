@@ -14,7 +14,6 @@ half way loses at most the images it was working on. Training's multi-GPU helper
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import time
@@ -28,11 +27,10 @@ import numpy as np
 from PIL import Image
 
 from . import imageio, prediction_table
-from .imageio import OUTPUT_SUFFIXES
+from .inference.batch import outputs_done, plan_batch, write_entry
+from .inference.result import SAVE_CHOICES, check_save, expected_outputs
 
 log = logging.getLogger(__name__)
-
-SAVE_CHOICES = tuple(OUTPUT_SUFFIXES)
 #: Rows handed to an actor per call: large enough to keep the network's batches full, small enough that
 #: a killed actor loses little work.
 DEFAULT_RAY_BATCH_SIZE = 32
@@ -79,21 +77,15 @@ class DatasetSummary:
 # ------------------------------------------------------------------------------------------ output naming
 
 
-def _parse_save(save) -> tuple[str, ...]:
-    what = [w.strip() for w in save.split(",") if w.strip()] if isinstance(save, str) else list(save)
-    bad = [w for w in what if w not in SAVE_CHOICES]
-    if bad or not what:
-        raise ValueError(f"unknown or no output(s) {bad}; choose from {', '.join(SAVE_CHOICES)}")
-    return tuple(dict.fromkeys(what))
-
-
 def _strip_scheme(path: str) -> str:
     return path.split("://", 1)[1] if "://" in path else path
 
 
 def relative_stem(path: str, roots) -> str:
-    """Output stem of ``path``: its location below the longest matching root without the suffix
-    (``photos/2024/a.jpg`` under root ``photos`` -> ``2024/a``), else the file name's stem."""
+    """Output stem of a URI or dataset row's ``path``: its location below the longest matching root (a folder
+    or URI prefix; schemes are ignored) without the suffix (``s3://b/photos/2024/a.jpg`` under ``s3://b/photos``
+    -> ``2024/a``), else the file name's stem. Local inputs get theirs from the batch plan of
+    ``defocus predict``."""
     p = _strip_scheme(str(path)).replace(os.sep, "/")
     for root in sorted((_strip_scheme(str(r)).replace(os.sep, "/").rstrip("/") for r in roots), key=len,
                        reverse=True):
@@ -104,42 +96,10 @@ def relative_stem(path: str, roots) -> str:
     return Path(p).stem or "image"
 
 
-def unique_stems(stems: list[str]) -> list[str]:
-    """Make stems unique (compared case-insensitively): repeats get ``-2``, ``-3``, ... in order."""
-    taken = {s.casefold() for s in stems}
-    seen: set[str] = set()
-    out = []
-    for s in stems:
-        if s.casefold() not in seen:
-            seen.add(s.casefold())
-            out.append(s)
-            continue
-        n = 2
-        while f"{s}-{n}".casefold() in taken:
-            n += 1
-        taken.add(f"{s}-{n}".casefold())
-        out.append(f"{s}-{n}")
-    return out
-
-
-def _glob_base(pattern: str) -> Path:
-    parts = Path(os.path.expanduser(pattern)).parts
-    fixed = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
 def _inside(stem: str) -> bool:
     """Whether output stem ``stem`` names files inside the output folder."""
     parts = Path(stem).parts
     return bool(stem) and not Path(stem).is_absolute() and ".." not in parts and bool(Path(stem).name)
-
-
-def _output_paths(out_dir: Path, stem: str, save) -> dict[str, Path]:
-    return {kind: out_dir / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in save}
 
 
 # ------------------------------------------------------------------------------------------- the actors
@@ -155,12 +115,12 @@ def _row(path, stem, model, width=None, height=None, fraction=None, error=None, 
             "model": model, "error": error, "seconds": seconds, "status": status}
 
 
-def _row_from_files(targets: dict[str, Path], path, stem, model) -> dict | None:
+def _row_from_files(out_dir: Path, stem: str, save, path, model) -> dict | None:
     """The row of an image whose outputs (including the mask, which gives the exact in-focus fraction) were
     all written by an earlier run, else ``None``."""
-    mask_path = targets.get("mask")
-    if mask_path is None or not all(p.is_file() for p in targets.values()):
+    if "mask" not in save or not outputs_done(out_dir, stem, save):
         return None
+    mask_path = expected_outputs(out_dir, stem, ("mask",))["mask"]
     if not imageio.is_tagged_output(mask_path):
         return None
     try:
@@ -212,11 +172,11 @@ class PredictBatch:
             if not _inside(stem):
                 rows.append(_row(path, stem, self.model, error=f"output name {stem!r} leaves the output folder"))
                 continue
-            targets = _output_paths(self.out_dir, stem, self.save)
+            targets = expected_outputs(self.out_dir, stem, self.save)
             if path in self.done:
                 rows.append(_row(path, stem, self.model, status=IN_TABLE))
                 continue
-            if self.resume and (row := _row_from_files(targets, path, stem, self.model)) is not None:
+            if self.resume and (row := _row_from_files(self.out_dir, stem, self.save, path, self.model)) is not None:
                 rows.append(row)
                 continue
             other = _taken_by_other_file(targets)
@@ -242,25 +202,16 @@ class PredictBatch:
             if not res.ok:
                 rows.append(_row(path, stem, self.model, error=res.error, seconds=res.seconds))
                 continue
-            pending.append((path, stem, res, self.writer.submit(self._write, res, stem)))
+            pending.append((path, stem, self.writer.submit(write_entry, res, self.out_dir, stem, self.save)))
             while len(pending) > self.predictor.workers:  # bounded: each pending image holds full-size maps
                 rows.append(self._finish(*pending.pop(0)))
         rows.extend(self._finish(*p) for p in pending)
         return rows
 
-    def _write(self, pred, stem: str) -> float:
-        t0 = time.perf_counter()
-        pred.save(self.out_dir / Path(stem).parent, self.save, stem=Path(stem).name)
-        return time.perf_counter() - t0
-
-    def _finish(self, path, stem, pred, fut) -> dict:
-        try:
-            seconds = pred.seconds + fut.result()
-        except Exception as e:  # a write failure is this image's failure
-            return _row(path, stem, self.model, error=f"cannot write outputs ({e})", seconds=pred.seconds)
-        d = pred.to_dict()
-        return _row(path, stem, self.model, d["width"], d["height"], d["in_focus_fraction"], None,
-                    round(seconds, 4))
+    def _finish(self, path, stem, fut) -> dict:
+        e = fut.result()  # write_entry returns a write failure as the entry's error
+        return _row(path, stem, self.model, e.get("width"), e.get("height"), e.get("in_focus_fraction"),
+                    e.get("error"), e.get("seconds", 0.0))
 
 
 def _string_array(values):
@@ -300,7 +251,7 @@ def _is_uri(x) -> bool:
     return isinstance(x, str) and "://" in x
 
 
-def _make_inputs(ray, inputs, recursive: bool, roots, done: set, batch_size: int) -> _Inputs:
+def _make_inputs(ray, inputs, out_dir: Path, save, recursive: bool, roots, done: set, batch_size: int) -> _Inputs:
     if isinstance(inputs, ray.data.Dataset):
         return _dataset_inputs(inputs, roots)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -311,25 +262,18 @@ def _make_inputs(ray, inputs, recursive: bool, roots, done: set, batch_size: int
         raise ValueError("give either local paths or URIs (scheme://...), not both")
     if uris:
         return _uri_inputs(ray, uris, roots)
-    return _local_inputs(ray, items, recursive, roots, done, batch_size)
+    return _local_inputs(ray, items, out_dir, save, recursive, done, batch_size)
 
 
-def _local_inputs(ray, items, recursive: bool, roots, done: set, batch_size: int) -> _Inputs:
-    found = imageio.collect_inputs(items, recursive=recursive)
-    roots = [os.path.abspath(Path(r).expanduser()) for r in roots or ()]
-    for item in map(str, items):
-        p = Path(item).expanduser()
-        if p.is_dir():
-            roots.append(os.path.abspath(p))
-        elif glob.has_magic(item) and not p.exists():
-            roots.append(os.path.abspath(_glob_base(item)))
-    files = [os.path.abspath(f) for f in found.files]
-    stems = unique_stems([relative_stem(f, roots) for f in files])
-    rows = [{"path": f, "output": s} for f, s in zip(files, stems) if f not in done]
+def _local_inputs(ray, items, out_dir: Path, save, recursive: bool, done: set, batch_size: int) -> _Inputs:
+    """Files listed on the driver with the output stems ``defocus predict`` gives them (a folder's layout kept,
+    repeated names made unique, inputs and foreign files never overwritten); finished ones dropped."""
+    plan = plan_batch(items, out_dir, save, recursive=recursive)
+    jobs = [(os.path.abspath(job.path), job.stem) for job in plan.jobs]
+    rows = [{"path": path, "output": stem} for path, stem in jobs if path not in done]
     blocks = max(1, min(len(rows), -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks) if rows else None
-    return _Inputs(ds, len(rows), tuple(roots), tuple(found.errors), filtered_here=True,
-                   skipped=len(files) - len(rows))
+    return _Inputs(ds, len(rows), (), tuple(plan.errors), filtered_here=True, skipped=len(jobs) - len(rows))
 
 
 def _uri_inputs(ray, uris: list[str], roots) -> _Inputs:
@@ -448,7 +392,7 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     from .inference import Predictor
 
     t_start = time.perf_counter()
-    save = _parse_save(save)
+    save = check_save(save)
     if concurrency < 1 or ray_batch_size < 1:
         raise ValueError("concurrency and ray_batch_size must be at least 1")
     report = on_error or (lambda path, reason: log.error("%s: %s", path, reason))
@@ -469,7 +413,7 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # ours: one tqdm bar
     rows = _RowCollector(out_dir, report, flush_rows, flush_seconds)
     try:
-        src = _make_inputs(ray, inputs, recursive, roots, done, ray_batch_size)
+        src = _make_inputs(ray, inputs, out_dir, save, recursive, roots, done, ray_batch_size)
         rows.add_listing_errors(src.errors, model_name)
         rows.skipped += src.skipped
         if src.dataset is not None:
