@@ -31,6 +31,7 @@ from .inference.batch import outputs_done, plan_batch, write_entry
 from .inference.result import SAVE_CHOICES, check_save, expected_outputs
 
 log = logging.getLogger(__name__)
+
 #: Rows handed to an actor per call: large enough to keep the network's batches full, small enough that
 #: a killed actor loses little work.
 DEFAULT_RAY_BATCH_SIZE = 32
