@@ -64,6 +64,15 @@ def register(app: typer.Typer) -> None:
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
         workers: int = typer.Option(DEFAULT_WORKERS, "--workers", min=1, help="Decoding / writing threads."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        use_ray: bool = typer.Option(False, "--ray", help="Run on Ray Data (a local instance, or RAY_ADDRESS): "
+                                     "resumable, writes OUT/predictions.parquet."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                                  help="Ray cluster to run on (auto, ray://head:10001); implies "
+                                                  "--ray."),
+        ray_concurrency: int = typer.Option(1, "--ray-concurrency", min=1, help="Ray: number of actors."),
+        ray_batch_size: int = typer.Option(32, "--ray-batch-size", min=1, help="Ray: images per actor call."),
+        ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0, help="Ray: GPUs per actor (> 0: GPU actors)."),
+        ray_cpus: float = typer.Option(1.0, "--ray-cpus", min=0.0, help="Ray: CPUs per actor."),
     ):
         """Predict which parts of each image are in focus. Writes OUT/<stem>_prob.png (255 = in focus),
         <stem>_mask.png, <stem>_overlay.jpg and OUT/summary.json. Exit status 1 if any input failed, 2 for a
@@ -73,6 +82,28 @@ def register(app: typer.Typer) -> None:
 
         from ..inference import (Predictor, check_model_spec, interrupt_signal, plan_batch, run_batch,
                                  sigterm_interrupts)
+
+        if use_ray or ray_address:  # the same Predictor as Ray Data actors: defocus.distributed
+            from ..distributed import predict_dataset
+
+            try:
+                run = predict_dataset(inputs, out, model=model, save=save, recursive=recursive,
+                                      address=ray_address, concurrency=ray_concurrency, ray_batch_size=ray_batch_size,
+                                      num_cpus=ray_cpus, num_gpus=ray_gpus, progress=progress, on_error=report_error,
+                                      device=device, size=size, backend=backend, method=method,
+                                      keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
+                                      max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
+                                      precision=precision, compile=compile_model, workers=workers)
+            except Exception as e:  # Ray's own errors span many lines: their first line is the message
+                typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
+                raise typer.Exit(2)
+            if as_json:
+                typer.echo(json.dumps(run.to_dict(), indent=2, ensure_ascii=False))
+            typer.echo(f"{run.processed - run.failed} image(s) done, {run.failed} failed, {run.skipped} skipped "
+                       f"(done before); table {run.table} (model: {run.model})", err=True)
+            if run.failed or not (run.processed or run.skipped):
+                raise typer.Exit(1)
+            return
 
         plan = predictor = None
         with sigterm_interrupts():
