@@ -70,7 +70,7 @@ def assert_one_line_error(response, status):
 
 
 def png_bomb(width=10000, height=10000) -> bytes:
-    """A valid 1-bit PNG of width x height black pixels that compresses to ~10 KB (100 MP, above the default 90 MP limit)."""
+    """A valid 1-bit PNG of width x height black pixels that compresses to ~10 KB (100 MP, above the server's default 64 MP limit)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -8,3 +8,7 @@ DEFAULT_OPSET = 17
 
 #: Largest difference of in-focus probabilities between ONNX Runtime and PyTorch that an export accepts.
 EXPORT_TOLERANCE = 1e-4
+
+#: The server's default pixel limit per image (``defocus serve --max-pixels``): 64 MP, a phone's full-resolution
+#: photo; lower than ``defocus predict``'s, since several uploads are decoded at once.
+SERVE_MAX_PIXELS = 64_000_000

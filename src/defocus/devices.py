@@ -1,10 +1,12 @@
 """Device names to ``torch.device``: one rule for inference, evaluation, training and benchmarks."""
 from __future__ import annotations
 
+from .optional import require_torch
+
 
 def mps_available() -> bool:
     """Whether Apple's Metal backend (MPS) can run here."""
-    import torch
+    torch = require_torch("a torch device")
 
     mps = getattr(torch.backends, "mps", None)
     return mps is not None and mps.is_available()
@@ -19,8 +21,9 @@ def resolve_device(device="auto", local_rank: int | None = None):
 
     Raises:
         ValueError: an accelerator was asked for by name but is not available here.
+        MissingTorchError: PyTorch is not installed (one line with the install command).
     """
-    import torch
+    torch = require_torch("the PyTorch backend")
 
     if isinstance(device, torch.device):
         return device

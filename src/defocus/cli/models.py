@@ -20,25 +20,26 @@ def register(app: typer.Typer) -> None:
         from ..pretrained import pretrained_models
 
         found = pretrained_models()
-        archs, archs_note = [], None
-        if not pretrained:
-            try:
-                from ..models import default_backbone, describe_model, list_models
+        released, archs, archs_note = [], [], None
+        try:
+            from ..models import default_backbone, describe_model, list_models
 
+            released = list_models(pretrained=True)
+            if not pretrained:
                 archs = [(n, default_backbone(n), describe_model(n)) for n in list_models()]
-            except ImportError as e:
-                if not (is_missing_torch(e) or isinstance(e, MissingTorchError)):
-                    raise
-                archs_note = torch_missing_message("listing the architectures")
+        except ImportError as e:
+            if not (is_missing_torch(e) or isinstance(e, MissingTorchError)):
+                raise
+            archs_note = torch_missing_message("listing the architectures")
         if as_json:
-            out = {"pretrained": [m.to_dict() for m in found]}
+            out = {"pretrained": [m.to_dict() for m in found], "authors_released": released}
             if not pretrained:
                 out["architectures"] = [{"name": n, "default_backbone": b, "description": d} for n, b, d in archs]
             typer.echo(json.dumps(out, indent=2))
             return
         if pretrained:
-            for m in found:
-                typer.echo(m.name)
+            for name in [m.name for m in found] + released:
+                typer.echo(name)
             return
         typer.echo("With trained weights (--model NAME):")
         if not found:
@@ -49,6 +50,10 @@ def register(app: typer.Typer) -> None:
             for fmt, path in m.files.items():
                 runs_on = "ONNX Runtime (default backend)" if fmt == "onnx" else "PyTorch (--backend torch)"
                 typer.echo(f"    {fmt:12s} {m.size_bytes(fmt) / 1e6:5.1f} MB  {runs_on:31s} {path}")
+        if released:
+            typer.echo("\nWeights released by the paper's authors (not shipped: --model THEIR_FILE.pth, or "
+                       "defocus convert):")
+            typer.echo("  " + ", ".join(released))
         typer.echo("\nArchitectures (random weights: defocus train gives them weights; --model NAME[:BACKBONE] "
                    "for speed tests):")
         if archs_note:

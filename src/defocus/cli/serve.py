@@ -5,7 +5,8 @@ from typing import Optional
 
 import typer
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..defaults import SERVE_MAX_PIXELS
+
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SERVE_EXTRA_MODULES = ("fastapi", "uvicorn", "multipart")
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Default mask threshold."),
         upsample: str = typer.Option("bilinear", "--upsample", help="bilinear, or nearest (the paper's)."),
         max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file."),
-        max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Largest accepted image "
+        max_pixels: int = typer.Option(SERVE_MAX_PIXELS, "--max-pixels", min=1, help="Largest accepted image "
                                        "(width x height; a guard against decompression bombs)."),
         timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds a request may take."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="PyTorch CPU threads per worker "

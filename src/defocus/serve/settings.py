@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..defaults import SERVE_MAX_PIXELS
+
 
 #: Header that carries the API key when the server has one.
 API_KEY_HEADER = "X-API-Key"
@@ -27,7 +28,8 @@ class ServeSettings:
         queue_size: requests that may wait for a free worker; beyond ``workers + queue_size`` requests in
             flight the server answers 503 with ``Retry-After``.
         max_upload_bytes: largest accepted image file (a batch may carry ``max_batch_files`` of them).
-        max_pixels: largest accepted image (width x height, checked from the header before decoding).
+        max_pixels: largest accepted image (width x height, checked from the header before decoding); lower
+            than ``defocus predict``'s limit, since several uploads are decoded at once.
         max_batch_files: most images in one ``/v1/predict/batch`` request.
         request_timeout: seconds a request may wait for its result before a 504.
         max_predictors: distinct (size, keep_aspect) combinations kept loaded at once.
@@ -45,7 +47,7 @@ class ServeSettings:
     workers: int = 2
     queue_size: int = 8
     max_upload_bytes: int = 40 * 1024 * 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = SERVE_MAX_PIXELS
     max_batch_files: int = 16
     request_timeout: float = 60.0
     max_predictors: int = 2
