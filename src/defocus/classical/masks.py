@@ -34,7 +34,7 @@ def adaptive_threshold(prob: np.ndarray, bins: int = 256) -> float:
 
 def mask_threshold(method: str, prob: np.ndarray) -> float:
     """The threshold above which ``method``'s map ``prob`` (float HxW in [0, 1], 1 = in focus) marks a pixel in
-    focus: LBP's T_seg (0.3), HiFST's adaptive twice-the-mean."""
+    focus: LBP's T_seg (0.3), HiFST's adaptive one (Otsu's threshold of the map)."""
     key = str(method).lower()
     if key not in MASK_THRESHOLDS:
         raise ValueError(f"no mask threshold for {method!r}; methods: {', '.join(sorted(MASK_THRESHOLDS))}")
