@@ -12,23 +12,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from defocus import imageio
 from defocus.imageio import ImageDecodeError
 from defocus.inference import Predictor, prob_to_uint8
-
-
-class BrightNet(nn.Module):
-    """Toy network: in-focus probability = sigmoid(8 * (grey - 0.5)); bright = in focus."""
-
-    def __init__(self):
-        super().__init__()
-        self.gain = nn.Parameter(torch.tensor(8.0))
-        self.config = {"name": "bright", "backbone": None, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-
-    def forward(self, x):
-        return (self.gain * (x.mean(1, keepdim=True) - 0.5),)
+from toys import BrightNet
 
 
 @pytest.fixture(scope="module")
