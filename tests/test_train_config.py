@@ -109,7 +109,8 @@ def _assert_given(expected, resolved, key="config"):
         for i, (a, b) in enumerate(zip(expected, resolved)):
             _assert_given(a, b, f"{key}[{i}]")
     else:
-        assert type(resolved) in (type(expected), float) and resolved == expected, f"{key}: {resolved!r} != {expected!r}"
+        assert type(resolved) in (type(expected), float), f"{key}: {resolved!r} is not {expected!r}"
+        assert resolved == expected, f"{key}: {resolved!r} != {expected!r}"
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
@@ -158,7 +159,8 @@ def test_typed_synthetic_section_builds_the_renderer():
 
     cfg = load_config(REPO / "configs" / "smoke_stage1.yaml", ["data.synthetic.cfg.p_far=0"])
     ds = build_synthetic(cfg.data.synthetic, cfg.data.size, None, cfg.seed)
-    assert len(ds) == 8 and ds.seed == cfg.seed and ds.cfg.size == cfg.data.size == 64 and ds.cfg.p_far == 0.0
+    assert len(ds) == 8 and ds.seed == cfg.seed and ds.cfg.p_far == 0.0
+    assert ds.cfg.size == cfg.data.synthetic.cfg.size == cfg.data.size == 64
     seeded = load_config(REPO / "configs" / "smoke_stage1.yaml", ["data.synthetic.seed=7"])
     assert build_synthetic(seeded.data.synthetic, 64, None, cfg.seed).seed == 7
 

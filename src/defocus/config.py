@@ -390,14 +390,10 @@ _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a
 
 def _type_name(tp) -> str:
     if typing.get_origin(tp) is Union:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if tp is tuple or typing.get_origin(tp) is tuple:
         return "a list"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+    return _TYPE_NAMES.get(tp, "a mapping")
 
 
 def to_plain(value):
