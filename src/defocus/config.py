@@ -1,4 +1,4 @@
-"""Training configuration: dataclasses, YAML files with ``base:`` inheritance, and ``key=value`` overrides.
+"""Training configuration: typed sections, YAML files with ``base:`` inheritance, and ``key=value`` overrides.
 
 A config file is a YAML mapping with the sections of :class:`TrainConfig`::
 
@@ -7,9 +7,16 @@ A config file is a YAML mapping with the sections of :class:`TrainConfig`::
     output_dir: runs/cuhk_tr1_stage2
     optim: {lr: 1.0e-4, epochs: 75}
 
-Overrides (``--set`` on the command line) take ``section.key=value`` or, where the key name is unique across
-sections, just ``key=value`` (``lr=3e-4``, ``batch_size=2``, ``output_dir=runs/x``). Values are parsed as YAML and
-then converted to the field's type. Relative data and checkpoint paths are relative to the working directory.
+Every section is a frozen dataclass, down to the data sources (:class:`DatasetEntry`, :class:`SyntheticData` with
+its renderer settings as a :class:`~defocus.data.synth.SynthConfig`) and the model and depth-teacher options
+(:class:`DecoderOptions`, :class:`DepthOptions`). :func:`parse_dataclass` builds them all in one pass from the
+YAML values, converting each value to its field's type; a value that cannot be used is a ``ValueError`` of one
+line that starts with its key (``data.train[0].name: unknown dataset 'cuhk'; ...``).
+
+Overrides (``--set`` on the command line) take ``section.key=value`` (any depth: ``data.synthetic.cfg.p_far=0``)
+or, where the key name is unique across sections, just ``key=value`` (``lr=3e-4``, ``batch_size=2``,
+``output_dir=runs/x``). Values are parsed as YAML. Relative data and checkpoint paths are relative to the working
+directory.
 """
 from __future__ import annotations
 
@@ -21,34 +28,123 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .data.synth import SynthConfig
+
 STAGES = ("stage1", "stage2", "rdffnet")
 
 
-@dataclass
+class FieldError(ValueError):
+    """A field value that a dataclass rejects in its own checks; :func:`parse_dataclass` prefixes the key."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _set_only(options) -> dict:
+    return {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """DFFNet decoder options (``create_model`` keyword arguments); None keeps the model variant's own."""
+
+    ch: Optional[int] = None                          # channels of the RFB outputs and the decoder
+    dffm: Optional[bool] = None                       # the deep feature fusion module
+    attention: Optional[bool] = None                  # spatial attention
+    depth_heads: Optional[bool] = None                # R-DFFNet's four side depth heads
+    final_depth_head: Optional[bool] = None           # R-DFFNet's final depth head
+
+    def as_kwargs(self) -> dict:
+        """The options that are set, as keyword arguments."""
+        return _set_only(self)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The student network (``defocus.create_model`` arguments)."""
 
     name: str = "dffnet"
     backbone: Optional[str] = None
     pretrained: Union[bool, str] = True            # ImageNet backbone (paper); False = random init; or a file path
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: DecoderOptions = field(default_factory=DecoderOptions)
     init: Optional[str] = None                     # fine-tune: start from a saved network (.safetensors, checkpoint, 'default')
 
 
-@dataclass
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered dataset (``defocus.data.build_dataset`` arguments). ``root`` and ``list_file`` left unset
+    take the data section's ``data_root`` and ``list_file``."""
+
+    name: str
+    root: Optional[str] = None
+    list_file: Optional[str] = None               # stems to keep (CUHK-TR-2 / TE-2 splits)
+    image_dir: Optional[str] = None               # "folder": images (default root/images)
+    mask_dir: Optional[str] = None                # "folder": masks (default root/masks)
+    mask_white: str = "in-focus"                  # "folder": what white means in the masks (in-focus | blur)
+    pairing: str = "stem"                         # "folder": pair files by stem, or by sorted order
+    strict: bool = True                           # unpaired files or missing listed stems are errors
+    ignore_dir: Optional[str] = None              # "folder": ignore masks, white = undetermined
+
+    def __post_init__(self):
+        from .data.registry import get_spec
+        from .maps import check_polarity
+
+        try:
+            get_spec(self.name)
+        except ValueError as e:
+            if "+" not in self.name:                  # "cuhk-tr1+dut-tr": every part must be registered
+                raise FieldError("name", str(e)) from None
+            for part in self.name.split("+"):
+                try:
+                    get_spec(part)
+                except ValueError as e_part:
+                    raise FieldError("name", str(e_part)) from None
+        try:
+            check_polarity(self.mask_white)
+        except ValueError as e:
+            raise FieldError("mask_white", str(e)) from None
+
+    def dataset_kwargs(self, data_root: Optional[str], list_file: Optional[str]) -> dict:
+        """Keyword arguments of ``build_dataset``: this entry, unset ``root``/``list_file`` from the section."""
+        kwargs = dataclasses.asdict(self)
+        kwargs["root"] = self.root if self.root is not None else data_root
+        kwargs["list_file"] = self.list_file if self.list_file is not None else list_file
+        return kwargs
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Training pairs rendered on the fly (``defocus.data.synth.SyntheticDefocusDataset``).
+
+    ``sources``: folders with ``images/`` + ``masks/``, folders of such sets, ``[images_dir, masks_dir]`` pairs, or
+    ``procedural`` / ``procedural:N`` (scenes drawn in code). ``length``: samples per data epoch (None = one per
+    source pair). ``seed``: the renderer's seed (None = the run's ``seed``). ``cfg``: the renderer's settings; its
+    ``size`` is always the data section's ``size``.
+    """
+
+    sources: tuple[Union[str, tuple[str, str]], ...]
+    length: Optional[int] = None
+    seed: Optional[int] = None
+    cfg: SynthConfig = field(default_factory=SynthConfig)
+
+    def __post_init__(self):
+        if not self.sources:
+            raise FieldError("sources", "give at least one: folders, [images_dir, masks_dir] pairs or procedural")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Training data, augmentation and loading.
 
-    ``train`` lists registered datasets, each ``{name, root, ...}`` passed to ``defocus.data.build_dataset``; they
-    are concatenated (each applies its own label polarity). ``synthetic`` renders training pairs on the fly instead:
-    ``{sources: [[images_dir, masks_dir], ...], length: N, seed: S, cfg: {...SynthConfig fields}}``.
-    ``val`` is one dataset ``{name, root, ...}`` scored every ``engine.val_every`` epochs. Entries without ``root``
-    (or ``list_file``) use ``data_root`` (or ``list_file``).
+    ``train`` lists registered datasets, concatenated (each applies its own label polarity). ``synthetic`` renders
+    training pairs on the fly instead. ``val`` is one dataset scored every ``engine.val_every`` epochs.
     """
 
-    train: list = field(default_factory=list)
-    synthetic: Optional[dict] = None
-    val: Optional[dict] = None
+    train: tuple[DatasetEntry, ...] = ()
+    synthetic: Optional[SyntheticData] = None
+    val: Optional[DatasetEntry] = None
     data_root: Optional[str] = None               # default root of the entries (else $DEFOCUS_DATA)
     list_file: Optional[str] = None               # default stem list of the entries (CUHK-TR-2 / TE-2 splits)
     size: int = 320
@@ -59,8 +155,13 @@ class DataConfig:
     drop_last: bool = True
     shuffle: bool = True
 
+    def __post_init__(self):
+        if self.synthetic is not None and self.synthetic.cfg.size != self.size:   # frames are rendered at `size`
+            cfg = dataclasses.replace(self.synthetic.cfg, size=self.size)
+            object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, cfg=cfg))
 
-@dataclass
+
+@dataclass(frozen=True)
 class OptimConfig:
     """Student optimiser and schedule (method.md §3.3).
 
@@ -71,7 +172,7 @@ class OptimConfig:
     """
 
     lr: float = 1e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
     epochs: int = 75
@@ -84,7 +185,7 @@ class OptimConfig:
     grad_clip_norm: Optional[float] = None        # optional global-norm clipping (not in the reference)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """Deep-supervised DBD loss (method.md §3.2) and R-DFFNet's depth loss (method.md §5)."""
 
@@ -100,7 +201,24 @@ class LossConfig:
     depth_weight: float = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
+class DepthOptions:
+    """Depth-teacher options (``create_depth_teacher`` keyword arguments); None keeps the teacher's default."""
+
+    tiny: Optional[bool] = None                   # midas_v21: a very small random network (tests)
+    tiny_width: Optional[int] = None              # midas_v21: width of the tiny network
+    features: Optional[Union[int, str]] = None    # midas_v21: decoder width; hf: neck | fusion
+    non_negative: Optional[bool] = None           # midas_v21: ReLU on the output
+    input_size: Optional[Union[int, tuple[int, int]]] = None   # hf: resize the input to this size
+    mean: Optional[tuple[float, float, float]] = None          # input normalisation
+    std: Optional[tuple[float, float, float]] = None
+
+    def as_kwargs(self) -> dict:
+        """The options that are set, as keyword arguments."""
+        return _set_only(self)
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Teachers, projectors and the distillation weight (method.md §4); the depth teacher also serves R-DFFNet."""
 
@@ -108,7 +226,7 @@ class DistillConfig:
     teacher_bootstrap: Optional[str] = None       # a stage-1 config (relative to this file) trained first if no checkpoint
     depth_teacher: str = "midas_v21"
     depth_weights: Optional[str] = None           # e.g. midas_v21-f6b98070.pt
-    depth_kwargs: dict = field(default_factory=dict)
+    depth_kwargs: DepthOptions = field(default_factory=DepthOptions)
     lambda_schedule: str = "paper"                # paper (eq. 9) | constant
     lambda_value: float = 3.0
     lambda_switch: int = 15
@@ -117,7 +235,7 @@ class DistillConfig:
     teacher_mode: str = "train"                   # train (reference: batch-statistics BN, no grad) | eval
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineConfig:
     """Devices, precision, checkpoints, logging and validation."""
 
@@ -135,7 +253,7 @@ class EngineConfig:
     resume: Optional[str] = None                  # a training checkpoint, or "auto" (output_dir/checkpoint.pt)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``defocus train`` needs. ``stage`` is ``stage1`` (DFFNet), ``stage2`` (D-DFFNet) or ``rdffnet``."""
 
@@ -155,106 +273,148 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
 
     def to_dict(self) -> dict:
-        """Plain nested dict (YAML-serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict of lists and scalars (YAML-serialisable; :func:`from_dict` reads it back)."""
+        return to_plain(self)
 
 
+# ---------------------------------------------------------------------------------------------- parsing
 
 
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+def _key(prefix: str, name) -> str:
+    if isinstance(name, int):
+        return f"{prefix}[{name}]"
+    return f"{prefix}.{name}" if prefix else name
 
 
-def _section_classes() -> dict:
-    hints = _hints(TrainConfig)
-    return {k: v for k, v in hints.items() if dataclasses.is_dataclass(v)}
-
-
-def _coerce(value: Any, tp, key: str):
-    """Convert ``value`` (from YAML) to the annotated type ``tp``; raise a ``ValueError`` naming ``key`` if
-    impossible."""
+def parse_dataclass(cls, values, key: str = ""):
+    """An instance of the dataclass ``cls`` from plain values (parsed YAML), each converted to its field's type:
+    nested dataclasses from mappings, tuples from lists, numbers from numeric strings, ``Optional`` fields from
+    null. Unset fields keep their defaults. Raises a one-line ``ValueError`` starting with the offending key
+    (``key`` names ``values`` itself, e.g. ``data.synthetic.cfg``)."""
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise ValueError(f"{key or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names), key=str)
+    if unknown:
+        more = f" (and {', '.join(map(str, unknown[1:]))})" if len(unknown) > 1 else ""
+        raise ValueError(f"{_key(key, unknown[0])}: unknown key{more}; valid keys: {', '.join(names)}")
+    fields = dataclasses.fields(cls)
+    missing = [f.name for f in fields if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{_key(key, missing[0])}: missing (required)")
+    defaults = {f.name: f.default for f in fields}
+    kwargs = {k: _convert(v, hints[k], _key(key, k), defaults[k]) for k, v in values.items()}
     try:
-        return _convert(value, tp, key)
+        return cls(**kwargs)
+    except FieldError as e:
+        raise ValueError(f"{_key(key, e.name)}: {e.message}") from None
     except (TypeError, ValueError) as e:
-        msg = str(e)
-        raise ValueError(msg if msg.startswith(f"{key}:") else f"{key}: cannot use {value!r} ({msg})") from None
+        raise ValueError(f"{key}: {e}" if key else str(e)) from None
 
 
-def _convert(value: Any, tp, key: str):
-    origin = typing.get_origin(tp)
+def _convert(value: Any, tp, key: str, default=dataclasses.MISSING):
+    """``value`` converted to the annotation ``tp``; ``default`` (a tuple) types the items of a bare ``tuple``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Union:
-        args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for a in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:              # Optional[X]: X's own message
+            return _convert(value, options[0], key, default)
+        for option in options:
             try:
-                return _convert(value, a, key)
-            except (TypeError, ValueError) as e:
-                errors.append(str(e))
-        raise ValueError(f"{key}: cannot use {value!r} ({'; '.join(errors)})")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            return int(float(value)) if float(value).is_integer() else int(value)
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if tp is list or origin is list:
+                return _convert(value, option, key)
+            except ValueError:
+                pass
+        raise ValueError(f"{key}: cannot use {value!r} (expected {_type_name(tp)})")
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, key)
+    if tp is tuple or origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list, got {value!r}")
-        return list(value)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        if args and args[-1] is Ellipsis:
+            item_types = [args[0]] * len(value)
+        elif args:
+            item_types = list(args)
+        elif isinstance(default, tuple) and len(default) == len(value):
+            item_types = [type(d) for d in default]
+        else:
+            return tuple(value)
+        if len(item_types) != len(value):
+            raise ValueError(f"{key}: expected {len(item_types)} values, got {value!r}")
+        return tuple(_convert(v, t, _key(key, i)) for i, (v, t) in enumerate(zip(value, item_types)))
+    if tp in _SCALARS:
+        try:
+            return _SCALARS[tp](value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}") from None
     return value
 
 
-def _build_section(cls, values: dict, prefix: str):
-    hints = _hints(cls)
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown key(s) in '{prefix}': {', '.join(unknown)}; valid: {', '.join(sorted(hints))}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
+def _to_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError(value)
+
+
+def _to_int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(value) if isinstance(value, int) else int(number)
+
+
+def _to_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    return float(value)            # YAML reads 3e-4 (no dot) as a string
+
+
+def _to_str(value) -> str:
+    if value is None or isinstance(value, (dict, list, tuple)):
+        raise ValueError(value)
+    return str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if tp is tuple or typing.get_origin(tp) is tuple:
+        return "a list"
+    return _TYPE_NAMES.get(tp, "a mapping")
+
+
+def to_plain(value):
+    """Dataclasses as dicts and tuples as lists, recursively (what YAML and ``parse_dataclass`` read)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
 
 
 def from_dict(d: dict) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a nested dict, checking keys and converting types."""
+    """Build a :class:`TrainConfig` from a nested dict (a config file's values), checking keys and types."""
     d = dict(d or {})
     d.pop("base", None)
-    sections = _section_classes()
-    hints = _hints(TrainConfig)
-    unknown = sorted(set(d) - set(hints))
-    if unknown:
-        raise ValueError(f"unknown top-level key(s): {', '.join(unknown)}; valid: {', '.join(sorted(hints))}")
-    kwargs = {}
-    for k, v in d.items():
-        if k in sections:
-            if v is not None and not isinstance(v, dict):
-                raise ValueError(f"'{k}' must be a mapping, got {v!r}")
-            kwargs[k] = _build_section(sections[k], v or {}, k)
-        else:
-            kwargs[k] = _coerce(v, hints[k], k)
-    return TrainConfig(**kwargs)
+    return parse_dataclass(TrainConfig, d)
+
+
+# ---------------------------------------------------------------------------------------------- files and overrides
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -284,23 +444,23 @@ def read_yaml(path) -> dict:
     return d
 
 
-def _leaf_index() -> dict:
-    """Map each unique leaf key to its ``section.key`` path (keys present in several sections are left out)."""
+def _short_keys() -> dict:
+    """Map each key of a section (and each top-level key) to its dotted path; keys of several sections map to all."""
+    hints = typing.get_type_hints(TrainConfig)
     index: dict = {}
-    for sec, cls in _section_classes().items():
-        for name in _hints(cls):
-            index.setdefault(name, []).append(f"{sec}.{name}")
-    for name in _hints(TrainConfig):
-        if name not in _section_classes():
+    for name, tp in hints.items():
+        if dataclasses.is_dataclass(tp):
+            for f in dataclasses.fields(tp):
+                index.setdefault(f.name, []).append(f"{name}.{f.name}")
+        else:
             index.setdefault(name, []).append(name)
     return index
 
 
 def apply_overrides(d: dict, overrides) -> dict:
     """Apply ``key=value`` strings to a nested config dict; values are parsed as YAML scalars/lists/mappings."""
-    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
-    index = _leaf_index()
-    sections = _section_classes()
+    d = dict(d)
+    index = _short_keys()
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
@@ -309,7 +469,7 @@ def apply_overrides(d: dict, overrides) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else None
         if "." in key:
             path = key.split(".")
-        elif key in sections:
+        elif dataclasses.is_dataclass(typing.get_type_hints(TrainConfig).get(key)):
             raise ValueError(f"override {key!r} names a section; use {key}.<key>=value")
         else:
             matches = index.get(key, [])
@@ -320,9 +480,7 @@ def apply_overrides(d: dict, overrides) -> dict:
             path = matches[0].split(".")
         node = d
         for p in path[:-1]:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node[p] = dict(node[p])
+            node[p] = dict(node[p]) if isinstance(node.get(p), dict) else {}
             node = node[p]
         node[path[-1]] = value
     return d
@@ -353,10 +511,9 @@ def load_config(path=None, overrides=None) -> TrainConfig:
     """Read a YAML config (or start from the defaults when ``path`` is None) and apply ``key=value`` overrides."""
     d = read_yaml(path) if path is not None else {}
     d = apply_overrides(d, overrides)
-    cfg = from_dict(d)
-    if path is not None and cfg.config_dir is None:
-        cfg.config_dir = str(Path(path).resolve().parent)
-    return cfg
+    if path is not None and d.get("config_dir") is None:
+        d["config_dir"] = str(Path(path).resolve().parent)
+    return from_dict(d)
 
 
 def dump_config(cfg: TrainConfig, path) -> None:

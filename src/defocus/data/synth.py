@@ -151,17 +151,13 @@ class SynthConfig:
         return p / p.sum() if p.sum() > 0 else p
 
 
-def config_from_dict(values: dict) -> SynthConfig:
-    """A :class:`SynthConfig` from plain values (e.g. parsed YAML): lists become tuples, ``sharpness`` may be a
-    dict of :class:`~defocus.data.sharpness.SharpnessTest` fields; unknown keys raise ``ValueError``."""
-    known = {f.name for f in fields(SynthConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown SynthConfig fields: {', '.join(sorted(unknown))}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    if isinstance(kw.get("sharpness"), dict):
-        kw["sharpness"] = SharpnessTest(**kw["sharpness"])
-    return SynthConfig(**kw)
+def config_from_dict(values: dict, key: str = "cfg") -> SynthConfig:
+    """A :class:`SynthConfig` from plain values (e.g. parsed YAML): lists become tuples of the defaults' number
+    types, ``sharpness`` may be a dict of :class:`~defocus.data.sharpness.SharpnessTest` fields. Unknown keys and
+    unusable values raise a one-line ``ValueError`` that starts with the key (``key`` names ``values``)."""
+    from ..config import parse_dataclass
+
+    return parse_dataclass(SynthConfig, values, key)
 
 
 def _loguniform(rng, lo: float, hi: float) -> float:

@@ -7,19 +7,9 @@ from typing import Optional, Sequence
 
 from torch.utils.data import ConcatDataset
 
-from ..config import DataConfig
+from ..config import DataConfig, SyntheticData
 
 log = logging.getLogger(__name__)
-
-
-def _entry_kwargs(entry: dict, data: DataConfig) -> dict:
-    entry = dict(entry)
-    if "name" not in entry:
-        raise ValueError(f"dataset entry {entry!r} has no 'name'")
-    entry.setdefault("root", data.data_root)
-    if data.list_file is not None:
-        entry.setdefault("list_file", data.list_file)
-    return entry
 
 
 def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[float], seed: int = 42):
@@ -34,23 +24,20 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
         raise ValueError("no training data: set data.train (registered datasets) or data.synthetic")
     from ..data import build_dataset
 
-    sets = [build_dataset(transform=tf, **_entry_kwargs(e, data)) for e in data.train]
+    sets = [build_dataset(transform=tf, **e.dataset_kwargs(data.data_root, data.list_file)) for e in data.train]
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
-def build_synthetic(spec: dict, size: int, transform, seed: int):
-    """A :class:`~defocus.data.synth.SyntheticDefocusDataset` from ``{sources, length, seed, cfg}``."""
+def build_synthetic(spec: SyntheticData, size: int, transform, seed: int):
+    """A :class:`~defocus.data.synth.SyntheticDefocusDataset` rendering ``spec`` at ``size`` (the renderer's seed:
+    ``spec.seed``, else ``seed``)."""
     from ..data import synth
 
-    spec = dict(spec)
-    sources = spec.pop("sources", None)
-    if not sources:
-        raise ValueError("data.synthetic needs 'sources': folders, or [images_dir, masks_dir] pairs")
     pairs = []
-    for s in sources:
+    for s in spec.sources:
         if synth.procedural.scene_count(s) is not None:
             pairs.append(s)                             # scenes drawn in code, no files
-        elif isinstance(s, (list, tuple)):
+        elif isinstance(s, tuple):
             pairs.append((Path(s[0]), Path(s[1])))
         elif (Path(s) / "images").is_dir():
             pairs.append((Path(s) / "images", Path(s) / "masks"))
@@ -58,42 +45,16 @@ def build_synthetic(spec: dict, size: int, transform, seed: int):
             pairs += synth.list_natural_sources(s)      # a folder of <set>/images + <set>/masks
         else:
             raise FileNotFoundError(f"synthetic source {s} not found (relative paths start at {Path.cwd()})")
-    length = spec.pop("length", None)
-    s_seed = int(spec.pop("seed", seed))
-    cfg = synth_config(spec.pop("cfg", None) or {})
-    if spec:
-        raise ValueError(f"unknown data.synthetic key(s): {', '.join(sorted(spec))}")
-    return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=None if length is None else int(length),
-                                         seed=s_seed, transform=transform, cfg=cfg)
-
-
-def synth_config(values: dict):
-    """A ``SynthConfig`` from YAML values (lists become tuples, nested mappings nested dataclasses)."""
-    import dataclasses
-
-    from ..data import synth
-
-    base = synth.SynthConfig()
-    fields = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown data.synthetic.cfg key(s): {', '.join(unknown)}")
-    kw = {}
-    for k, v in values.items():
-        default = getattr(base, k)
-        if dataclasses.is_dataclass(default) and isinstance(v, dict):
-            v = dataclasses.replace(default, **{a: tuple(b) if isinstance(b, list) else b for a, b in v.items()})
-        elif isinstance(v, list):
-            v = tuple(v)
-        kw[k] = v
-    return dataclasses.replace(base, **kw)
+    return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=spec.length,
+                                         seed=seed if spec.seed is None else spec.seed, transform=transform,
+                                         cfg=spec.cfg)
 
 
 def build_val_dataset(data: DataConfig, mean, std) -> Optional[object]:
     """The validation set (``data.val``) at the training size, or None."""
-    if not data.val:
+    if data.val is None:
         return None
     from ..data import build_dataset, transforms
 
     tf = transforms.eval_transform(data.size, mean=mean, std=std)
-    return build_dataset(transform=tf, **_entry_kwargs(data.val, data))
+    return build_dataset(transform=tf, **data.val.dataset_kwargs(data.data_root, data.list_file))

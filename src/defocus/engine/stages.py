@@ -30,10 +30,7 @@ def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
     from ..models import create_model
 
     m = cfg.model
-    pretrained = m.pretrained
-    if isinstance(pretrained, str) and pretrained.lower() in ("true", "false"):
-        pretrained = pretrained.lower() == "true"
-    model = create_model(name or m.name, backbone=m.backbone, pretrained=pretrained, **m.model_kwargs)
+    model = create_model(name or m.name, backbone=m.backbone, pretrained=m.pretrained, **m.model_kwargs.as_kwargs())
     if m.init:
         load_init_weights(model, m.init)
     return model
@@ -104,7 +101,7 @@ def build_depth_teacher(cfg: TrainConfig) -> nn.Module:
     from ..models.depth import create_depth_teacher
 
     d = cfg.distill
-    teacher = create_depth_teacher(d.depth_teacher, weights=d.depth_weights, **d.depth_kwargs)
+    teacher = create_depth_teacher(d.depth_teacher, weights=d.depth_weights, **d.depth_kwargs.as_kwargs())
     return set_teacher_mode(teacher, d.teacher_mode)
 
 

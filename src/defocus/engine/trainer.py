@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -341,7 +341,7 @@ class Trainer:
             ds = self._val_dataset = build_val_dataset(self.cfg.data, self.stage.mean, self.stage.std)
         if ds is None:
             return None
-        name = (self.cfg.data.val or {}).get("name")
+        name = self.cfg.data.val.name if self.cfg.data.val is not None else None
         # labels derived from photo pairs have undetermined pixels, which only the standard protocol leaves out
         has_ignore = any(p.ignore is not None for p in getattr(ds, "pairs", ()))
         scorer = metrics.Scorer(protocol=metrics.get_protocol("standard" if has_ignore else "paper"), dataset=name)
@@ -458,7 +458,7 @@ def resolve_teacher(cfg: TrainConfig) -> Path | None:
         return model
     log.info("stage 2: no teacher checkpoint given; training one with %s", boot)
     tcfg = load_config(boot, [f"output_dir={out}"])
-    tcfg.engine.device = cfg.engine.device
+    tcfg = replace(tcfg, engine=replace(tcfg.engine, device=cfg.engine.device))
     Trainer(tcfg).fit()
     return model
 
