@@ -392,6 +392,21 @@ def test_cli_synth_writes_loadable_pairs(sources, tmp_path):
     assert res.exit_code == 2
 
 
+@pytest.mark.parametrize("case", ["missing natural root", "bad config value", "missing config file"])
+def test_cli_synth_bad_inputs_are_one_line_errors(sources, tmp_path, case):
+    _, srcs = sources
+    src_args = ["--src", str(srcs[0][0]), "--masks", str(srcs[0][1])]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("blur_radius: [1, x]\n")
+    extra = {"missing natural root": ["--natural", str(tmp_path / "nowhere")],
+             "bad config value": src_args + ["--config", str(bad)],
+             "missing config file": src_args + ["--config", str(tmp_path / "missing.yaml")]}[case]
+    res = CliRunner().invoke(app, ["data", "synth", "-n", "1", "-o", str(tmp_path / "out")] + extra)
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().startswith("error:") and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_config_validation_and_from_dict():
     with pytest.raises(ValueError):
         SynthConfig(focus_threshold=3.0)  # inside the blurred range: no gap

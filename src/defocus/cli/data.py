@@ -177,6 +177,8 @@ def register(app: typer.Typer) -> None:
         if len(src or []) != len(masks or []):
             _fail("give one --masks folder for every --src folder")
         if natural is not None:
+            if not natural.is_dir():
+                _fail(f"{natural}: no such folder (--natural)")
             sources += list_natural_sources(natural)
         if not sources:
             _fail("no sources: give --src IMAGES --masks MASKS or --natural ROOT")
@@ -186,7 +188,10 @@ def register(app: typer.Typer) -> None:
 
             from ..data.synth import config_from_dict
 
-            cfg = config_from_dict(yaml.safe_load(config.read_text()) or {})
+            try:
+                cfg = config_from_dict(yaml.safe_load(config.read_text()) or {})
+            except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
+                _fail(f"{config}: {e}")
         try:
             path = write_synthetic(sources, out, n, seed=seed, size=size, cfg=cfg)
         except (ValueError, OSError) as e:
