@@ -40,7 +40,8 @@ class DataConfig:
     """Training data, augmentation and loading.
 
     ``train`` lists registered datasets, each ``{name, root, ...}`` passed to ``defocus.data.build_dataset``; they
-    are concatenated (each applies its own label polarity). ``synthetic`` renders training pairs on the fly instead:
+    are concatenated (each applies its own label polarity). ``synthetic`` renders training pairs on the fly (alone, or
+    mixed with ``train``: the synthetic set comes first in the concatenation):
     ``{sources: [[images_dir, masks_dir], ...], length: N, seed: S, cfg: {...SynthConfig fields}}``.
     ``val`` is one dataset ``{name, root, ...}`` scored every ``engine.val_every`` epochs. Entries without ``root``
     (or ``list_file``) use ``data_root`` (or ``list_file``).

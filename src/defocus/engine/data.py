@@ -23,22 +23,25 @@ def _entry_kwargs(entry: dict, data: DataConfig) -> dict:
 
 
 def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[float], seed: int = 42):
-    """The training set: synthetic pairs rendered on the fly (``data.synthetic``) or the concatenation of the
-    registered datasets in ``data.train``, with the paper's training transform (flip, resize, jitter, normalise)."""
+    """The training set: synthetic pairs rendered on the fly (``data.synthetic``), the concatenation of the
+    registered datasets in ``data.train``, or both (synthetic first),
+    with the paper's training transform (flip, resize, jitter, normalise)."""
     from ..data import transforms
 
     tf = transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter)
-    if data.synthetic is not None:
+    if data.synthetic is not None and not data.train:
         return build_synthetic(data.synthetic, data.size, tf, seed)
     if not data.train:
         raise ValueError("no training data: set data.train (registered datasets) or data.synthetic")
     from ..data import build_dataset
 
     sets = [build_dataset(transform=tf, **_entry_kwargs(e, data)) for e in data.train]
+    if data.synthetic is not None:  # a mix: registered items always carry ``valid``, so synthetic ones must too
+        sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True))
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
-def build_synthetic(spec: dict, size: int, transform, seed: int):
+def build_synthetic(spec: dict, size: int, transform, seed: int, with_valid: bool = False):
     """A :class:`~defocus.data.synth.SyntheticDefocusDataset` from ``{sources, length, seed, cfg}``."""
     from ..data import synth
 
@@ -64,7 +67,7 @@ def build_synthetic(spec: dict, size: int, transform, seed: int):
     if spec:
         raise ValueError(f"unknown data.synthetic key(s): {', '.join(sorted(spec))}")
     return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=None if length is None else int(length),
-                                         seed=s_seed, transform=transform, cfg=cfg)
+                                         seed=s_seed, transform=transform, cfg=cfg, with_valid=with_valid)
 
 
 def synth_config(values: dict):
