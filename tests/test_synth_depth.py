@@ -174,3 +174,27 @@ def test_dataset_items_carry_valid_and_collate_with_labelled_pairs(tmp_path):
     plain = SyntheticDefocusDataset(["procedural:2"], size=64, length=2, seed=1)
     assert "valid" not in plain[0]
     assert plain.with_valid is False and SyntheticDefocusDataset(["procedural:2"], size=64, with_valid=True)[0]["valid"].all()
+
+
+def test_training_data_mixes_synthetic_scenes_with_labelled_pairs(tmp_path):
+    from PIL import Image
+
+    from defocus.config import DataConfig
+    from defocus.engine.data import build_train_dataset
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks", "ignore"):
+        (tmp_path / sub).mkdir()
+    for k in range(2):
+        Image.fromarray(_texture(rng, 48)).save(tmp_path / "images" / f"p{k}.png")
+        Image.fromarray(((rng.random((48, 48)) > 0.5) * 255).astype(np.uint8)).save(tmp_path / "masks" / f"p{k}.png")
+        ign = np.zeros((48, 48), np.uint8)
+        ign[:8] = 255
+        Image.fromarray(ign).save(tmp_path / "ignore" / f"p{k}.png")
+    data = DataConfig(train=[dict(name="folder", root=str(tmp_path), ignore_dir=str(tmp_path / "ignore"))],
+                      synthetic=dict(sources=["procedural:3"], length=3, cfg=dict(depth_prob=0.0)), size=32)
+    ds = build_train_dataset(data, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert len(ds) == 5
+    batch = torch.utils.data.default_collate([ds[i] for i in range(5)])
+    assert batch["valid"].shape == (5, 1, 32, 32)
+    assert batch["valid"][:3].all() and not batch["valid"][3:].all()   # synthetic layered: all determined
