@@ -198,3 +198,17 @@ def test_training_data_mixes_synthetic_scenes_with_labelled_pairs(tmp_path):
     batch = torch.utils.data.default_collate([ds[i] for i in range(5)])
     assert batch["valid"].shape == (5, 1, 32, 32)
     assert batch["valid"][:3].all() and not batch["valid"][3:].all()   # synthetic layered: all determined
+
+
+def test_items_carry_the_depth_map_through_flip_and_resize():
+    cfg = SynthConfig(depth_prob=1.0, noise_prob=0.0, jpeg_prob=0.0)
+    raw = SyntheticDefocusDataset(["procedural:3"], size=64, length=3, seed=2, cfg=cfg, with_depth=True)
+    flipped = SyntheticDefocusDataset(["procedural:3"], size=64, length=3, seed=2, cfg=cfg, with_depth=True,
+                                      transform=train_transform(32, hflip=1.0, jitter=0.0))
+    for i in range(3):
+        d = raw[i]["depth"]
+        assert d.shape == (64, 64) and (d > 0).all()
+        t = flipped[i]["depth"]
+        assert t.shape == (1, 32, 32)
+        expect = d[:, ::-1][1::2, 1::2]                 # flipped first, then nearest-exact halving (odd pixels)
+        assert torch.allclose(t[0], torch.from_numpy(expect.copy()), rtol=1e-6)

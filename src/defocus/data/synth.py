@@ -789,13 +789,15 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
     :class:`~defocus.data.DBDDataset`: with a paired ``transform`` tensors, without one uint8 arrays (image
     SxSx3, target SxS in {0, 1}, 1 = in focus). ``set_epoch(e)`` changes every sample for a new epoch. Items also
     carry ``valid`` (1 = determined label, as the labelled photo pairs) when depth-aware scenes are enabled
-    (``cfg.depth_prob`` > 0) or ``with_valid`` is set (to mix with datasets that have ignore masks)."""
+    (``cfg.depth_prob`` > 0) or ``with_valid`` is set (to mix with datasets that have ignore masks), and ``depth``
+    (float, depth of the visible surface; 0 = unknown, for the layered cases) with ``with_depth``."""
 
     def __init__(self, sources: Sequence, size: int = 320, length: Optional[int] = None, seed: int = 0,
                  transform: Optional[Callable] = None, cfg: Optional[SynthConfig] = None,
-                 near_only_sets: Sequence[str] = ("HumanSeg",), with_valid: bool = False):
+                 near_only_sets: Sequence[str] = ("HumanSeg",), with_valid: bool = False, with_depth: bool = False):
         self.sources = index_sources(sources, near_only_sets)
         self.with_valid = bool(with_valid)
+        self.with_depth = bool(with_depth)
         self.cfg = replace(cfg or SynthConfig(), size=size)
         self.length = len(self.sources) if length is None else int(length)
         self.seed = int(seed)
@@ -869,21 +871,28 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
     @property
     def has_ignore(self) -> bool:
         """Whether items carry a ``valid`` map (depth-aware scenes enabled, or ``with_valid``)."""
-        return self.cfg.depth_prob > 0 or self.with_valid
+        return self.cfg.depth_prob > 0 or self.with_valid or self.with_depth
 
     def __getitem__(self, i: int) -> dict:
         image, in_focus, info = self.render(i)
         stem = f"synth{self.seed}_e{self.epoch}_{i:06d}"
         maps = info.get("maps")
         ignore = maps["ignore"] if maps else np.zeros_like(in_focus)
+        depth = maps["depth"] if maps else np.zeros(in_focus.shape, np.float32)
         if self.transform is None:
             item = dict(image=image, target=in_focus.astype(np.uint8), stem=stem)
             if self.has_ignore:
                 item["valid"] = (~ignore).astype(np.uint8)
+            if self.with_depth:
+                item["depth"] = depth
             return item
         if not self.has_ignore:
             img_t, target = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus))
             return dict(image=img_t, target=target, stem=stem)
+        if self.with_depth:
+            img_t, target, valid, depth_t = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus),
+                                                           in_focus_to_pil(ignore), depth)
+            return dict(image=img_t, target=target, valid=valid, depth=depth_t, stem=stem)
         img_t, target, valid = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus), in_focus_to_pil(ignore))
         return dict(image=img_t, target=target, valid=valid, stem=stem)
 
