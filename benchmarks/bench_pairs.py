@@ -76,10 +76,10 @@ def run(args) -> list[dict]:
     rows = []
     for spec in args.methods:
         label, kwargs = parse_method(spec)
-        modes = {"native": True} if "method" in kwargs else NETWORK_MODES
+        modes = {"native": True} if "method" in kwargs else {m: NETWORK_MODES[m] for m in args.modes}
         for mode, keep in modes.items():
             for ds in SETS:
-                for split in SPLITS:
+                for split in args.splits:
                     name = f"{ds}-{split}"
                     pairs = load_pairs(name, args.root)
                     cache = args.cache / label / mode / ds
@@ -114,6 +114,10 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["default", "lbp", "hifst"],
                     help="default (bundled), checkpoint paths, lbp, hifst.")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                    help="Splits to score (model selection: val only).")
+    ap.add_argument("--modes", nargs="+", default=list(NETWORK_MODES), choices=list(NETWORK_MODES),
+                    help="Input modes of the networks.")
     ap.add_argument("--json", type=Path, help="Write the rows as JSON.")
     ap.add_argument("--markdown", type=Path, help="Write the table as Markdown.")
     args = ap.parse_args()

@@ -216,6 +216,12 @@ def test_prepare_mfifb_layout_skips_excluded_pairs_and_loads_with_ignore_masks(t
     assert [p.stem for p in pairs] == ["mffw_01_A", "mffw_01_B", "savic_02_A", "savic_02_B"]
     assert all(p.ignore is not None and p.ignore.is_file() for p in pairs)
     assert (tmp_path / "sheets" / "mffw_01.png").is_file()
+    from defocus.data.verify import verify_dataset
+
+    checked = verify_dataset("mfifb", tmp_path / "root")  # reads every ignore mask
+    assert len(checked.undetermined_fractions) == 4
+    assert all(0.0 <= f < 1.0 for f in checked.undetermined_fractions)
+    assert [np.mean(read_ignore(p.ignore)) for p in pairs] == pytest.approx(checked.undetermined_fractions)
 
     from defocus.data import DBDDataset
     from defocus.data.transforms import train_transform

@@ -139,7 +139,8 @@ class DataConfig:
     """Training data, augmentation and loading.
 
     ``train`` lists registered datasets, concatenated (each applies its own label polarity). ``synthetic`` renders
-    training pairs on the fly instead. ``val`` is one dataset scored every ``engine.val_every`` epochs.
+    training pairs on the fly, alone or mixed with ``train`` (the synthetic set comes first in the concatenation).
+    ``val`` is one dataset scored every ``engine.val_every`` epochs.
     """
 
     train: tuple[DatasetEntry, ...] = ()

@@ -48,7 +48,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from . import procedural
+from . import depth_layouts, procedural
 from .files import list_images, pair_by_stem
 from .lens import DiskBlur, disk_blur, fill_holes, linear_to_srgb, resize_channels, srgb_to_linear, window_max
 from .masks import in_focus_to_pil
@@ -88,7 +88,17 @@ class SynthConfig:
     random crop). ``paste_prob``: chance that a near or full scene gets ``paste_count`` (min, max) extra objects
     from other source photos, each scaled so its longer side is a ``paste_scale`` (min, max) fraction of the
     frame's short side and placed at random behind the subject; in the near case each is at the focal depth
-    with probability ``paste_sharp_prob``."""
+    with probability ``paste_sharp_prob``.
+    Depth-aware scenes (:func:`render_depth_sample`, off by default): ``depth_prob`` chance that a sample is a
+    scene with a per-pixel depth map instead of one of the layered cases; ``depth_layouts`` probabilities of the
+    ground / table / wall layouts and ``depth_focus`` of the focal distance on the surface / subject / in front /
+    behind (see :mod:`defocus.data.depth_layouts`); ``depth_float_prob`` chance that the subject floats in front
+    of the surface instead of standing on it; ``depth_blur`` (min, max) largest CoC radius of the scene's
+    background and subject, drawn log-uniformly (it sets the aperture constant A); ``depth_band`` (in, out): a
+    pixel is in focus below ``in`` px of CoC (and verified sharp), out of focus above ``out``, undetermined (ignored
+    by the losses) in between; ``depth_occluder_prob`` chance of a foreground occluder (another source's object,
+    longer side a ``depth_occluder_scale`` fraction of the short side, entering from the frame's edge) nearer than
+    everything else."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -127,6 +137,14 @@ class SynthConfig:
     paste_count: tuple = (1, 3)
     paste_scale: tuple = (0.2, 0.6)
     paste_sharp_prob: float = 0.5
+    depth_prob: float = 0.0
+    depth_layouts: tuple = (0.5, 0.25, 0.25)
+    depth_focus: tuple = (0.45, 0.25, 0.15, 0.15)
+    depth_float_prob: float = 0.3
+    depth_blur: tuple = (1.5, 16.0)
+    depth_band: tuple = (1.0, 1.6)
+    depth_occluder_prob: float = 0.3
+    depth_occluder_scale: tuple = (0.3, 0.8)
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -144,6 +162,12 @@ class SynthConfig:
             raise ValueError(f"paste_prob and paste_sharp_prob must lie in [0, 1], paste_count be 1 <= min <= max "
                              f"and paste_scale 0 < min <= max, got {self.paste_prob}, {self.paste_sharp_prob}, "
                              f"{self.paste_count}, {self.paste_scale}")
+
+        if not (0.0 <= self.depth_prob <= 1.0 and 0.0 <= self.depth_occluder_prob <= 1.0
+                and 0.0 < self.depth_band[0] <= self.depth_band[1] and 0.0 < self.depth_blur[0] <= self.depth_blur[1]):
+            raise ValueError(f"depth_prob and depth_occluder_prob must lie in [0, 1], depth_band and depth_blur be "
+                             f"0 < min <= max, got {self.depth_prob}, {self.depth_occluder_prob}, {self.depth_band}, "
+                             f"{self.depth_blur}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -381,10 +405,14 @@ class _SharpnessChecks:
             self.results[what] = self._run(what)
         return self.results[what]
 
-    def _run(self, what: str) -> bool:
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's (steepness ratio, contrast) edge maps, computed once."""
         if self._maps is None:
             self._maps = edge_maps(luma(self.img), self.test.window)
-        ratio, contrast = self._maps
+        return self._maps
+
+    def _run(self, what: str) -> bool:
+        ratio, contrast = self.maps()
         if what == "subject":
             return region_is_sharp(ratio, contrast, _interior(self.fg), self.test)
         if what == "background":
@@ -555,6 +583,144 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     return out_u8, in_focus, info
 
 
+@dataclass
+class DepthSample:
+    """A depth-aware sample (:func:`render_depth_sample`), all maps SxS: ``image`` uint8 (x3), ``in_focus`` bool,
+    ``ignore`` bool (True = undetermined: CoC in the band between in and out of focus, or in focus where the source
+    is not verified sharp), ``depth`` float32 (depth of the visible surface, relative units), ``coc`` float32 (its
+    CoC radius in pixels of the output), and ``info`` (layout, focal distance, A, ...)."""
+
+    image: np.ndarray
+    in_focus: np.ndarray
+    ignore: np.ndarray
+    depth: np.ndarray
+    coc: np.ndarray
+    info: dict
+
+
+class _DepthCanvas:
+    """Layers composited back to front with alpha normalisation: the light, the accumulated alpha and the shares
+    of the light that come from in-focus and from out-of-focus layers."""
+
+    def __init__(self, shape: tuple):
+        self.light = np.zeros((3,) + tuple(shape), np.float32)
+        self.acc = np.zeros(shape, np.float32)
+        self.w_in = np.zeros(shape, np.float32)
+        self.w_out = np.zeros(shape, np.float32)
+
+    def add_layer(self, colour_lin: np.ndarray, a: np.ndarray, radius: float, in_focus: bool,
+                  out_of_focus: bool) -> None:
+        """Composite a layer "over" the canvas, its premultiplied colour and alpha blurred together by ``radius``."""
+        layer = disk_blur(np.concatenate([colour_lin * a[None], a[None]]), radius)
+        alpha = np.clip(layer[3], 0.0, 1.0)
+        keep = 1.0 - alpha
+        self.light = layer[:3] + keep[None] * self.light
+        self.acc = alpha + keep * self.acc
+        self.w_in = alpha * float(in_focus) + keep * self.w_in
+        self.w_out = alpha * float(out_of_focus) + keep * self.w_out
+
+    def normalised(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(light, in-focus share, out-of-focus share) divided by the accumulated alpha: where neighbouring depth
+        slices of one surface both cover a pixel only partly, their sum is brought back to full opacity."""
+        acc = np.maximum(self.acc, 1e-6)
+        return self.light / acc[None], self.w_in / acc, self.w_out / acc
+
+
+def _resize_nearest(a: np.ndarray, side: Optional[int]) -> np.ndarray:
+    if side is None or a.shape == (side, side):
+        return a
+    return np.asarray(Image.fromarray(a.astype(np.float32)).resize((side, side), Image.NEAREST))
+
+
+def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
+                        *, occluder=None) -> DepthSample:
+    """Render a depth-aware defocus sample: a procedural depth layout (:mod:`defocus.data.depth_layouts`) behind
+    and under the photo's object, blur c = A * |1/d - 1/d_f| per pixel (A set so the largest CoC of background and
+    subject is drawn from ``cfg.depth_blur``), rendered back to front in inverse-depth slices with exact disk
+    blurs and alpha normalisation, so nearer layers occlude farther ones and a sharp subject leaves no halo.
+
+    Labels follow ``cfg.depth_band``: in focus where at least half the light comes from layers whose CoC is below
+    the band and whose source passes the sharpness test, out of focus where at least half comes from layers above
+    it, undetermined elsewhere. ``occluder``: an optional (photo, mask) PIL pair placed nearer than everything
+    (see ``cfg.depth_occluder_*``). Framing, highlights, noise and JPEG as in :func:`render_sample`."""
+    cfg = cfg or SynthConfig()
+    src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
+    msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
+    img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
+    a_fg = _clean_mask(a_fg, cfg.mask_min_area)
+    fg = a_fg >= 0.5
+    layout = depth_layouts.draw_layout(fg, rng, cfg.depth_layouts, cfg.depth_focus, cfg.depth_float_prob)
+    q_bg, q_f, q_s = 1.0 / layout.background, 1.0 / layout.focus, 1.0 / layout.subject
+    scene_depths = np.append(layout.background[~fg], layout.subject if fg.any() else [])
+    largest = _loguniform(rng, *cfg.depth_blur)
+    scale = depth_layouts.coc_scale(scene_depths, layout.focus, largest)
+    t_in, t_out = cfg.depth_band
+    coc_bg = scale * np.abs(q_bg - q_f)
+    r_s = scale * abs(q_s - q_f)
+
+    checks = _SharpnessChecks(img, fg, cfg.sharpness)
+    bg_in = (coc_bg < t_in) & ~window_max(fg, 9)
+    bg_sharp = bool(bg_in.any()) and region_is_sharp_everywhere(*checks.maps(), bg_in, cfg.sharpness)
+    subject_sharp = bool(fg.any()) and r_s < t_in and checks("subject")
+
+    lin = srgb_to_linear(img)
+    valid_bg = ~window_max(a_fg > 0.02, 3)
+    bg = fill_holes(lin, valid_bg)
+    bg_boosted = _boost_highlights(bg, rng, cfg)
+    layers = []                                           # (inverse depth, colour, alpha, radius, sharp source)
+    edges = depth_layouts.slice_edges(float(q_bg.min()), float(q_bg.max()), q_f, scale)
+    for k in range(len(edges) - 1):
+        last = k == len(edges) - 2
+        m = (q_bg >= edges[k]) & ((q_bg <= edges[k + 1]) if last else (q_bg < edges[k + 1]))
+        if not m.any():
+            continue
+        r = float(scale * np.abs(q_bg[m] - q_f).mean())
+        layers.append((float(q_bg[m].mean()), bg_boosted if r > t_out else bg, m.astype(np.float32), r, bg_sharp))
+    if fg.any():
+        layers.append((q_s, _boost_highlights(lin, rng, cfg) if r_s > t_out else lin, a_fg, r_s, subject_sharp))
+    occ = None
+    if occluder is not None:
+        placed = _place_object(occluder[0], occluder[1], fg.shape, rng, cfg.depth_occluder_scale)
+        if placed is not None:
+            colour, a_o = placed
+            d_o = min(float(scene_depths.min()), layout.focus) * rng.uniform(0.4, 0.85)
+            r_o = min(scale * abs(1.0 / d_o - q_f), 2.0 * cfg.depth_blur[1])
+            sharp_o = r_o < t_in and _object_is_sharp(colour, a_o, cfg.sharpness)
+            colour_lin = srgb_to_linear(colour)
+            layers.append((1.0 / d_o, _boost_highlights(colour_lin, rng, cfg) if r_o > t_out else colour_lin, a_o,
+                           r_o, sharp_o))
+            occ = (a_o, d_o, r_o)
+    canvas = _DepthCanvas(fg.shape)
+    for q, colour, a, r, sharp in sorted(layers, key=lambda layer: layer[0]):
+        canvas.add_layer(colour, a, r, in_focus=r < t_in and sharp, out_of_focus=r > t_out)
+    light, w_in, w_out = canvas.normalised()
+
+    depth = np.where(fg, np.float32(layout.subject), layout.background).astype(np.float32)
+    if occ is not None:
+        depth = np.where(occ[0] >= 0.5, np.float32(occ[1]), depth)
+    side = cfg.size
+    if side is not None and light.shape[1:] != (side, side):
+        light = resize_channels(light, (side, side))
+        w_in, w_out = resize_channels(np.stack([w_in, w_out]).astype(np.float32), (side, side))
+    depth = _resize_nearest(depth, side)
+    shot, read = _add_noise(light, rng, cfg)
+    out_u8 = linear_to_srgb(light)
+    quality = None
+    if rng.random() < cfg.jpeg_prob:
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        out_u8 = _jpeg_roundtrip(out_u8, quality)
+    in_focus, blurred = w_in >= 0.5, w_out >= 0.5
+    ignore = ~(in_focus | blurred)
+    coc = (scale * np.abs(1.0 / depth - q_f)).astype(np.float32)
+    h, w = fg.shape
+    info = dict(case="depth", layout=layout.kind, focus_mode=layout.focus_mode, focus=layout.focus,
+                subject_depth=layout.subject, aperture=scale, largest_coc=largest, r_subject=r_s, slices=len(layers),
+                occluder_radius=None if occ is None else occ[2], canvas=(w, h), subject_sharp=subject_sharp,
+                background_in_focus_sharp=bg_sharp, in_focus_fraction=float(in_focus.mean()),
+                ignore_fraction=float(ignore.mean()), noise_shot=shot, noise_read=read, jpeg_quality=quality)
+    return DepthSample(out_u8, in_focus, ignore, depth, coc, info)
+
+
 def list_natural_sources(root) -> list[tuple[Path, Path]]:
     """The (images_dir, masks_dir) pairs under ``root`` laid out as ``<set>/images`` + ``<set>/masks``."""
     root = Path(root)
@@ -617,12 +783,17 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
     deterministic given (``seed``, epoch, ``i``): the source is the ``i``-th of a per-epoch permutation and the
     rendering uses a generator seeded with (seed, epoch, i). Items are ``dict(image, target, stem)`` as in
     :class:`~defocus.data.DBDDataset`: with a paired ``transform`` tensors, without one uint8 arrays (image
-    SxSx3, target SxS in {0, 1}, 1 = in focus). ``set_epoch(e)`` changes every sample for a new epoch."""
+    SxSx3, target SxS in {0, 1}, 1 = in focus). ``set_epoch(e)`` changes every sample for a new epoch. Items also
+    carry ``valid`` (1 = determined label, as the labelled photo pairs) when depth-aware scenes are enabled
+    (``cfg.depth_prob`` > 0) or ``with_valid`` is set (to mix with datasets that have ignore masks), and ``depth``
+    (float, depth of the visible surface; 0 = unknown, for the layered cases) with ``with_depth``."""
 
     def __init__(self, sources: Sequence, size: int = 320, length: Optional[int] = None, seed: int = 0,
                  transform: Optional[Callable] = None, cfg: Optional[SynthConfig] = None,
-                 near_only_sets: Sequence[str] = ("HumanSeg",)):
+                 near_only_sets: Sequence[str] = ("HumanSeg",), with_valid: bool = False, with_depth: bool = False):
         self.sources = index_sources(sources, near_only_sets)
+        self.with_valid = bool(with_valid)
+        self.with_depth = bool(with_depth)
         self.cfg = replace(cfg or SynthConfig(), size=size)
         self.length = len(self.sources) if length is None else int(length)
         self.seed = int(seed)
@@ -648,6 +819,8 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         if not 0 <= i < self.length:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.cfg.depth_prob > 0 and rng.random() < self.cfg.depth_prob:
+            return self._render_depth(i, rng)
         case = draw_case(rng, self.cfg)
         idx = self._source_index(i)
         background, bg_pair = None, None
@@ -677,20 +850,55 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
             entry["source"] = str(object_pairs[entry["object"]].image)
         return out, in_focus, info
 
+    def _render_depth(self, i: int, rng):
+        """A depth-aware item (:func:`render_depth_sample`): its maps in ``info["maps"]``."""
+        pair = self.sources[self._source_index(i)]
+        image, mask = load_source(pair, self.cfg.size)
+        occluder, occ_pair = None, None
+        if self.cfg.depth_occluder_prob > 0 and rng.random() < self.cfg.depth_occluder_prob:
+            occ_pair = self.sources[int(rng.integers(len(self.sources)))]
+            occluder = load_source(occ_pair, self.cfg.size)
+        res = render_depth_sample(image, mask, rng, self.cfg, occluder=occluder)
+        info = dict(res.info, source=str(pair.image), attempts=1,
+                    occluder_source=None if occ_pair is None else str(occ_pair.image),
+                    maps=dict(ignore=res.ignore, depth=res.depth, coc=res.coc))
+        return res.image, res.in_focus, info
+
+    @property
+    def has_ignore(self) -> bool:
+        """Whether items carry a ``valid`` map (depth-aware scenes enabled, or ``with_valid``)."""
+        return self.cfg.depth_prob > 0 or self.with_valid or self.with_depth
+
     def __getitem__(self, i: int) -> dict:
         image, in_focus, info = self.render(i)
         stem = f"synth{self.seed}_e{self.epoch}_{i:06d}"
+        maps = info.get("maps")
+        ignore = maps["ignore"] if maps else np.zeros_like(in_focus)
+        depth = maps["depth"] if maps else np.zeros(in_focus.shape, np.float32)
         if self.transform is None:
-            return dict(image=image, target=in_focus.astype(np.uint8), stem=stem)
-        img_t, target = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus))
-        return dict(image=img_t, target=target, stem=stem)
+            item = dict(image=image, target=in_focus.astype(np.uint8), stem=stem)
+            if self.has_ignore:
+                item["valid"] = (~ignore).astype(np.uint8)
+            if self.with_depth:
+                item["depth"] = depth
+            return item
+        if not self.has_ignore:
+            img_t, target = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus))
+            return dict(image=img_t, target=target, stem=stem)
+        if self.with_depth:
+            img_t, target, valid, depth_t = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus),
+                                                           in_focus_to_pil(ignore), depth)
+            return dict(image=img_t, target=target, valid=valid, depth=depth_t, stem=stem)
+        img_t, target, valid = self.transform(Image.fromarray(image), in_focus_to_pil(in_focus), in_focus_to_pil(ignore))
+        return dict(image=img_t, target=target, valid=valid, stem=stem)
 
 
 def write_synthetic(sources: Sequence, out_dir, n: int, seed: int = 0, size: int = 320,
                     cfg: Optional[SynthConfig] = None, progress: bool = True) -> Path:
     """Render ``n`` samples to ``out_dir/images/NNNNNN.png`` and ``out_dir/masks/NNNNNN.png`` (255 = in
     focus), with one JSON line of render info per sample in ``out_dir/samples.jsonl``; files are written
-    atomically. The result loads as ``load_pairs("folder", image_dir=..., mask_dir=..., mask_white="in-focus")``."""
+    atomically. With depth-aware scenes (``cfg.depth_prob`` > 0) every sample also gets ``out_dir/ignore/NNNNNN.png``
+    (255 = undetermined) and each depth scene ``out_dir/depth/NNNNNN.npy`` (float32 depth of the visible surface). The result loads as ``load_pairs("folder", image_dir=..., mask_dir=..., mask_white="in-focus")``."""
     ds = SyntheticDefocusDataset(sources, size=size, length=n, seed=seed, cfg=cfg)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -699,7 +907,19 @@ def write_synthetic(sources: Sequence, out_dir, n: int, seed: int = 0, size: int
     for i in tqdm(range(n), desc="synth", unit="sample", disable=not progress):
         image, in_focus, info = ds.render(i)
         name = f"{i:06d}.png"
-        for arr, sub in ((image, "images"), (in_focus_to_pil(in_focus), "masks")):
+        maps = info.pop("maps", None)
+        outputs = [(image, "images"), (in_focus_to_pil(in_focus), "masks")]
+        if ds.has_ignore:
+            ignore = maps["ignore"] if maps else np.zeros_like(in_focus)
+            outputs.append((in_focus_to_pil(ignore), "ignore"))
+        if maps is not None:
+            (out_dir / "depth").mkdir(exist_ok=True)
+            dst = out_dir / "depth" / f"{i:06d}.npy"
+            tmp = dst.with_name(f".{i:06d}.tmp.npy")
+            np.save(tmp, maps["depth"].astype(np.float32))
+            os.replace(tmp, dst)
+        for arr, sub in outputs:
+            (out_dir / sub).mkdir(exist_ok=True)
             dst = out_dir / sub / name
             tmp = dst.with_name(f".{name}.tmp")
             (arr if isinstance(arr, Image.Image) else Image.fromarray(arr)).save(tmp, format="PNG")

@@ -56,12 +56,21 @@ class PairTransform:
         self.pipeline = v2.Compose(list(ops))
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
 
-    def __call__(self, image, mask, ignore=None):
+    def __call__(self, image, mask, ignore=None, depth=None):
         """Transform one pair; returns ``(image float 3xHxW normalised, target float 1xHxW in {0,1})``, plus
-        ``valid`` (float 1xHxW, 1 = determined) when an ``ignore`` mask is given."""
+        ``valid`` (float 1xHxW, 1 = determined) when an ``ignore`` mask is given, plus ``depth`` (float 1xHxW,
+        flipped and nearest-resized with the mask) when a ``depth`` map (HxW float) is given too."""
         image = _to_pil(image, "RGB")
         mask_arr = np.asarray(_to_pil(mask, "L"))
         mask_t = tv_tensors.Mask(torch.from_numpy(np.array(mask_arr, dtype=np.uint8))[None])
+        if depth is not None:
+            if ignore is None:
+                raise ValueError("a depth map is transformed together with an ignore mask")
+            ign_t = tv_tensors.Mask(torch.from_numpy(np.array(np.asarray(_to_pil(ignore, "L")), dtype=np.uint8))[None])
+            dep_t = tv_tensors.Mask(torch.from_numpy(np.array(depth, dtype=np.float32))[None])
+            img_t, mask_t, ign_t, dep_t = self.pipeline(image, mask_t, ign_t, dep_t)
+            return (img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float(),
+                    (ign_t.as_subclass(torch.Tensor) < 128).float(), dep_t.as_subclass(torch.Tensor).float())
         if ignore is None:
             img_t, mask_t = self.pipeline(image, mask_t)
             return img_t, (mask_t.as_subclass(torch.Tensor) >= 128).float()

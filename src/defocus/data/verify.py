@@ -180,7 +180,9 @@ def _check_ignore(img: Image.Image, ignore_path: Path, report: VerifyReport) -> 
     if ig.size != img.size:
         report.issues.append(Issue("size-mismatch", ignore_path, f"ignore mask {ig.size[0]}x{ig.size[1]} vs image "
                                                                  f"{img.size[0]}x{img.size[1]}"))
-    white = mask_white_fraction_array(ig)
+    values, full = image_values(ig)
+    full = mask_full_scale(values, full)
+    white = values.astype(np.float64) / (full or 1)  # 0 = determined, 1 = undetermined
     if np.any((white > 16 / 255) & (white < 239 / 255)):
         report.issues.append(Issue("non-binary", ignore_path, "ignore mask is not binary"))
     undetermined = float((white >= 0.5).mean())

@@ -13,24 +13,27 @@ log = logging.getLogger(__name__)
 
 
 def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[float], seed: int = 42):
-    """The training set: synthetic pairs rendered on the fly (``data.synthetic``) or the concatenation of the
-    registered datasets in ``data.train``, with the paper's training transform (flip, resize, jitter, normalise)."""
+    """The training set: synthetic pairs rendered on the fly (``data.synthetic``), the concatenation of the
+    registered datasets in ``data.train``, or both (synthetic first),
+    with the paper's training transform (flip, resize, jitter, normalise)."""
     from ..data import transforms
 
     tf = transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter)
-    if data.synthetic is not None:
+    if data.synthetic is not None and not data.train:
         return build_synthetic(data.synthetic, data.size, tf, seed)
     if not data.train:
         raise ValueError("no training data: set data.train (registered datasets) or data.synthetic")
     from ..data import build_dataset
 
     sets = [build_dataset(transform=tf, **e.dataset_kwargs(data.data_root, data.list_file)) for e in data.train]
+    if data.synthetic is not None:  # a mix: registered items always carry ``valid``, so synthetic ones must too
+        sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True))
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
-def build_synthetic(spec: SyntheticData, size: int, transform, seed: int):
+def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_valid: bool = False):
     """A :class:`~defocus.data.synth.SyntheticDefocusDataset` rendering ``spec`` at ``size`` (the renderer's seed:
-    ``spec.seed``, else ``seed``)."""
+    ``spec.seed``, else ``seed``); ``with_valid``: items carry a ``valid`` map (to mix with labelled pairs)."""
     from ..data import synth
 
     pairs = []
@@ -47,7 +50,7 @@ def build_synthetic(spec: SyntheticData, size: int, transform, seed: int):
             raise FileNotFoundError(f"synthetic source {s} not found (relative paths start at {Path.cwd()})")
     return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=spec.length,
                                          seed=seed if spec.seed is None else spec.seed, transform=transform,
-                                         cfg=spec.cfg)
+                                         cfg=spec.cfg, with_valid=with_valid)
 
 
 def build_val_dataset(data: DataConfig, mean, std) -> Optional[object]:
