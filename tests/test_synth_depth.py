@@ -179,7 +179,7 @@ def test_dataset_items_carry_valid_and_collate_with_labelled_pairs(tmp_path):
 def test_training_data_mixes_synthetic_scenes_with_labelled_pairs(tmp_path):
     from PIL import Image
 
-    from defocus.config import DataConfig
+    from defocus.config import DataConfig, parse_dataclass
     from defocus.engine.data import build_train_dataset
 
     rng = np.random.default_rng(0)
@@ -191,8 +191,9 @@ def test_training_data_mixes_synthetic_scenes_with_labelled_pairs(tmp_path):
         ign = np.zeros((48, 48), np.uint8)
         ign[:8] = 255
         Image.fromarray(ign).save(tmp_path / "ignore" / f"p{k}.png")
-    data = DataConfig(train=[dict(name="folder", root=str(tmp_path), ignore_dir=str(tmp_path / "ignore"))],
-                      synthetic=dict(sources=["procedural:3"], length=3, cfg=dict(depth_prob=0.0)), size=32)
+    data = parse_dataclass(DataConfig, dict(
+        train=[dict(name="folder", root=str(tmp_path), ignore_dir=str(tmp_path / "ignore"))],
+        synthetic=dict(sources=["procedural:3"], length=3, cfg=dict(depth_prob=0.0)), size=32), "data")
     ds = build_train_dataset(data, mean=(0.5,) * 3, std=(0.5,) * 3)
     assert len(ds) == 5
     batch = torch.utils.data.default_collate([ds[i] for i in range(5)])
