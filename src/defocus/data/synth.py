@@ -538,6 +538,17 @@ def _develop(canvas: _Canvas, side: Optional[int], rng, cfg: SynthConfig):
     return out_u8, sharp_weight >= 0.5, shot, read, quality
 
 
+
+def _framed_source(image, fg_mask, rng: np.random.Generator, cfg: SynthConfig):
+    """The source photo and its object mask (arrays or PIL images) framed for a sample (:func:`_frame`), the
+    mask's specks removed: ``(image, object alpha, object mask)``."""
+    src = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    msk = fg_mask if isinstance(fg_mask, Image.Image) else in_focus_to_pil(fg_mask)
+    img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
+    a_fg = _clean_mask(a_fg, cfg.mask_min_area)
+    return img, a_fg, a_fg >= 0.5
+
+
 def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
                   *, sharp_background_ok: bool = True, case: Optional[str] = None, strict_case: bool = False,
                   background=None, objects: Sequence = (), return_info: bool = False):
@@ -555,11 +566,7 @@ def render_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: 
     replaces the object's own surroundings. ``objects``: (photo, mask) PIL pairs of extra objects pasted
     behind the subject in the near and full cases (see ``cfg.paste_*``); ignored in the far and wide cases."""
     cfg = cfg or SynthConfig()
-    src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
-    msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
-    img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
-    a_fg = _clean_mask(a_fg, cfg.mask_min_area)
-    fg = a_fg >= 0.5
+    img, a_fg, fg = _framed_source(image_rgb_uint8, fg_mask_bool, rng, cfg)
     checks = _SharpnessChecks(img, fg, cfg.sharpness)
     drawn, case = _choose_case(rng, cfg, sharp_background_ok, checks, case)
     if strict_case and case != drawn:
@@ -644,11 +651,7 @@ def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator,
     it, undetermined elsewhere. ``occluder``: an optional (photo, mask) PIL pair placed nearer than everything
     (see ``cfg.depth_occluder_*``). Framing, highlights, noise and JPEG as in :func:`render_sample`."""
     cfg = cfg or SynthConfig()
-    src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
-    msk = fg_mask_bool if isinstance(fg_mask_bool, Image.Image) else in_focus_to_pil(fg_mask_bool)
-    img, a_fg = _frame(src.convert("RGB"), msk.convert("L"), rng, cfg)
-    a_fg = _clean_mask(a_fg, cfg.mask_min_area)
-    fg = a_fg >= 0.5
+    img, a_fg, fg = _framed_source(image_rgb_uint8, fg_mask_bool, rng, cfg)
     layout = depth_layouts.draw_layout(fg, rng, cfg.depth_layouts, cfg.depth_focus, cfg.depth_float_prob)
     q_bg, q_f, q_s = 1.0 / layout.background, 1.0 / layout.focus, 1.0 / layout.subject
     scene_depths = np.append(layout.background[~fg], layout.subject if fg.any() else [])
