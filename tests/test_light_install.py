@@ -104,3 +104,22 @@ def test_models_lists_the_bundled_model_without_torch(no_torch_env):
     r = run(no_torch_env, "models")
     assert r.returncode == 0, r.stderr
     assert "default" in r.stdout and "onnx" in r.stdout and TORCH_LINE in r.stdout
+
+
+def test_labelling_a_bracket_and_listing_datasets_run_without_torch(no_torch_env, tmp_path):
+    """`defocus data pairs` (a user's own focus bracket) and `defocus data list` need no PyTorch."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    tex = ndimage.gaussian_filter(rng.random((96, 128)) * 255, 0.7)
+    near, far = tex.copy(), tex.copy()
+    near[:, 64:] = ndimage.gaussian_filter(tex, 4)[:, 64:]  # left half sharp in the near shot
+    far[:, :64] = ndimage.gaussian_filter(tex, 4)[:, :64]   # right half sharp in the far shot
+    for name, a in (("near.png", near), ("far.png", far)):
+        Image.fromarray(np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, -1)).save(tmp_path / name)
+    r = run(no_torch_env, "data", "pairs", str(tmp_path / "near.png"), str(tmp_path / "far.png"),
+            "-o", str(tmp_path / "labels"))
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "labels" / "masks").glob("*.png"))) == 2
+    r = run(no_torch_env, "data", "list")
+    assert r.returncode == 0 and "mfifb" in r.stdout, r.stderr
