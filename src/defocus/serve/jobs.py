@@ -21,12 +21,12 @@ from PIL import Image
 
 from .. import imageio
 from ..inference import Prediction, make_overlay, prob_to_uint8
+from ..inference.result import JPEG_QUALITY, PNG_COMPRESS_LEVEL
 from .predictors import PredictorCache
 from .uploads import ServeError, Upload
 
 #: The outputs a response can carry and their media types.
 OUTPUTS = {"prob": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
-JPEG_QUALITY = 90
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def encode(kind: str, pred: Prediction, mask: np.ndarray) -> bytes:
     """``prob`` (8-bit PNG, 255 = in focus), ``mask`` (0/255 PNG) or ``overlay`` (JPEG) as file bytes."""
     buf = io.BytesIO()
     if kind == "prob":
-        Image.fromarray(prob_to_uint8(pred.prob), "L").save(buf, "PNG", compress_level=1)
+        Image.fromarray(prob_to_uint8(pred.prob), "L").save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif kind == "mask":
-        Image.fromarray(mask.view(np.uint8) * np.uint8(255), "L").save(buf, "PNG", compress_level=1)
+        Image.fromarray(mask.view(np.uint8) * np.uint8(255), "L").save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif kind == "overlay":
         make_overlay(pred.image(), mask).save(buf, "JPEG", quality=JPEG_QUALITY)
     else:
