@@ -5,6 +5,7 @@
 * :func:`dbd_loss` - mean BCE-with-logits + ``beta`` x DOF-edge loss on one output.
 * :class:`DBDLoss` - deep supervision over the final logit and the side logits (upsampled to the label size).
 * :func:`depth_target` / :func:`depth_loss` - R-DFFNet's response distillation of a depth teacher.
+* :func:`scene_depth_target` - the same target from a rendered scene's own depth (``distill.depth_teacher: scene``).
 
 Polarity: logits and labels are **1 = in focus**. All losses are computed in float32.
 
@@ -166,12 +167,31 @@ def depth_target(depth: torch.Tensor, size, eps: float = 1e-8) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(d)
 
 
+def scene_depth_target(depth: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-DFFNet's depth target from known scene depth instead of a teacher: ``depth`` (B,1,H,W, metric or relative
+    depth, 0 = unknown) becomes inverse depth min-max normalised to [0, 1] per image over its known pixels (the
+    form of :func:`depth_target`: near = 1). Returns ``(target, known)``, ``known`` 1 where the depth is known;
+    an image without any known depth has an all-zero ``known`` map."""
+    d = depth.float()
+    known = d > 0
+    inv = torch.where(known, 1.0 / d.clamp_min(eps), torch.zeros_like(d))
+    flat, k = inv.flatten(1), known.flatten(1)
+    big = torch.finfo(flat.dtype).max
+    lo = torch.where(k, flat, torch.full_like(flat, big)).min(1, keepdim=True).values
+    hi = torch.where(k, flat, torch.full_like(flat, -big)).max(1, keepdim=True).values
+    lo = torch.where(k.any(1, keepdim=True), lo, torch.zeros_like(lo))
+    hi = torch.where(k.any(1, keepdim=True), hi, torch.zeros_like(hi))
+    target = ((flat - lo) / (hi - lo).clamp_min(eps)).clamp(0, 1) * k
+    return target.view_as(d), known.float()
+
+
 def depth_loss(depth_logits: Sequence[torch.Tensor], target: torch.Tensor, kind: str = "l1",
-               activation: str = "sigmoid") -> tuple[torch.Tensor, dict]:
+               activation: str = "sigmoid", known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Sum over depth outputs of the mean L1 (or L2) distance to ``target`` (B,1,H,W in [0,1]).
 
     Each output is upsampled to the target size (bilinear, align_corners=False) and mapped to [0,1] with a
-    sigmoid (``activation="none"`` regresses the raw head output). Returns ``(total, parts)``.
+    sigmoid (``activation="none"`` regresses the raw head output). ``known`` (B,1,H,W, 1 = the target is known)
+    restricts the mean to those pixels (a batch without any known pixel adds zero). Returns ``(total, parts)``.
     """
     if kind not in DEPTH_LOSSES:
         raise ValueError(f"depth loss must be one of {DEPTH_LOSSES}, got {kind!r}")
@@ -184,7 +204,11 @@ def depth_loss(depth_logits: Sequence[torch.Tensor], target: torch.Tensor, kind:
         d = resize_to(d.float(), size)
         if activation == "sigmoid":
             d = torch.sigmoid(d)
-        term = F.l1_loss(d, target) if kind == "l1" else F.mse_loss(d, target)
+        if known is None:
+            term = F.l1_loss(d, target) if kind == "l1" else F.mse_loss(d, target)
+        else:
+            err = (d - target).abs() if kind == "l1" else (d - target) ** 2
+            term = (err * known).sum() / known.sum().clamp_min(1.0)
         total = total + term
         parts[f"depth{k}"] = term.detach()
     return total, parts

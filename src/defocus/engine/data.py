@@ -5,35 +5,60 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from torch.utils.data import ConcatDataset
+import torch
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..config import DataConfig, SyntheticData
 
 log = logging.getLogger(__name__)
 
 
-def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[float], seed: int = 42):
+def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[float], seed: int = 42,
+                        with_depth: bool = False):
     """The training set: synthetic pairs rendered on the fly (``data.synthetic``), the concatenation of the
     registered datasets in ``data.train``, or both (synthetic first),
-    with the paper's training transform (flip, resize, jitter, normalise)."""
+    with the paper's training transform (flip, resize, jitter, normalise). ``with_depth``: every item carries
+    ``depth`` (the synthetic scenes' depth, 0 = unknown; all 0 for the registered datasets)."""
     from ..data import transforms
 
     tf = transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter)
+    if with_depth and data.synthetic is None:
+        raise ValueError("a scene-depth target needs rendered scenes: set data.synthetic")
     if data.synthetic is not None and not data.train:
-        return build_synthetic(data.synthetic, data.size, tf, seed)
+        return build_synthetic(data.synthetic, data.size, tf, seed, with_depth=with_depth)
     if not data.train:
         raise ValueError("no training data: set data.train (registered datasets) or data.synthetic")
     from ..data import build_dataset
 
     sets = [build_dataset(transform=tf, **e.dataset_kwargs(data.data_root, data.list_file)) for e in data.train]
+    if with_depth:
+        sets = [UnknownDepth(s) for s in sets]
     if data.synthetic is not None:  # a mix: registered items always carry ``valid``, so synthetic ones must too
-        sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True))
+        sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True, with_depth=with_depth))
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
-def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_valid: bool = False):
+class UnknownDepth(Dataset):
+    """A labelled dataset whose items gain ``depth`` = 0 (unknown) at the target's size, so they batch with
+    synthetic scenes that carry their depth."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.base[i])
+        item["depth"] = torch.zeros_like(item["target"])
+        return item
+
+
+def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_valid: bool = False,
+                    with_depth: bool = False):
     """A :class:`~defocus.data.synth.SyntheticDefocusDataset` rendering ``spec`` at ``size`` (the renderer's seed:
-    ``spec.seed``, else ``seed``); ``with_valid``: items carry a ``valid`` map (to mix with labelled pairs)."""
+    ``spec.seed``, else ``seed``); ``with_valid``: items carry a ``valid`` map (to mix with labelled pairs);
+    ``with_depth``: items carry the scene's ``depth`` (0 = unknown)."""
     from ..data import synth
 
     pairs = []
@@ -50,7 +75,7 @@ def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_v
             raise FileNotFoundError(f"synthetic source {s} not found (relative paths start at {Path.cwd()})")
     return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=spec.length,
                                          seed=seed if spec.seed is None else spec.seed, transform=transform,
-                                         cfg=spec.cfg, with_valid=with_valid)
+                                         cfg=spec.cfg, with_valid=with_valid, with_depth=with_depth)
 
 
 def build_val_dataset(data: DataConfig, mean, std) -> Optional[object]:

@@ -3,7 +3,8 @@
 * :class:`Stage1` - DFFNet with the deep-supervised DBD loss.
 * :class:`Stage2` - D-DFFNet: a fresh student distilled from a frozen stage-1 DFFNet and a frozen depth teacher
   through two sets of projectors with their own optimiser.
-* :class:`RDFFNetStage` - R-DFFNet: one stage, DBD loss plus depth heads regressing the depth teacher's output.
+* :class:`RDFFNetStage` - R-DFFNet: one stage, DBD loss plus depth heads regressing the depth teacher's output
+  (or, with ``distill.depth_teacher: scene``, the rendered scenes' own depth).
 
 Every stage exposes ``student`` (the network that is saved), ``trainable`` (the module whose parameters are
 optimised and synchronised across processes: the student, or the student with its projectors), ``optimizers``
@@ -18,11 +19,16 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..losses import DBDLoss, depth_loss, depth_target
+from ..losses import DBDLoss, depth_loss, depth_target, scene_depth_target
 from ..models.predict import normalization
+from ..models.registry import is_depth_head
 from .schedules import distill_weight
 
 log = logging.getLogger(__name__)
+
+#: ``distill.depth_teacher`` value: R-DFFNet's depth target is the training scenes' own depth (synthetic scenes
+#: rendered with a depth map), not a depth network's output
+SCENE_DEPTH = "scene"
 
 
 def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
@@ -52,6 +58,16 @@ def load_init_weights(model: nn.Module, path) -> None:
             state = load_checkpoint(path)["model"]
         except ValueError:  # not a training checkpoint: one of the authors' files
             state = load_model(path).state_dict()
+    heads = [k for k in model.state_dict() if is_depth_head(k) and k not in state]
+    if heads and len(heads) == sum(is_depth_head(k) for k in model.state_dict()):
+        # a DFFNet initialising an R-DFFNet: every other weight strictly, the depth heads start fresh
+        model.load_state_dict(state, strict=False)
+        missing = [k for k in model.state_dict() if k not in state and not is_depth_head(k)]
+        unexpected = [k for k in state if k not in model.state_dict()]
+        if missing or unexpected:
+            model.load_state_dict(state, strict=True)   # raises with PyTorch's full report
+        log.info("initialised the student from %s (its %d depth-head tensors start from random)", path, len(heads))
+        return
     model.load_state_dict(state, strict=True)
     log.info("initialised the student from %s", path)
 
@@ -223,26 +239,35 @@ class Stage2(TrainingStage):
 
 class RDFFNetStage(TrainingStage):
     """R-DFFNet (method.md §5): ``L_dbd(Z) + sum_k L_dbd(up(S_k)) + w * sum_j L_depth(D_j, d)`` where ``d`` is the
-    depth teacher's output, min-max normalised per image at the label size; L1 by default (``loss.depth_loss``)."""
+    depth teacher's output, min-max normalised per image at the label size; L1 by default (``loss.depth_loss``).
+
+    With ``distill.depth_teacher: scene`` there is no teacher: ``d`` is the inverse of the depth each synthetic
+    scene was rendered with (the batch's ``depth``, 0 = unknown), normalised the same way over its known pixels,
+    and the depth loss only counts those pixels (labelled photos and layered scenes add no depth term)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         name = cfg.model.name if cfg.model.name == "rdffnet" else "rdffnet"
         if cfg.model.name != "rdffnet":
             log.info("R-DFFNet training uses the 'rdffnet' model (config model.name=%s ignored)", cfg.model.name)
         student = build_student(cfg, name).to(device)
-        self.depth_teacher = build_depth_teacher(cfg).to(device)
+        self.uses_scene_depth = cfg.distill.depth_teacher == SCENE_DEPTH
+        self.depth_teacher = None if self.uses_scene_depth else build_depth_teacher(cfg).to(device)
         super().__init__(cfg, student)
 
     def compute(self, forward, batch: dict, epoch: int, step: int):
         """Loss of one batch (see the class docstring)."""
         images, target = batch["image"], batch["target"]
-        with torch.no_grad():
-            _, depth = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=True)
-            d_target = depth_target(depth, target.shape[-2:])
+        known = None
+        if self.uses_scene_depth:
+            d_target, known = scene_depth_target(batch["depth"])
+        else:
+            with torch.no_grad():
+                _, depth = self.depth_teacher(to_unit_range(images, self.mean, self.std), with_depth=True)
+                d_target = depth_target(depth, target.shape[-2:])
         out = forward(images)
         loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         lc = self.cfg.loss
-        d_loss, d_parts = depth_loss(out.depths, d_target, lc.depth_loss, lc.depth_activation)
+        d_loss, d_parts = depth_loss(out.depths, d_target, lc.depth_loss, lc.depth_activation, known)
         parts.update(dbd=loss.detach(), depth=d_loss.detach())
         return loss + lc.depth_weight * d_loss, parts
 

@@ -105,7 +105,8 @@ class Trainer:
         self.forward = torch.compile(module) if eng.compile else module
 
         base = train_dataset if train_dataset is not None else build_train_dataset(
-            cfg.data, self.stage.mean, self.stage.std, cfg.seed)
+            cfg.data, self.stage.mean, self.stage.std, cfg.seed,
+            with_depth=getattr(self.stage, "uses_scene_depth", False))
         self.dataset = SeededDataset(base, cfg.seed)
         self.sampler = ResumableSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
                                         shuffle=cfg.data.shuffle, seed=cfg.seed, drop_last=cfg.data.drop_last)

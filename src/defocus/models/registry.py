@@ -109,3 +109,27 @@ def create_model(name: str = "dffnet", backbone: str | None = None, pretrained=F
         decoder = DFFNetDecoder(**{**spec.decoder_options, **kwargs})
     config = {"name": name, "backbone": backbone, "mean": list(bb.mean), "std": list(bb.std), **kwargs}
     return DBDNet(bb, decoder, spec.uses_rfb, config)
+
+
+#: state-dict prefixes of R-DFFNet's depth heads (absent from DFFNet; they never feed the DBD output)
+DEPTH_HEAD_PREFIXES = ("decoder.depth_sides.", "decoder.depth_head.")
+
+
+def is_depth_head(name: str) -> bool:
+    """Whether a state-dict entry belongs to R-DFFNet's depth heads."""
+    return name.startswith(DEPTH_HEAD_PREFIXES)
+
+
+def without_depth_heads(model):
+    """The DFFNet inside an R-DFFNet: the same backbone and decoder weights, the depth heads dropped. Its DBD
+    output equals the R-DFFNet's (the heads are side branches), so a network trained with a depth target
+    ships as a plain ``dffnet``."""
+    cfg = dict(model.config)
+    name, backbone = cfg.pop("name"), cfg.pop("backbone")
+    if name != "rdffnet":
+        raise ValueError(f"only an 'rdffnet' has depth heads to drop (got {name!r})")
+    for key in ("mean", "std", "depth_heads", "final_depth_head"):
+        cfg.pop(key, None)
+    plain = create_model("dffnet", backbone=backbone, pretrained=False, **cfg)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not is_depth_head(k)}, strict=True)
+    return plain.to(next(model.parameters()).device).train(model.training)
