@@ -5,6 +5,13 @@ Every method predicts each image of the val and test splits once per input mode;
 it, e.g. when a classical method changes). Scores: MAE / F-beta / IoU over the determined pixels (ignore masks),
 standard protocol, blur as the positive class.
 
+Uniform subsets: the crops of the same photos that are blurred everywhere (``<set>-blurred-<split>``) or sharp
+almost everywhere (``<set>-sharp-<split>``), cut by :func:`defocus.data.uniform_crops.uniform_crops` with its
+defaults into ``CACHE/uniform/<set>-<split>/`` on first use (``--no-uniform`` leaves them out). F-beta and IoU
+are degenerate there (a sharp crop has no blurred pixel, the positive class), so these rows report MAE and the
+mean share of determined pixels the method calls in focus (probability >= 0.5): ideally 0 on blurred crops and
+1 on sharp ones.
+
 Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks; classical
 methods always see the image with its aspect ratio kept (long side at most 640), so they have one mode,
 ``native``.
@@ -25,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from defocus.data import load_pairs
+from defocus.data.uniform_crops import KINDS, uniform_crops
 from defocus.evaluation import evaluate_maps
+from defocus.maps import read_mask
 
 NETWORK_MODES = {"squash": False, "keep-aspect": True}
 SETS = ("mfifb", "dfd")
@@ -68,6 +77,36 @@ def score(cache: Path, pairs, name: str) -> dict:
     return {k: rep.metrics[k] for k in ("n", "mae", "fbeta", "iou")} | {"skipped": len(rep.skipped)}
 
 
+def uniform_pairs(root: Path, cache: Path, ds: str, split: str) -> dict:
+    """Kind -> the (image, mask) pairs of the uniform crops of ``<ds>-<split>`` (cut into the cache once)."""
+    out = cache / "uniform" / f"{ds}-{split}"
+    if not all((out / f"{k}.txt").is_file() for k in KINDS):
+        pairs = load_pairs(f"{ds}-{split}", root)
+        uniform_crops(pairs[0].image.parent.parent, [p.stem for p in pairs], out)
+    every = {p.stem: p for p in load_pairs("folder", image_dir=out / "images", mask_dir=out / "masks",
+                                            ignore_dir=out / "ignore")}
+    return {k: [every[s] for s in (out / f"{k}.txt").read_text().split()] for k in KINDS}
+
+
+def in_focus_calls(cache: Path, pairs, threshold: float = 0.5) -> float:
+    """Mean over ``pairs`` of the share of determined pixels whose cached in-focus probability is >= threshold."""
+    shares = []
+    for p in pairs:
+        prob = np.load(cache / f"{p.stem}.npy").astype(np.float32)
+        determined = ~read_mask(p.ignore)
+        if prob.shape != determined.shape:
+            raise ValueError(f"{p.stem}: prediction {prob.shape} and mask {determined.shape} differ in size")
+        shares.append(float((prob[determined] >= threshold).mean()))
+    return float(np.mean(shares))
+
+
+def score_uniform(cache: Path, pairs, name: str) -> dict:
+    """MAE over the determined pixels (standard protocol) and the share of them called in focus."""
+    mae = score(cache, pairs, name)
+    return {"n": mae["n"], "mae": mae["mae"], "called_in_focus": in_focus_calls(cache, pairs),
+            "skipped": mae["skipped"]}
+
+
 def run(args) -> list[dict]:
     """Predict (cached) and score every method x mode x set x split; returns one row per combination."""
     import torch
@@ -88,6 +127,18 @@ def run(args) -> list[dict]:
                     rows.append(row)
                     logging.info("%s %s %s: MAE %.4f F %.4f IoU %.4f (%d images, %.0f s predicting)", label, mode,
                                  name, row["mae"], row["fbeta"], row["iou"], row["n"], secs)
+                    if not args.uniform:
+                        continue
+                    for kind, crops in uniform_pairs(args.root, args.cache, ds, split).items():
+                        if not crops:
+                            continue
+                        sub = f"{ds}-{kind}-{split}"
+                        secs = predict_cached(kwargs, keep, crops, args.cache / label / mode / f"{ds}-uniform")
+                        row = {"method": label, "mode": mode, "dataset": sub,
+                               **score_uniform(args.cache / label / mode / f"{ds}-uniform", crops, sub)}
+                        rows.append(row)
+                        logging.info("%s %s %s: MAE %.4f, called in focus %.4f (%d crops, %.0f s predicting)",
+                                     label, mode, sub, row["mae"], row["called_in_focus"], row["n"], secs)
     return rows
 
 
@@ -103,6 +154,17 @@ def markdown(rows: list[dict]) -> str:
             r = next((r for r in rows if (r["method"], r["mode"], r["dataset"]) == (method, mode, c)), None)
             cells.append("-" if r is None else f"{r['mae']:.3f} / {r['fbeta']:.3f} / {r['iou']:.3f}")
         lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+    uniform = [f"{ds}-{k}-{sp}" for sp in SPLITS for ds in SETS for k in KINDS]
+    uniform = [c for c in uniform if any(r["dataset"] == c for r in rows)]
+    if uniform:
+        lines += ["", "| method | input | " + " | ".join(f"{c} MAE / called in focus" for c in uniform) + " |",
+                  "|" + "---|" * (2 + len(uniform))]
+        for method, mode in keys:
+            cells = []
+            for c in uniform:
+                r = next((r for r in rows if (r["method"], r["mode"], r["dataset"]) == (method, mode, c)), None)
+                cells.append("-" if r is None else f"{r['mae']:.3f} / {r['called_in_focus']:.3f}")
+            lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +180,8 @@ def main():
                     help="Splits to score (model selection: val only).")
     ap.add_argument("--modes", nargs="+", default=list(NETWORK_MODES), choices=list(NETWORK_MODES),
                     help="Input modes of the networks.")
+    ap.add_argument("--uniform", action=argparse.BooleanOptionalAction, default=True,
+                    help="Also score the uniform crops (blurred everywhere / sharp almost everywhere).")
     ap.add_argument("--json", type=Path, help="Write the rows as JSON.")
     ap.add_argument("--markdown", type=Path, help="Write the table as Markdown.")
     args = ap.parse_args()

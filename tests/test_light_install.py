@@ -107,7 +107,8 @@ def test_models_lists_the_bundled_model_without_torch(no_torch_env):
 
 
 def test_labelling_a_bracket_and_listing_datasets_run_without_torch(no_torch_env, tmp_path):
-    """`defocus data pairs` (a user's own focus bracket) and `defocus data list` need no PyTorch."""
+    """`defocus data pairs` (a user's own focus bracket), `defocus data uniform-crops` of its labels and
+    `defocus data list` need no PyTorch."""
     from scipy import ndimage
 
     rng = np.random.default_rng(0)
@@ -123,3 +124,6 @@ def test_labelling_a_bracket_and_listing_datasets_run_without_torch(no_torch_env
     assert len(list((tmp_path / "labels" / "masks").glob("*.png"))) == 2
     r = run(no_torch_env, "data", "list")
     assert r.returncode == 0 and "mfifb" in r.stdout, r.stderr
+    r = run(no_torch_env, "data", "uniform-crops", str(tmp_path / "labels"), "-o", str(tmp_path / "crops"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "crops" / "blurred.txt").is_file() and (tmp_path / "crops" / "sharp.txt").is_file()

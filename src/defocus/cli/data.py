@@ -1,5 +1,5 @@
-"""`defocus data list|prepare|verify|pairs|synth`: dataset registry, official-download preparation and checks,
-labels from photo pairs, synthetic defocus rendering."""
+"""`defocus data list|prepare|verify|pairs|uniform-crops|synth`: dataset registry, official-download preparation
+and checks, labels from photo pairs, uniform crops of labelled photos, synthetic defocus rendering."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -157,6 +157,54 @@ def register(app: typer.Typer) -> None:
         for it in items:
             typer.echo(f"{it.stem}: {it.label.determined_fraction:.1%} determined, "
                        f"{it.label.in_focus_fraction:.1%} of them in focus -> {out}")
+
+    @data.command("uniform-crops")
+    def uniform_crops_cmd(
+        set_dir: Path = typer.Argument(..., help="A prepared set: images/, masks/ (255 = in focus), ignore/ "
+                                       "(255 = undetermined), e.g. ROOT/MFIFB."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output folder (one per split): images/, masks/, "
+                                 "ignore/, blurred.txt, sharp.txt, crops.tsv."),
+        split: Optional[str] = typer.Option(None, "--split", help="A split shipped with the package (e.g. "
+                                            "mfifb-val, dfd-test); default: every image of the set."),
+        list_file: Optional[Path] = typer.Option(None, "--list-file", help="Stem list (instead of --split)."),
+        side: float = typer.Option(0.5, "--side", help="Window side, fraction of the image's short side."),
+        stride: float = typer.Option(0.25, "--stride", help="Window step, fraction of the window side."),
+        min_determined: float = typer.Option(0.4, "--min-determined", help="Least share of a window's pixels "
+                                             "that carry a label."),
+        purity: float = typer.Option(0.98, "--purity", help="Least share of the labelled pixels that are "
+                                     "blurred (blurred crop) or in focus (sharp crop)."),
+    ):
+        """Cut from each labelled photo the window that is blurred everywhere and the one that is in focus
+        (almost) everywhere, where there is one, at full resolution, and write them as a prepared set."""
+        from importlib import resources
+
+        from ..data.files import list_images
+        from ..data.registry import DataError, split_stems
+        from ..data.uniform_crops import BLURRED, SHARP, uniform_crops
+        from ..listfiles import read_list_stems
+
+        if split is not None and list_file is not None:
+            _fail("give --split or --list-file, not both")
+        if split is not None:
+            names = sorted(p.name[:-4] for p in resources.files("defocus.data").joinpath("splits").iterdir()
+                           if p.name.endswith(".txt") and p.name != "mfifb-excluded.txt")
+            if split not in names:
+                _fail(f"unknown split {split!r} (known: {', '.join(names)})")
+            stems = split_stems(f"{split}.txt")
+        elif list_file is not None:
+            try:
+                stems = read_list_stems(list_file)
+            except (OSError, UnicodeDecodeError) as e:
+                _fail(f"{list_file}: cannot read ({e})")
+        else:
+            stems = [p.stem for p in list_images(set_dir / "images")]
+        try:
+            crops = uniform_crops(set_dir, stems, out, side=side, stride=stride, min_determined=min_determined,
+                                  purity=purity)
+        except (DataError, ValueError, OSError) as e:
+            _fail(str(e))
+        n = {k: sum(c.kind == k for c in crops) for k in (BLURRED, SHARP)}
+        typer.echo(f"{len(stems)} images: {n[BLURRED]} blurred and {n[SHARP]} sharp crops -> {out}")
 
     @data.command("synth")
     def synth_cmd(
