@@ -9,9 +9,24 @@ from typer.testing import CliRunner
 
 from defocus.cli import app
 from defocus.data.registry import DataError
-from defocus.data.uniform_crops import find_uniform_windows, uniform_crops
+from defocus.data import uniform_crops as uc
 
 H, W = 120, 200  # short side 120: windows of 60 px, step 15
+
+
+def find_uniform_windows(*args, **kwargs):
+    """The library function with windows of any size (these label maps are small)."""
+    return uc.find_uniform_windows(*args, **{"min_side_px": 1, **kwargs})
+
+
+def uniform_crops(*args, **kwargs):
+    """The library function with windows of any size (these sets are small)."""
+    return uc.uniform_crops(*args, **{"min_side_px": 1, **kwargs})
+
+
+def test_windows_below_the_smallest_side_are_not_kept():
+    assert uc.find_uniform_windows(*half_layout()) == {}                      # 60-px windows < 200 px
+    assert set(uc.find_uniform_windows(*half_layout(), min_side_px=60)) == {"sharp", "blurred"}
 
 
 def half_layout():
@@ -113,7 +128,8 @@ def test_command_writes_the_crops(tmp_path):
     write_set(tmp_path / "set")
     (tmp_path / "list.txt").write_text("scene_A.png\n")
     res = CliRunner().invoke(app, ["data", "uniform-crops", str(tmp_path / "set"), "--list-file",
-                                   str(tmp_path / "list.txt"), "-o", str(tmp_path / "out"), "--purity", "0.99"])
+                                   str(tmp_path / "list.txt"), "-o", str(tmp_path / "out"), "--purity", "0.99",
+                                   "--min-side", "1"])
     assert res.exit_code == 0, res.output
     assert "1 blurred and 1 sharp" in res.output
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["scene_A_blurred.png",
@@ -129,7 +145,7 @@ def test_command_errors_are_one_line(tmp_path, case):
             "both": [str(tmp_path / "set"), "--split", "mfifb-val", "--list-file", str(tmp_path / "list.txt")],
             "option": [str(tmp_path / "set"), "--side", "2"],
             "missing-stem": [str(tmp_path / "set"), "--list-file", str(tmp_path / "list.txt")]}[case]
-    res = CliRunner().invoke(app, ["data", "uniform-crops", *args, "-o", str(tmp_path / "out")])
+    res = CliRunner().invoke(app, ["data", "uniform-crops", *args, "-o", str(tmp_path / "out"), "--min-side", "1"])
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0 and res.output.startswith("error: ")
     assert "Traceback" not in res.output and not (tmp_path / "out").exists()
@@ -142,5 +158,5 @@ def test_command_defaults_are_the_library_defaults():
 
     cmd = typer.main.get_command(app).commands["data"].commands["uniform-crops"]
     defaults = {p.name: p.default for p in cmd.params}
-    assert (defaults["side"], defaults["stride"], defaults["min_determined"], defaults["purity"]) == \
-        (uc.SIDE, uc.STRIDE, uc.MIN_DETERMINED, uc.PURITY)
+    assert (defaults["side"], defaults["stride"], defaults["min_determined"], defaults["purity"],
+            defaults["min_side"]) == (uc.SIDE, uc.STRIDE, uc.MIN_DETERMINED, uc.PURITY, uc.MIN_SIDE_PX)

@@ -173,6 +173,8 @@ def register(app: typer.Typer) -> None:
                                              "that carry a label."),
         purity: float = typer.Option(0.98, "--purity", help="Least share of the labelled pixels that are "
                                      "blurred (blurred crop) or in focus (sharp crop)."),
+        min_side: int = typer.Option(200, "--min-side", help="Smallest window side in pixels (smaller crops, "
+                                     "enlarged to a network's input size, no longer look sharp)."),
     ):
         """Cut from each labelled photo the window that is blurred everywhere and the one that is in focus
         (almost) everywhere, where there is one, at full resolution, and write them as a prepared set."""
@@ -200,7 +202,7 @@ def register(app: typer.Typer) -> None:
             stems = [p.stem for p in list_images(set_dir / "images")]
         try:
             crops = uniform_crops(set_dir, stems, out, side=side, stride=stride, min_determined=min_determined,
-                                  purity=purity)
+                                  purity=purity, min_side_px=min_side)
         except (DataError, ValueError, OSError) as e:
             _fail(str(e))
         n = {k: sum(c.kind == k for c in crops) for k in (BLURRED, SHARP)}

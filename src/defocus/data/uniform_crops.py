@@ -37,6 +37,9 @@ STRIDE = 0.25
 MIN_DETERMINED = 0.4
 #: Least share of a window's labelled pixels that must be of its kind.
 PURITY = 0.98
+#: Smallest window side in pixels: a network enlarges a smaller crop to its input size, and the enlargement
+#: itself blurs a sharp crop (a 90-pixel crop squashed to 320 x 320 no longer looks sharp at that scale).
+MIN_SIDE_PX = 200
 
 
 @dataclass(frozen=True)
@@ -76,16 +79,20 @@ def _starts(length: int, side: int, step: int) -> list[int]:
 
 def find_uniform_windows(in_focus: np.ndarray, undetermined: np.ndarray, side: float = SIDE,
                          stride: float = STRIDE, min_determined: float = MIN_DETERMINED,
-                         purity: float = PURITY) -> dict[str, tuple[int, int, int, float, float]]:
+                         purity: float = PURITY, min_side_px: int = MIN_SIDE_PX,
+                         ) -> dict[str, tuple[int, int, int, float, float]]:
     """The best uniform window of each kind in one label map (bool HxW arrays, True = in focus / undetermined).
 
     Returns kind -> ``(x, y, side_px, determined_share, purity)`` for the kinds that have a window meeting
-    ``min_determined`` and ``purity`` (see the module docstring); a kind without one is absent."""
+    ``min_determined`` and ``purity`` (see the module docstring); a kind without one is absent. An image whose
+    window side would be below ``min_side_px`` pixels has none."""
     _check_options(side, stride, min_determined, purity)
     if in_focus.shape != undetermined.shape:
         raise ValueError(f"mask {in_focus.shape} and ignore mask {undetermined.shape} differ in size")
     h, w = in_focus.shape
     side_px = max(1, int(round(side * min(h, w))))
+    if side_px < min_side_px:
+        return {}
     step = max(1, int(round(stride * side_px)))
     ys, xs = _starts(h, side_px, step), _starts(w, side_px, step)
     determined = ~undetermined
@@ -133,7 +140,8 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRIDE,
-                  min_determined: float = MIN_DETERMINED, purity: float = PURITY) -> list[UniformCrop]:
+                  min_determined: float = MIN_DETERMINED, purity: float = PURITY,
+                  min_side_px: int = MIN_SIDE_PX) -> list[UniformCrop]:
     """Cut the uniform crops of the images ``stems`` of the prepared set ``set_dir`` (``images/``, ``masks/``
     255 = in focus, ``ignore/`` 255 = undetermined) and write them as a prepared set under ``out`` (layout in the
     module docstring). At most one crop of each kind per image. Returns the crops, in stem order, blurred first.
@@ -162,7 +170,7 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
         if (size[1], size[0]) != in_focus.shape or in_focus.shape != undetermined.shape:
             raise DataError(f"{stem}: image {size[0]}x{size[1]}, mask {in_focus.shape[1]}x{in_focus.shape[0]}, "
                             f"ignore mask {undetermined.shape[1]}x{undetermined.shape[0]}: sizes differ")
-        found = find_uniform_windows(in_focus, undetermined, side, stride, min_determined, purity)
+        found = find_uniform_windows(in_focus, undetermined, side, stride, min_determined, purity, min_side_px)
         for kind in KINDS:
             if kind in found:
                 x, y, s, share, pure = found[kind]
