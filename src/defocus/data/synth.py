@@ -101,7 +101,9 @@ class SynthConfig:
     everything else. Real depth photos (:func:`render_depth_photo`, used when the dataset is given photos
     with depth maps): ``depth_photo_prob`` share of the depth-aware scenes drawn from them instead of the procedural
     layouts, ``depth_photo_crop`` (min, max) side fraction of their random framing crop, ``depth_photo_focus``
-    (min, max) range of the quantile of the frame's measured depths at which the focal distance is put."""
+    (min, max) range of the quantile of the frame's measured depths at which the focal distance is put,
+    ``depth_photo_median`` side of the median filter that removes isolated wrong readings from their depth maps
+    (1 = none)."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -151,6 +153,7 @@ class SynthConfig:
     depth_photo_prob: float = 0.0
     depth_photo_crop: tuple = (0.7, 1.0)
     depth_photo_focus: tuple = (0.05, 0.95)
+    depth_photo_median: int = 5
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -175,10 +178,10 @@ class SynthConfig:
                              f"0 < min <= max, got {self.depth_prob}, {self.depth_occluder_prob}, {self.depth_band}, "
                              f"{self.depth_blur}")
         if not (0.0 <= self.depth_photo_prob <= 1.0 and 0.0 < self.depth_photo_crop[0] <= self.depth_photo_crop[1] <= 1.0
-                and 0.0 <= self.depth_photo_focus[0] <= self.depth_photo_focus[1] <= 1.0):
+                and 0.0 <= self.depth_photo_focus[0] <= self.depth_photo_focus[1] <= 1.0 and self.depth_photo_median >= 1):
             raise ValueError(f"depth_photo_prob must lie in [0, 1], depth_photo_crop in (0, 1] and depth_photo_focus in "
-                             f"[0, 1] (min <= max), got {self.depth_photo_prob}, {self.depth_photo_crop}, "
-                             f"{self.depth_photo_focus}")
+                             f"[0, 1] (min <= max), depth_photo_median be >= 1, got {self.depth_photo_prob}, "
+                             f"{self.depth_photo_crop}, {self.depth_photo_focus}, {self.depth_photo_median}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -791,9 +794,9 @@ def render_depth_photo(image_rgb_uint8, depth_mm, rng: np.random.Generator,
     ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``depth_mm``: HxW depth in millimetres, 0 = no reading
     (e.g. :func:`defocus.data.depth_photos.load_depth_photo`). A random crop (``cfg.depth_photo_crop`` of each side)
     is framed as in :func:`render_sample`; missing depth is filled from the nearest reading and labelled
-    undetermined. The focal distance is a quantile (drawn from ``cfg.depth_photo_focus``) of the frame's measured
-    depths, so the focal plane cuts through the room; A is set so that the largest CoC is drawn from
-    ``cfg.depth_blur``. The frame is rendered in inverse-depth slices exactly as the background of
+    undetermined, and the depth map is median-filtered (``cfg.depth_photo_median``). The focal distance is a
+    quantile (drawn from ``cfg.depth_photo_focus``) of the frame's measured depths, so the focal plane cuts through
+    the room; A is set so that the largest CoC is drawn from ``cfg.depth_blur``. The frame is rendered in inverse-depth slices exactly as the background of
     :func:`render_depth_sample` and labelled by ``cfg.depth_band``: in focus only where the source is verified sharp
     (per cell of the sharpness test's grid), undetermined where it is not. Highlights, noise and JPEG as there.
     The result's ``depth`` is in metres."""
@@ -809,6 +812,8 @@ def render_depth_photo(image_rgb_uint8, depth_mm, rng: np.random.Generator,
         raise ValueError("the depth map has no reading")
     nearest = ndimage.distance_transform_edt(~measured, return_distances=False, return_indices=True)
     filled = depth_mm[nearest[0], nearest[1]].astype(np.float32) / np.float32(1000.0)
+    if cfg.depth_photo_median > 1:          # isolated wrong readings would render as speckles of blur
+        filled = ndimage.median_filter(filled, size=cfg.depth_photo_median)
 
     s = rng.uniform(*cfg.depth_photo_crop)
     cw, ch = max(1, int(round(w * s))), max(1, int(round(h * s)))
