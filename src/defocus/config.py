@@ -121,17 +121,26 @@ class SyntheticData:
     ``sources``: folders with ``images/`` + ``masks/``, folders of such sets, ``[images_dir, masks_dir]`` pairs, or
     ``procedural`` / ``procedural:N`` (scenes drawn in code). ``length``: samples per data epoch (None = one per
     source pair). ``seed``: the renderer's seed (None = the run's ``seed``). ``cfg``: the renderer's settings; its
-    ``size`` is always the data section's ``size``.
+    ``size`` is always the data section's ``size``. ``depth_photos``: a folder of photos with measured depth maps
+    (``pairs.csv`` with ``stem``, ``narrow_f8`` and ``depth`` columns, e.g. the aperture pairs with depth) from which
+    a ``cfg.depth_photo_prob`` share of the depth-aware scenes is rendered; ``depth_photos_split``: the scenes to use,
+    a split shipped with the package (``dfd-train``) or a stem list file (None = every scene with a depth map).
     """
 
     sources: tuple[Union[str, tuple[str, str]], ...]
     length: Optional[int] = None
     seed: Optional[int] = None
     cfg: SynthConfig = field(default_factory=SynthConfig)
+    depth_photos: Optional[str] = None
+    depth_photos_split: Optional[str] = None
 
     def __post_init__(self):
         if not self.sources:
             raise FieldError("sources", "give at least one: folders, [images_dir, masks_dir] pairs or procedural")
+        if self.depth_photos is None and self.depth_photos_split is not None:
+            raise FieldError("depth_photos_split", "needs depth_photos (the folder the split selects from)")
+        if self.depth_photos is None and self.cfg.depth_photo_prob > 0:
+            raise FieldError("cfg.depth_photo_prob", "needs depth_photos (a folder of photos with depth maps)")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,12 @@ class SynthConfig:
     pixel is in focus below ``in`` px of CoC (and verified sharp), out of focus above ``out``, undetermined (ignored
     by the losses) in between; ``depth_occluder_prob`` chance of a foreground occluder (another source's object,
     longer side a ``depth_occluder_scale`` fraction of the short side, entering from the frame's edge) nearer than
-    everything else."""
+    everything else. Real depth photos (:func:`render_depth_photo`, used when the dataset is given photos
+    with depth maps): ``depth_photo_prob`` share of the depth-aware scenes drawn from them instead of the procedural
+    layouts, ``depth_photo_crop`` (min, max) side fraction of their random framing crop, ``depth_photo_focus``
+    (min, max) range of the quantile of the frame's measured depths at which the focal distance is put,
+    ``depth_photo_median`` side of the median filter that removes isolated wrong readings from their depth maps
+    (1 = none)."""
 
     size: Optional[int] = 320
     p_near: float = 0.65
@@ -145,6 +150,10 @@ class SynthConfig:
     depth_band: tuple = (1.0, 1.6)
     depth_occluder_prob: float = 0.3
     depth_occluder_scale: tuple = (0.3, 0.8)
+    depth_photo_prob: float = 0.0
+    depth_photo_crop: tuple = (0.7, 1.0)
+    depth_photo_focus: tuple = (0.05, 0.95)
+    depth_photo_median: int = 5
 
     def __post_init__(self):
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
@@ -168,6 +177,11 @@ class SynthConfig:
             raise ValueError(f"depth_prob and depth_occluder_prob must lie in [0, 1], depth_band and depth_blur be "
                              f"0 < min <= max, got {self.depth_prob}, {self.depth_occluder_prob}, {self.depth_band}, "
                              f"{self.depth_blur}")
+        if not (0.0 <= self.depth_photo_prob <= 1.0 and 0.0 < self.depth_photo_crop[0] <= self.depth_photo_crop[1] <= 1.0
+                and 0.0 <= self.depth_photo_focus[0] <= self.depth_photo_focus[1] <= 1.0 and self.depth_photo_median >= 1):
+            raise ValueError(f"depth_photo_prob must lie in [0, 1], depth_photo_crop in (0, 1] and depth_photo_focus in "
+                             f"[0, 1] (min <= max), depth_photo_median be >= 1, got {self.depth_photo_prob}, "
+                             f"{self.depth_photo_crop}, {self.depth_photo_focus}, {self.depth_photo_median}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -188,6 +202,19 @@ def _loguniform(rng, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
 
 
+def _frame_box(box: tuple, cfg: SynthConfig) -> tuple[int, int]:
+    """The render canvas size (W, H) for a crop ``box`` (x0, y0, x1, y1) of the source: short side ``cfg.size``, the aspect kept
+    (at most ``cfg.max_aspect``) or square (``cfg.aspect``), the crop's own size when ``cfg.size`` is None."""
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    if cfg.size is None:
+        return bw, bh
+    if cfg.aspect == "square":
+        return cfg.size, cfg.size
+    a = min(max(bw, bh) / min(bw, bh), cfg.max_aspect)
+    long = int(round(cfg.size * a))
+    return (long, cfg.size) if bw >= bh else (cfg.size, long)
+
+
 def _frame(image: Image.Image, mask: Image.Image, rng, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
     """Crop (optionally) and resize the source to the render canvas: (uint8 HxWx3, alpha float32 HxW)."""
     w, h = image.size
@@ -205,15 +232,7 @@ def _frame(image: Image.Image, mask: Image.Image, rng, cfg: SynthConfig) -> tupl
             inside = fg[y0: y0 + ch, x0: x0 + cw].sum()
             if inside >= 0.6 * fg.sum():
                 box = (x0, y0, x0 + cw, y0 + ch)
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    if cfg.size is None:
-        out = (bw, bh)
-    elif cfg.aspect == "square":
-        out = (cfg.size, cfg.size)
-    else:
-        a = min(max(bw, bh) / min(bw, bh), cfg.max_aspect)
-        long = int(round(cfg.size * a))
-        out = (long, cfg.size) if bw >= bh else (cfg.size, long)
+    out = _frame_box(box, cfg)
     img = image.resize(out, Image.BILINEAR, box=box)
     alpha = np.asarray(mask.resize(out, Image.BILINEAR, box=box), np.float32) / 255.0
     return np.asarray(img), alpha
@@ -639,6 +658,50 @@ def _resize_nearest(a: np.ndarray, side: Optional[int]) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32)).resize((side, side), Image.NEAREST))
 
 
+def _depth_slices(q: np.ndarray, q_focus: float, scale: float, colour: np.ndarray, boosted: np.ndarray,
+                  sharp: bool, t_out: float) -> list:
+    """A surface of inverse depth ``q`` (HxW) cut into inverse-depth slices (:func:`depth_layouts.slice_edges`), one
+    layer per non-empty slice: (mean inverse depth, colour, alpha, CoC radius, source verified sharp). A slice is
+    rendered with the mean CoC of its pixels, from ``boosted`` (highlights boosted) when it is out of focus
+    (radius above ``t_out``), else from ``colour``."""
+    layers = []
+    edges = depth_layouts.slice_edges(float(q.min()), float(q.max()), q_focus, scale)
+    for k in range(len(edges) - 1):
+        last = k == len(edges) - 2
+        m = (q >= edges[k]) & ((q <= edges[k + 1]) if last else (q < edges[k + 1]))
+        if not m.any():
+            continue
+        r = float(scale * np.abs(q[m] - q_focus).mean())
+        layers.append((float(q[m].mean()), boosted if r > t_out else colour, m.astype(np.float32), r, sharp))
+    return layers
+
+
+def _composite(layers: Sequence, shape: tuple, t_in: float, t_out: float):
+    """Layers (inverse depth, colour, alpha, radius, sharp) composited back to front on a :class:`_DepthCanvas`:
+    (light, in-focus share, out-of-focus share), alpha-normalised."""
+    canvas = _DepthCanvas(shape)
+    for q, colour, a, r, sharp in sorted(layers, key=lambda layer: layer[0]):
+        canvas.add_layer(colour, a, r, in_focus=r < t_in and sharp, out_of_focus=r > t_out)
+    return canvas.normalised()
+
+
+def _develop_depth(light: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, rng, cfg: SynthConfig):
+    """A composited depth-aware frame squashed to ``cfg.size`` square (in linear light, with its label shares),
+    with sensor noise, in sRGB and optionally JPEG-compressed: (image uint8, w_in, w_out, noise shot, noise read,
+    JPEG quality or None)."""
+    side = cfg.size
+    if side is not None and light.shape[1:] != (side, side):
+        light = resize_channels(light, (side, side))
+        w_in, w_out = resize_channels(np.stack([w_in, w_out]).astype(np.float32), (side, side))
+    shot, read = _add_noise(light, rng, cfg)
+    out_u8 = linear_to_srgb(light)
+    quality = None
+    if rng.random() < cfg.jpeg_prob:
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        out_u8 = _jpeg_roundtrip(out_u8, quality)
+    return out_u8, w_in, w_out, shot, read, quality
+
+
 def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator, cfg: Optional[SynthConfig] = None,
                         *, occluder=None) -> DepthSample:
     """Render a depth-aware defocus sample: a procedural depth layout (:mod:`defocus.data.depth_layouts`) behind
@@ -670,15 +733,7 @@ def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator,
     valid_bg = ~window_max(a_fg > 0.02, 3)
     bg = fill_holes(lin, valid_bg)
     bg_boosted = _boost_highlights(bg, rng, cfg)
-    layers = []                                           # (inverse depth, colour, alpha, radius, sharp source)
-    edges = depth_layouts.slice_edges(float(q_bg.min()), float(q_bg.max()), q_f, scale)
-    for k in range(len(edges) - 1):
-        last = k == len(edges) - 2
-        m = (q_bg >= edges[k]) & ((q_bg <= edges[k + 1]) if last else (q_bg < edges[k + 1]))
-        if not m.any():
-            continue
-        r = float(scale * np.abs(q_bg[m] - q_f).mean())
-        layers.append((float(q_bg[m].mean()), bg_boosted if r > t_out else bg, m.astype(np.float32), r, bg_sharp))
+    layers = _depth_slices(q_bg, q_f, scale, bg, bg_boosted, bg_sharp, t_out)
     if fg.any():
         layers.append((q_s, _boost_highlights(lin, rng, cfg) if r_s > t_out else lin, a_fg, r_s, subject_sharp))
     occ = None
@@ -693,25 +748,13 @@ def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator,
             layers.append((1.0 / d_o, _boost_highlights(colour_lin, rng, cfg) if r_o > t_out else colour_lin, a_o,
                            r_o, sharp_o))
             occ = (a_o, d_o, r_o)
-    canvas = _DepthCanvas(fg.shape)
-    for q, colour, a, r, sharp in sorted(layers, key=lambda layer: layer[0]):
-        canvas.add_layer(colour, a, r, in_focus=r < t_in and sharp, out_of_focus=r > t_out)
-    light, w_in, w_out = canvas.normalised()
+    light, w_in, w_out = _composite(layers, fg.shape, t_in, t_out)
 
     depth = np.where(fg, np.float32(layout.subject), layout.background).astype(np.float32)
     if occ is not None:
         depth = np.where(occ[0] >= 0.5, np.float32(occ[1]), depth)
-    side = cfg.size
-    if side is not None and light.shape[1:] != (side, side):
-        light = resize_channels(light, (side, side))
-        w_in, w_out = resize_channels(np.stack([w_in, w_out]).astype(np.float32), (side, side))
-    depth = _resize_nearest(depth, side)
-    shot, read = _add_noise(light, rng, cfg)
-    out_u8 = linear_to_srgb(light)
-    quality = None
-    if rng.random() < cfg.jpeg_prob:
-        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-        out_u8 = _jpeg_roundtrip(out_u8, quality)
+    depth = _resize_nearest(depth, cfg.size)
+    out_u8, w_in, w_out, shot, read, quality = _develop_depth(light, w_in, w_out, rng, cfg)
     in_focus, blurred = w_in >= 0.5, w_out >= 0.5
     ignore = ~(in_focus | blurred)
     coc = (scale * np.abs(1.0 / depth - q_f)).astype(np.float32)
@@ -722,6 +765,91 @@ def render_depth_sample(image_rgb_uint8, fg_mask_bool, rng: np.random.Generator,
                 background_in_focus_sharp=bg_sharp, in_focus_fraction=float(in_focus.mean()),
                 ignore_fraction=float(ignore.mean()), noise_shot=shot, noise_read=read, jpeg_quality=quality)
     return DepthSample(out_u8, in_focus, ignore, depth, coc, info)
+
+
+def _verified_in_focus(img: np.ndarray, region: np.ndarray, test: SharpnessTest) -> np.ndarray:
+    """The pixels of ``region`` (the in-focus part of a frame) where the source is verified sharp: the frame is cut
+    into cells (``test.grid`` along the short side) and a cell's part of the region counts only when it passes the
+    sharpness test on its own (edge maps of the cell alone, so a neighbouring cell's edges cannot vouch for it); flat
+    or soft cells stay unverified."""
+    y = luma(img)
+    h, w = region.shape
+    rows = max(1, int(round(test.grid * h / min(h, w))))
+    cols = max(1, int(round(test.grid * w / min(h, w))))
+    ys = np.linspace(0, h, rows + 1).astype(int)
+    xs = np.linspace(0, w, cols + 1).astype(int)
+    out = np.zeros_like(region)
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            cell = np.s_[y0:y1, x0:x1]
+            if region[cell].any() and region_is_sharp(*edge_maps(y[cell], test.window), region[cell], test):
+                out[cell] = region[cell]
+    return out
+
+
+def render_depth_photo(image_rgb_uint8, depth_mm, rng: np.random.Generator,
+                       cfg: Optional[SynthConfig] = None) -> DepthSample:
+    """Render a depth-aware defocus sample from a deep depth-of-field photo and its measured depth map.
+
+    ``image_rgb_uint8``: HxWx3 uint8 (or a PIL image); ``depth_mm``: HxW depth in millimetres, 0 = no reading
+    (e.g. :func:`defocus.data.depth_photos.load_depth_photo`). A random crop (``cfg.depth_photo_crop`` of each side)
+    is framed as in :func:`render_sample`; missing depth is filled from the nearest reading and labelled
+    undetermined, and the depth map is median-filtered (``cfg.depth_photo_median``). The focal distance is a
+    quantile (drawn from ``cfg.depth_photo_focus``) of the frame's measured depths, so the focal plane cuts through
+    the room; A is set so that the largest CoC is drawn from ``cfg.depth_blur``. The frame is rendered in inverse-depth slices exactly as the background of
+    :func:`render_depth_sample` and labelled by ``cfg.depth_band``: in focus only where the source is verified sharp
+    (per cell of the sharpness test's grid), undetermined where it is not. Highlights, noise and JPEG as there.
+    The result's ``depth`` is in metres."""
+    cfg = cfg or SynthConfig()
+    src = image_rgb_uint8 if isinstance(image_rgb_uint8, Image.Image) else Image.fromarray(np.asarray(image_rgb_uint8))
+    src = src.convert("RGB")
+    w, h = src.size
+    depth_mm = np.asarray(depth_mm)
+    if depth_mm.shape != (h, w):
+        raise ValueError(f"depth map {depth_mm.shape} does not match the photo {(h, w)}")
+    measured = depth_mm > 0
+    if not measured.any():
+        raise ValueError("the depth map has no reading")
+    nearest = ndimage.distance_transform_edt(~measured, return_distances=False, return_indices=True)
+    filled = depth_mm[nearest[0], nearest[1]].astype(np.float32) / np.float32(1000.0)
+    if cfg.depth_photo_median > 1:          # isolated wrong readings would render as speckles of blur
+        filled = ndimage.median_filter(filled, size=cfg.depth_photo_median)
+
+    s = rng.uniform(*cfg.depth_photo_crop)
+    cw, ch = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    box = (x0, y0, x0 + cw, y0 + ch)
+    out = _frame_box(box, cfg)
+    img = np.asarray(src.resize(out, Image.BILINEAR, box=box))
+    depth = np.asarray(Image.fromarray(filled).resize(out, Image.NEAREST, box=box), np.float32)
+    missing = np.asarray(Image.fromarray((~measured).astype(np.uint8) * 255).resize(out, Image.NEAREST, box=box)) >= 128
+
+    seen = depth[~missing] if (~missing).any() else depth.ravel()
+    quantile = float(rng.uniform(*cfg.depth_photo_focus))
+    focus = float(np.quantile(seen, quantile))
+    largest = _loguniform(rng, *cfg.depth_blur)
+    scale = depth_layouts.coc_scale(depth, focus, largest)
+    t_in, t_out = cfg.depth_band
+    q, q_f = 1.0 / depth, 1.0 / focus
+
+    lin = srgb_to_linear(img)
+    layers = _depth_slices(q, q_f, scale, lin, _boost_highlights(lin, rng, cfg), True, t_out)
+    light, w_in, w_out = _composite(layers, depth.shape, t_in, t_out)
+    focal = scale * np.abs(q - q_f) < t_in
+    verified = _verified_in_focus(img, focal, cfg.sharpness)
+    w_in = w_in * verified
+    depth_out = _resize_nearest(depth, cfg.size)
+    missing = _resize_nearest(missing.astype(np.float32), cfg.size) >= 0.5
+    out_u8, w_in, w_out, shot, read, quality = _develop_depth(light, w_in, w_out, rng, cfg)
+    in_focus, blurred = (w_in >= 0.5) & ~missing, (w_out >= 0.5) & ~missing
+    ignore = ~(in_focus | blurred)
+    coc = (scale * np.abs(1.0 / depth_out - q_f)).astype(np.float32)
+    info = dict(case="depth_photo", focus=focus, focus_quantile=quantile, crop=box, aperture=scale,
+                largest_coc=largest, slices=len(layers), canvas=out, missing_fraction=float(missing.mean()),
+                verified_fraction=float(verified.sum() / max(int(focal.sum()), 1)),
+                in_focus_fraction=float(in_focus.mean()), ignore_fraction=float(ignore.mean()), noise_shot=shot,
+                noise_read=read, jpeg_quality=quality)
+    return DepthSample(out_u8, in_focus, ignore, depth_out, coc, info)
 
 
 def list_natural_sources(root) -> list[tuple[Path, Path]]:
@@ -789,12 +917,16 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
     SxSx3, target SxS in {0, 1}, 1 = in focus). ``set_epoch(e)`` changes every sample for a new epoch. Items also
     carry ``valid`` (1 = determined label, as the labelled photo pairs) when depth-aware scenes are enabled
     (``cfg.depth_prob`` > 0) or ``with_valid`` is set (to mix with datasets that have ignore masks), and ``depth``
-    (float, depth of the visible surface; 0 = unknown, for the layered cases) with ``with_depth``."""
+    (float, depth of the visible surface; 0 = unknown, for the layered cases) with ``with_depth``. ``depth_photos``:
+    photos with measured depth maps (:func:`defocus.data.depth_photos.list_depth_photos`); a ``cfg.depth_photo_prob``
+    share of the depth-aware scenes is rendered from them (:func:`render_depth_photo`, depth in metres)."""
 
     def __init__(self, sources: Sequence, size: int = 320, length: Optional[int] = None, seed: int = 0,
                  transform: Optional[Callable] = None, cfg: Optional[SynthConfig] = None,
-                 near_only_sets: Sequence[str] = ("HumanSeg",), with_valid: bool = False, with_depth: bool = False):
+                 near_only_sets: Sequence[str] = ("HumanSeg",), with_valid: bool = False, with_depth: bool = False,
+                 depth_photos: Sequence = ()):
         self.sources = index_sources(sources, near_only_sets)
+        self.depth_photos = list(depth_photos)
         self.with_valid = bool(with_valid)
         self.with_depth = bool(with_depth)
         self.cfg = replace(cfg or SynthConfig(), size=size)
@@ -854,7 +986,17 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         return out, in_focus, info
 
     def _render_depth(self, i: int, rng):
-        """A depth-aware item (:func:`render_depth_sample`): its maps in ``info["maps"]``."""
+        """A depth-aware item (:func:`render_depth_sample`, or :func:`render_depth_photo` for a
+        ``cfg.depth_photo_prob`` share when the dataset has depth photos): its maps in ``info["maps"]``."""
+        if self.depth_photos and self.cfg.depth_photo_prob > 0 and rng.random() < self.cfg.depth_photo_prob:
+            from .depth_photos import load_depth_photo
+
+            photo = self.depth_photos[int(rng.integers(len(self.depth_photos)))]
+            image, depth_mm = load_depth_photo(photo)
+            res = render_depth_photo(image, depth_mm, rng, self.cfg)
+            info = dict(res.info, source=str(photo.image), depth_source=str(photo.depth), attempts=1,
+                        maps=dict(ignore=res.ignore, depth=res.depth, coc=res.coc))
+            return res.image, res.in_focus, info
         pair = self.sources[self._source_index(i)]
         image, mask = load_source(pair, self.cfg.size)
         occluder, occ_pair = None, None

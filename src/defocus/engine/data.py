@@ -58,7 +58,8 @@ def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_v
                     with_depth: bool = False):
     """A :class:`~defocus.data.synth.SyntheticDefocusDataset` rendering ``spec`` at ``size`` (the renderer's seed:
     ``spec.seed``, else ``seed``); ``with_valid``: items carry a ``valid`` map (to mix with labelled pairs);
-    ``with_depth``: items carry the scene's ``depth`` (0 = unknown)."""
+    ``with_depth``: items carry the scene's ``depth`` (0 = unknown). The scenes of ``spec.depth_photos`` (only
+    those of ``spec.depth_photos_split`` when given) are its depth photos."""
     from ..data import synth
 
     pairs = []
@@ -73,9 +74,18 @@ def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_v
             pairs += synth.list_natural_sources(s)      # a folder of <set>/images + <set>/masks
         else:
             raise FileNotFoundError(f"synthetic source {s} not found (relative paths start at {Path.cwd()})")
+    photos = []
+    if spec.depth_photos is not None:
+        from ..data.depth_photos import list_depth_photos
+
+        if not Path(spec.depth_photos).is_dir():
+            raise FileNotFoundError(f"depth photos {spec.depth_photos} not found (relative paths start at {Path.cwd()})")
+        photos = list_depth_photos(spec.depth_photos, spec.depth_photos_split)
+        log.info("depth photos: %d scenes from %s (split %s)", len(photos), spec.depth_photos, spec.depth_photos_split)
     return synth.SyntheticDefocusDataset(sources=pairs, size=size, length=spec.length,
                                          seed=seed if spec.seed is None else spec.seed, transform=transform,
-                                         cfg=spec.cfg, with_valid=with_valid, with_depth=with_depth)
+                                         cfg=spec.cfg, with_valid=with_valid, with_depth=with_depth,
+                                         depth_photos=photos)
 
 
 def build_val_dataset(data: DataConfig, mean, std) -> Optional[object]:
