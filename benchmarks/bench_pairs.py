@@ -142,29 +142,28 @@ def run(args) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """One line per method and mode, MAE / F / IoU per set and split."""
-    cols = [f"{ds}-{sp}" for ds in SETS for sp in SPLITS]
-    head = "| method | input | " + " | ".join(f"{c} MAE / F / IoU" for c in cols) + " |"
-    lines = [head, "|" + "---|" * (2 + len(cols))]
-    keys = list(dict.fromkeys((r["method"], r["mode"]) for r in rows))
-    for method, mode in keys:
+def _table_lines(rows: list[dict], cols: list[str], header: str, cell) -> list[str]:
+    """One Markdown table: a line per (method, mode), a cell per dataset in ``cols`` (``cell(row)``, "-" if none)."""
+    lines = ["| method | input | " + " | ".join(f"{c} {header}" for c in cols) + " |", "|" + "---|" * (2 + len(cols))]
+    for method, mode in dict.fromkeys((r["method"], r["mode"]) for r in rows):
         cells = []
         for c in cols:
             r = next((r for r in rows if (r["method"], r["mode"], r["dataset"]) == (method, mode, c)), None)
-            cells.append("-" if r is None else f"{r['mae']:.3f} / {r['fbeta']:.3f} / {r['iou']:.3f}")
+            cells.append("-" if r is None else cell(r))
         lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per method and mode, MAE / F / IoU per set and split; then the uniform crops' MAE / called in
+    focus."""
+    cols = [f"{ds}-{sp}" for ds in SETS for sp in SPLITS]
+    lines = _table_lines(rows, cols, "MAE / F / IoU", lambda r: f"{r['mae']:.3f} / {r['fbeta']:.3f} / {r['iou']:.3f}")
     uniform = [f"{ds}-{k}-{sp}" for sp in SPLITS for ds in SETS for k in KINDS]
     uniform = [c for c in uniform if any(r["dataset"] == c for r in rows)]
     if uniform:
-        lines += ["", "| method | input | " + " | ".join(f"{c} MAE / called in focus" for c in uniform) + " |",
-                  "|" + "---|" * (2 + len(uniform))]
-        for method, mode in keys:
-            cells = []
-            for c in uniform:
-                r = next((r for r in rows if (r["method"], r["mode"], r["dataset"]) == (method, mode, c)), None)
-                cells.append("-" if r is None else f"{r['mae']:.3f} / {r['called_in_focus']:.3f}")
-            lines.append(f"| {method} | {mode} | " + " | ".join(cells) + " |")
+        lines += [""] + _table_lines(rows, uniform, "MAE / called in focus",
+                                     lambda r: f"{r['mae']:.3f} / {r['called_in_focus']:.3f}")
     return "\n".join(lines) + "\n"
 
 

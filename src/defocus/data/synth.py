@@ -548,13 +548,20 @@ def _develop(canvas: _Canvas, side: Optional[int], rng, cfg: SynthConfig):
     if side is not None and out.shape[1:] != (side, side):
         out = resize_channels(out, (side, side))
         sharp_weight = resize_channels(sharp_weight[None].astype(np.float32), (side, side))[0]
-    shot, read = _add_noise(out, rng, cfg)
-    out_u8 = linear_to_srgb(out)
+    out_u8, shot, read, quality = _sensor_and_jpeg(out, rng, cfg)
+    return out_u8, sharp_weight >= 0.5, shot, read, quality
+
+
+def _sensor_and_jpeg(light: np.ndarray, rng: np.random.Generator, cfg: SynthConfig):
+    """Sensor noise on the linear image (in place), sRGB encoding and, with probability ``cfg.jpeg_prob``, a JPEG
+    round trip: (image uint8, noise shot, noise read, JPEG quality or None)."""
+    shot, read = _add_noise(light, rng, cfg)
+    out_u8 = linear_to_srgb(light)
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
         out_u8 = _jpeg_roundtrip(out_u8, quality)
-    return out_u8, sharp_weight >= 0.5, shot, read, quality
+    return out_u8, shot, read, quality
 
 
 
@@ -693,12 +700,7 @@ def _develop_depth(light: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, rng, 
     if side is not None and light.shape[1:] != (side, side):
         light = resize_channels(light, (side, side))
         w_in, w_out = resize_channels(np.stack([w_in, w_out]).astype(np.float32), (side, side))
-    shot, read = _add_noise(light, rng, cfg)
-    out_u8 = linear_to_srgb(light)
-    quality = None
-    if rng.random() < cfg.jpeg_prob:
-        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-        out_u8 = _jpeg_roundtrip(out_u8, quality)
+    out_u8, shot, read, quality = _sensor_and_jpeg(light, rng, cfg)
     return out_u8, w_in, w_out, shot, read, quality
 
 
