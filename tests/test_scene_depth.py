@@ -59,6 +59,10 @@ def test_an_rdffnet_starts_from_a_dffnet_file_and_ships_without_its_heads(tmp_pa
         assert torch.equal(stripped(x).logit, r(x).logit)
     with pytest.raises(ValueError, match="only an 'rdffnet'"):
         without_depth_heads(plain)
+    back = create_model("dffnet", backbone="resnet18", pretrained=False).eval()
+    load_init_weights(back, save_model(r, tmp_path / "r.safetensors"))    # the heads are dropped
+    with torch.no_grad():
+        assert torch.equal(back(x).logit, r(x).logit)
     other = create_model("dffnet", backbone="resnet34", pretrained=False)
     with pytest.raises(RuntimeError):                  # any other mismatch is still strict
         load_init_weights(create_model("rdffnet", backbone="resnet18", pretrained=False),

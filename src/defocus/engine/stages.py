@@ -45,7 +45,9 @@ def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
 def load_init_weights(model: nn.Module, path) -> None:
     """Initialise every weight of ``model`` from a saved network, strictly: a model file that
     :func:`~defocus.models.load_model` reads (our safetensors, the authors' ``.pth``), ``"default"`` (the bundled
-    model) or a training checkpoint of :func:`~defocus.engine.checkpoint.save_checkpoint` (its ``model`` entry)."""
+    model) or a training checkpoint of :func:`~defocus.engine.checkpoint.save_checkpoint` (its ``model`` entry).
+    R-DFFNet's depth heads are the one exception to strictness, both ways: a DFFNet file initialises an R-DFFNet
+    (fresh heads) and an R-DFFNet file a DFFNet (heads dropped)."""
     from ..bundled import resolve_default
     from ..models.io import is_safetensors, load_model
     from .checkpoint import load_checkpoint
@@ -58,6 +60,8 @@ def load_init_weights(model: nn.Module, path) -> None:
             state = load_checkpoint(path)["model"]
         except ValueError:  # not a training checkpoint: one of the authors' files
             state = load_model(path).state_dict()
+    if not any(is_depth_head(k) for k in model.state_dict()):
+        state = {k: v for k, v in state.items() if not is_depth_head(k)}  # an R-DFFNet initialising a DFFNet
     heads = [k for k in model.state_dict() if is_depth_head(k) and k not in state]
     if heads and len(heads) == sum(is_depth_head(k) for k in model.state_dict()):
         # a DFFNet initialising an R-DFFNet: every other weight strictly, the depth heads start fresh
