@@ -260,8 +260,11 @@ def test_interrupted_run_writes_its_summary(tmp_path, signame):
     for i in range(40):
         photo(d / f"p{i:02d}.png", i, size=(24, 16))
     out = tmp_path / "out"
+    # a test runner's worker may ignore SIGINT, and a child would inherit that (as a background job does, on
+    # purpose): start the run with the default disposition, as an interactive shell does
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(d), str(out)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list(out.glob("*_mask.png"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
