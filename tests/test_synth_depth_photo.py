@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import ndimage
 
 from defocus.config import load_config, parse_dataclass, SyntheticData
-from defocus.data.depth_photos import list_depth_photos, load_depth_photo, split_stems
+from defocus.data.depth_photos import list_depth_photos, load_depth_photo
+from defocus.data.registry import resolve_split as split_stems
 from defocus.data.synth import SynthConfig, SyntheticDefocusDataset, render_depth_photo
 from defocus.engine.data import build_synthetic
 

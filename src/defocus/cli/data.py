@@ -178,18 +178,15 @@ def register(app: typer.Typer) -> None:
     ):
         """Cut from each labelled photo the window that is blurred everywhere and the one that is in focus
         (almost) everywhere, where there is one, at full resolution, and write them as a prepared set."""
-        from importlib import resources
-
         from ..data.files import list_images
-        from ..data.registry import DataError, split_stems
+        from ..data.registry import DataError, packaged_splits, split_stems
         from ..data.uniform_crops import BLURRED, SHARP, uniform_crops
         from ..listfiles import read_list_stems
 
         if split is not None and list_file is not None:
             _fail("give --split or --list-file, not both")
         if split is not None:
-            names = sorted(p.name[:-4] for p in resources.files("defocus.data").joinpath("splits").iterdir()
-                           if p.name.endswith(".txt") and p.name != "mfifb-excluded.txt")
+            names = packaged_splits()
             if split not in names:
                 _fail(f"unknown split {split!r} (known: {', '.join(names)})")
             stems = split_stems(f"{split}.txt")

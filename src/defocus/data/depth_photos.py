@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
-from ..listfiles import parse_list, read_list_lines
+from .registry import resolve_split
 
 
 @dataclass(frozen=True)
@@ -28,26 +27,15 @@ class DepthPhoto:
     depth: Path
 
 
-def split_stems(split: str) -> list[str]:
-    """The stems of ``split``: a stem list shipped with the package (``dfd-train``, ``dfd-val``, ``dfd-test``, with
-    or without ``.txt``) or the path of a list file (one stem a line)."""
-    name = split if split.endswith(".txt") else f"{split}.txt"
-    packaged = resources.files("defocus.data").joinpath("splits", name)
-    if "/" not in split and packaged.is_file():
-        return parse_list(packaged.read_text())
-    if Path(split).is_file():
-        return read_list_lines(split)
-    raise ValueError(f"unknown split {split!r}: neither a packaged split (e.g. dfd-train) nor a list file")
-
-
 def list_depth_photos(root, split: Optional[str] = None) -> list[DepthPhoto]:
-    """The scenes of ``root/pairs.csv`` that have a depth map, in file order; with ``split`` only its stems (stems
-    of the split missing from the folder are skipped). Raises ``ValueError`` when none is left."""
+    """The scenes of ``root/pairs.csv`` that have a depth map, in file order; with ``split`` (a packaged split such
+    as ``dfd-train`` or a stem list file: :func:`~defocus.data.registry.resolve_split`) only its stems (stems of the
+    split missing from the folder are skipped). Raises ``ValueError`` when none is left."""
     root = Path(root)
     table = root / "pairs.csv"
     if not table.is_file():
         raise FileNotFoundError(f"{table} not found (a folder of photos with depth maps needs a pairs.csv)")
-    keep = None if split is None else set(split_stems(split))
+    keep = None if split is None else set(resolve_split(split))
     out = []
     with open(table, newline="") as f:
         for row in csv.DictReader(f):

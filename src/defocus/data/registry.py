@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from ..listfiles import parse_list
+from ..listfiles import parse_list, read_list_lines
 from .files import list_images, pair_folders, read_list_file
 from .masks import BLUR, IN_FOCUS, check_polarity
 
@@ -149,6 +149,24 @@ def get_spec(name: str) -> DatasetSpec:
 def split_stems(split_file: str) -> list[str]:
     """Stems of a split shipped with the package (``TE-1.txt``, ``TR-1.txt``), in file order."""
     return parse_list(resources.files("defocus.data").joinpath("splits", split_file).read_text())
+
+
+def packaged_splits() -> list[str]:
+    """Names of the splits shipped with the package (``dfd-train``, ``mfifb-val``, ``TE-1``, ...), sorted."""
+    return sorted(p.name[:-4] for p in resources.files("defocus.data").joinpath("splits").iterdir()
+                  if p.name.endswith(".txt") and p.name != "mfifb-excluded.txt")
+
+
+def resolve_split(split: str) -> list[str]:
+    """The stems of ``split``: a split shipped with the package (``dfd-train``, with or without ``.txt``) or the
+    path of a stem list file. ``ValueError`` naming the packaged splits when it is neither."""
+    name = split[:-4] if split.endswith(".txt") else split
+    if "/" not in split and name in packaged_splits():
+        return split_stems(f"{name}.txt")
+    if Path(split).is_file():
+        return read_list_lines(split)
+    raise ValueError(f"unknown split {split!r}: neither a list file nor a packaged split "
+                     f"({', '.join(packaged_splits())})")
 
 
 def resolve_root(root) -> Path:

@@ -60,17 +60,13 @@ def load_init_weights(model: nn.Module, path) -> None:
             state = load_checkpoint(path)["model"]
         except ValueError:  # not a training checkpoint: one of the authors' files
             state = load_model(path).state_dict()
-    if not any(is_depth_head(k) for k in model.state_dict()):
+    own = model.state_dict()
+    if not any(is_depth_head(k) for k in own):
         state = {k: v for k, v in state.items() if not is_depth_head(k)}  # an R-DFFNet initialising a DFFNet
-    heads = [k for k in model.state_dict() if is_depth_head(k) and k not in state]
-    if heads and len(heads) == sum(is_depth_head(k) for k in model.state_dict()):
-        # a DFFNet initialising an R-DFFNet: every other weight strictly, the depth heads start fresh
-        model.load_state_dict(state, strict=False)
-        missing = [k for k in model.state_dict() if k not in state and not is_depth_head(k)]
-        unexpected = [k for k in state if k not in model.state_dict()]
-        if missing or unexpected:
-            model.load_state_dict(state, strict=True)   # raises with PyTorch's full report
-        log.info("initialised the student from %s (its %d depth-head tensors start from random)", path, len(heads))
+    fresh = [k for k in own if k not in state]
+    if fresh and all(is_depth_head(k) for k in fresh) and all(k in own for k in state):
+        model.load_state_dict(state, strict=False)    # a DFFNet initialising an R-DFFNet: only the heads are new
+        log.info("initialised the student from %s (its %d depth-head tensors start from random)", path, len(fresh))
         return
     model.load_state_dict(state, strict=True)
     log.info("initialised the student from %s", path)
