@@ -209,6 +209,7 @@ class LossConfig:
     depth_loss: str = "l1"                        # R-DFFNet: l1 | l2
     depth_activation: str = "sigmoid"             # R-DFFNet depth heads: sigmoid | none
     depth_weight: float = 1.0
+    fill_undetermined: Optional[str] = None       # null = undetermined pixels ignored | a model whose prediction labels them
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..losses import DBDLoss, depth_loss, depth_target, scene_depth_target
+from ..losses import DBDLoss, depth_loss, depth_target, resize_to, scene_depth_target
 from ..models.predict import normalization
 from ..models.registry import is_depth_head
 from .schedules import distill_weight
@@ -150,16 +150,47 @@ class TrainingStage:
         raise NotImplementedError
 
 
+def build_label_filler(cfg: TrainConfig, student: nn.Module, device: torch.device) -> nn.Module | None:
+    """The frozen network of ``loss.fill_undetermined`` (a model file or ``"default"``), or None when unset. It
+    must take the student's input normalisation: it sees the same normalised crops."""
+    path = cfg.loss.fill_undetermined
+    if not path:
+        return None
+    from ..models.io import load_model
+
+    filler = set_teacher_mode(load_model(path, device=device), "eval")
+    if normalization(filler) != normalization(student):
+        raise ValueError(f"loss.fill_undetermined: {path} expects another input normalisation than the student")
+    log.info("undetermined pixels are labelled by %s", path)
+    return filler
+
+
+@torch.no_grad()
+def fill_undetermined(filler: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                      valid: torch.Tensor) -> torch.Tensor:
+    """``target`` where ``valid`` (1 = determined), elsewhere ``filler``'s thresholded prediction (1 = in focus)
+    of the same ``images``."""
+    guess = (resize_to(filler(images).logit.float(), target.shape[-2:]) > 0).to(target.dtype)
+    return torch.where(valid > 0.5, target, guess)
+
+
 class Stage1(TrainingStage):
-    """Stage 1 (method.md §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``."""
+    """Stage 1 (method.md §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``.
+
+    With ``loss.fill_undetermined`` (off by default) the undetermined pixels are not left out of the loss but
+    labelled by a frozen network's thresholded prediction (:func:`fill_undetermined`)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         super().__init__(cfg, build_student(cfg).to(device))
+        self.filler = build_label_filler(cfg, self.student, device)
 
     def compute(self, forward, batch: dict, epoch: int, step: int):
         """Loss of one batch (see the class docstring)."""
         out = forward(batch["image"])
-        return self.loss(out.logit, out.sides, batch["target"], valid_of(batch))
+        target, valid = batch["target"], valid_of(batch)
+        if self.filler is not None and valid is not None:
+            target, valid = fill_undetermined(self.filler, batch["image"], target, valid), None
+        return self.loss(out.logit, out.sides, target, valid)
 
 
 class DistillStudent(nn.Module):
