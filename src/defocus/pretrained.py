@@ -82,7 +82,7 @@ def _bundled() -> PretrainedModel | None:
     else:
         cfg = _onnx_config(onnx_path)
     return PretrainedModel("default", cfg.get("name", "?"), cfg.get("backbone"), params, files,
-                           "the bundled model (weights/default.md): synthetic defocus, 320x320 input")
+                           "the bundled model (weights/default.md): synthetic defocus, then real photo pairs; 320x320 input")
 
 
 def pretrained_models() -> list[PretrainedModel]:
