@@ -12,9 +12,11 @@ are degenerate there (a sharp crop has no blurred pixel, the positive class), so
 mean share of determined pixels the method calls in focus (probability >= 0.5): ideally 0 on blurred crops and
 1 on sharp ones.
 
-Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks; classical
-methods always see the image with its aspect ratio kept (long side at most 640), so they have one mode,
-``native``.
+Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks, at each of
+``--sizes`` (a size other than 320 is named in the mode: ``squash@416``); classical methods always see the image
+with its aspect ratio kept (long side at most 640), so they have one mode, ``native``. A network's maps are
+cached under its label and the first hex digits of its weights file's SHA-256, so new weights under the same
+name (``default`` after an update) are predicted afresh.
 
     PYTHONPATH=src python benchmarks/bench_pairs.py --root /data/pairs-root --cache runs/bench_pairs \\
         --markdown benchmarks/pairs_table.md
@@ -24,6 +26,7 @@ Needs the prepared sets (``defocus data prepare mfifb|dfd --src ... --root ROOT`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -49,7 +52,22 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return label, {"model": spec}
 
 
-def predict_cached(kwargs: dict, keep_aspect: bool, pairs, cache: Path) -> float:
+def cache_folder(label: str, kwargs: dict) -> str:
+    """The cache folder of a method: its label, and for a network the first 10 hex digits of its weights' SHA-256."""
+    if "model" not in kwargs:
+        return label
+    from defocus.bundled import resolve_default
+
+    digest = hashlib.sha256(Path(resolve_default(kwargs["model"])).read_bytes()).hexdigest()
+    return f"{label}-{digest[:10]}"
+
+
+def network_modes(modes, sizes) -> dict:
+    """Mode name -> (keep_aspect, size) for every input mode at every size (320 is not named)."""
+    return {(m if size == 320 else f"{m}@{size}"): (NETWORK_MODES[m], size) for size in sizes for m in modes}
+
+
+def predict_cached(kwargs: dict, keep_aspect: bool, size: int, pairs, cache: Path) -> float:
     """Predict every pair's image not yet in ``cache``; returns the seconds spent."""
     from defocus.inference import Predictor
 
@@ -57,7 +75,8 @@ def predict_cached(kwargs: dict, keep_aspect: bool, pairs, cache: Path) -> float
     if not todo:
         return 0.0
     cache.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(device="cpu", keep_aspect=keep_aspect, **kwargs)
+    sized = {} if "method" in kwargs else {"size": size}
+    predictor = Predictor(device="cpu", keep_aspect=keep_aspect, **sized, **kwargs)
     t0 = time.perf_counter()
     for p in todo:
         prob = predictor.predict(str(p.image)).prob
@@ -115,14 +134,15 @@ def run(args) -> list[dict]:
     rows = []
     for spec in args.methods:
         label, kwargs = parse_method(spec)
-        modes = {"native": True} if "method" in kwargs else {m: NETWORK_MODES[m] for m in args.modes}
-        for mode, keep in modes.items():
+        folder = args.cache / cache_folder(label, kwargs)
+        modes = {"native": (True, None)} if "method" in kwargs else network_modes(args.modes, args.sizes)
+        for mode, (keep, size) in modes.items():
             for ds in SETS:
                 for split in args.splits:
                     name = f"{ds}-{split}"
                     pairs = load_pairs(name, args.root)
-                    cache = args.cache / label / mode / ds
-                    secs = predict_cached(kwargs, keep, pairs, cache)
+                    cache = folder / mode / ds
+                    secs = predict_cached(kwargs, keep, size, pairs, cache)
                     row = {"method": label, "mode": mode, "dataset": name, **score(cache, pairs, name)}
                     rows.append(row)
                     logging.info("%s %s %s: MAE %.4f F %.4f IoU %.4f (%d images, %.0f s predicting)", label, mode,
@@ -133,9 +153,9 @@ def run(args) -> list[dict]:
                         if not crops:
                             continue
                         sub = f"{ds}-{kind}-{split}"
-                        secs = predict_cached(kwargs, keep, crops, args.cache / label / mode / f"{ds}-uniform")
+                        secs = predict_cached(kwargs, keep, size, crops, folder / mode / f"{ds}-uniform")
                         row = {"method": label, "mode": mode, "dataset": sub,
-                               **score_uniform(args.cache / label / mode / f"{ds}-uniform", crops, sub)}
+                               **score_uniform(folder / mode / f"{ds}-uniform", crops, sub)}
                         rows.append(row)
                         logging.info("%s %s %s: MAE %.4f, called in focus %.4f (%d crops, %.0f s predicting)",
                                      label, mode, sub, row["mae"], row["called_in_focus"], row["n"], secs)
@@ -179,6 +199,8 @@ def main():
                     help="Splits to score (model selection: val only).")
     ap.add_argument("--modes", nargs="+", default=list(NETWORK_MODES), choices=list(NETWORK_MODES),
                     help="Input modes of the networks.")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[320],
+                    help="Network input sizes (square side, or long side with keep-aspect).")
     ap.add_argument("--uniform", action=argparse.BooleanOptionalAction, default=True,
                     help="Also score the uniform crops (blurred everywhere / sharp almost everywhere).")
     ap.add_argument("--json", type=Path, help="Write the rows as JSON.")
