@@ -10,7 +10,7 @@ from torch import nn
 
 from defocus.config import load_config
 from defocus.engine import train
-from defocus.engine.stages import Stage1, fill_undetermined, valid_of
+from defocus.engine.stages import Stage1, fill_undetermined, local_gradient_rms, to_unit_range, valid_of
 from defocus.models import create_model, save_model
 from defocus.models.output import DBDOutput
 
@@ -79,3 +79,52 @@ def test_training_end_to_end_with_filled_labels(tmp_path):
                       [f"output_dir={tmp_path / 'run'}", f"loss.fill_undetermined={filler}", "progress=false"])
     result = train(cfg)
     assert Path(result.model_path).exists()
+
+
+def test_local_gradient_rms_is_zero_on_flat_parts_and_grey_levels_per_pixel_at_a_ramp():
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    assert float(local_gradient_rms(flat).abs().max()) < 1e-3
+    ramp = torch.linspace(0, 31 / 255, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)   # 1 grey level per pixel
+    rms = local_gradient_rms(ramp)[0, 0, 8:-8, 8:-8]
+    assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)
+
+
+def test_fill_flat_hands_only_flat_in_focus_labels_to_the_filler(tmp_path):
+    torch.manual_seed(0)
+    filler = create_model("dffnet", backbone="resnet18", pretrained=False).eval()
+    path = save_model(filler, tmp_path / "filler.safetensors")
+    stage = _stage(tmp_path, path)
+    flat_stage = Stage1(load_config(REPO / "configs" / "smoke_stage1.yaml",
+                                    [f"output_dir={tmp_path}", "progress=false", f"loss.fill_undetermined={path}",
+                                     "loss.fill_flat=2.0"]), torch.device("cpu"))
+    flat_stage.student.load_state_dict(stage.student.state_dict())
+    for s in (stage, flat_stage):
+        s.student.eval()
+    # left half textured noise, right half flat grey; labels: top in focus, bottom blurred; all determined
+    unit = torch.full((1, 3, 64, 64), 0.5)
+    unit[..., :32] = torch.rand(1, 3, 64, 32)
+    mean, std = stage.mean, stage.std
+    images = (unit - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    target = torch.zeros(1, 1, 64, 64)
+    target[:, :, :32] = 1
+    batch = dict(image=images, target=target, valid=torch.ones_like(target))
+    with torch.no_grad():
+        guess = (filler(images).logit > 0).float()
+        out = stage.student(images)
+    flat_in_focus = torch.zeros_like(target, dtype=torch.bool)
+    flat_in_focus[:, :, :32, 40:] = True                       # beyond the window's reach (radius 6 px)
+    loss = flat_stage.compute(flat_stage.student, batch, 0, 0)[0]
+    plain = stage.compute(stage.student, batch, 0, 0)[0]
+    assert not torch.allclose(loss, plain)
+    # the filled target: the filler's call on the flat in-focus part, the labels elsewhere
+    flat = local_gradient_rms(to_unit_range(images, mean, std)) < 2.0
+    assert bool(flat[flat_in_focus].all()) and not bool(flat[..., :, :28].any())
+    expected_target = torch.where(flat & (target > 0.5), guess, target)
+    expected, _ = stage.loss(out.logit, out.sides, expected_target)
+    assert torch.allclose(loss, expected)
+
+
+def test_fill_flat_needs_a_filler(tmp_path):
+    with pytest.raises(ValueError, match="fill_undetermined"):
+        Stage1(load_config(REPO / "configs" / "smoke_stage1.yaml",
+                           [f"output_dir={tmp_path}", "progress=false", "loss.fill_flat=2.0"]), torch.device("cpu"))

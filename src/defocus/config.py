@@ -210,6 +210,7 @@ class LossConfig:
     depth_activation: str = "sigmoid"             # R-DFFNet depth heads: sigmoid | none
     depth_weight: float = 1.0
     fill_undetermined: Optional[str] = None       # null = undetermined pixels ignored | a model whose prediction labels them
+    fill_flat: Optional[float] = None             # with fill_undetermined: in-focus labels on flat pixels (RMS grad < this) filled too
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ optimised and synchronised across processes: the student, or the student with it
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
@@ -155,6 +157,8 @@ def build_label_filler(cfg: TrainConfig, student: nn.Module, device: torch.devic
     must take the student's input normalisation: it sees the same normalised crops."""
     path = cfg.loss.fill_undetermined
     if not path:
+        if cfg.loss.fill_flat:
+            raise ValueError("loss.fill_flat needs loss.fill_undetermined (the model whose calls fill the pixels)")
         return None
     from ..models.io import load_model
 
@@ -163,6 +167,32 @@ def build_label_filler(cfg: TrainConfig, student: nn.Module, device: torch.devic
         raise ValueError(f"loss.fill_undetermined: {path} expects another input normalisation than the student")
     log.info("undetermined pixels are labelled by %s", path)
     return filler
+
+
+#: width (Gaussian sigma, pixels) of the window over which :func:`local_gradient_rms` averages
+FLAT_SIGMA = 2.0
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, H, W) with reflected borders."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+
+@torch.no_grad()
+def local_gradient_rms(images01: torch.Tensor, sigma: float = FLAT_SIGMA) -> torch.Tensor:
+    """RMS luma gradient (8-bit grey levels per pixel, Sobel) of (B, 3, H, W) RGB in [0, 1], averaged over a
+    Gaussian window of ``sigma`` pixels: (B, 1, H, W). Low on flat or smoothly blurred parts."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=images01.device, dtype=images01.dtype).view(1, 3, 1, 1)
+    y = F.pad((images01 * w).sum(1, keepdim=True) * 255.0, (1, 1, 1, 1), mode="replicate")
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=y.device, dtype=y.dtype) / 8
+    gx = F.conv2d(y, sobel.view(1, 1, 3, 3))
+    gy = F.conv2d(y, sobel.t().contiguous().view(1, 1, 3, 3))
+    return _gaussian_blur(gx * gx + gy * gy, sigma).clamp_min(0).sqrt()
 
 
 @torch.no_grad()
@@ -178,7 +208,8 @@ class Stage1(TrainingStage):
     """Stage 1 (method.md §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``.
 
     With ``loss.fill_undetermined`` (off by default) the undetermined pixels are not left out of the loss but
-    labelled by a frozen network's thresholded prediction (:func:`fill_undetermined`)."""
+    labelled by a frozen network's thresholded prediction (:func:`fill_undetermined`); ``loss.fill_flat`` hands it
+    the pixels labelled in focus where the crop is flat (:func:`local_gradient_rms` below that value) as well."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         super().__init__(cfg, build_student(cfg).to(device))
@@ -188,6 +219,10 @@ class Stage1(TrainingStage):
         """Loss of one batch (see the class docstring)."""
         out = forward(batch["image"])
         target, valid = batch["target"], valid_of(batch)
+        if self.filler is not None and self.cfg.loss.fill_flat:
+            flat = local_gradient_rms(to_unit_range(batch["image"], self.mean, self.std)) < self.cfg.loss.fill_flat
+            keep = 1.0 - (flat & (target > 0.5)).to(target.dtype)
+            valid = keep if valid is None else valid * keep
         if self.filler is not None and valid is not None:
             target, valid = fill_undetermined(self.filler, batch["image"], target, valid), None
         return self.loss(out.logit, out.sides, target, valid)
