@@ -12,7 +12,8 @@ are degenerate there (a sharp crop has no blurred pixel, the positive class), so
 mean share of determined pixels the method calls in focus (probability >= 0.5): ideally 0 on blurred crops and
 1 on sharp ones.
 
-Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks, at each of
+Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks, each also
+``-no-upscale`` (a side shorter than the input size is not enlarged; ``Predictor(upscale=False)``), at each of
 ``--sizes`` (a size other than 320 is named in the mode: ``squash@416``); classical methods always see the image
 with its aspect ratio kept (long side at most 640), so they have one mode, ``native``. A network's maps are
 cached under its label and the first hex digits of its weights file's SHA-256, so new weights under the same
@@ -39,7 +40,9 @@ from defocus.data.uniform_crops import KINDS, uniform_crops
 from defocus.evaluation import evaluate_maps
 from defocus.maps import read_mask
 
-NETWORK_MODES = {"squash": False, "keep-aspect": True}
+NETWORK_MODES = {"squash": {"keep_aspect": False}, "keep-aspect": {"keep_aspect": True},
+                 "squash-no-upscale": {"keep_aspect": False, "upscale": False},
+                 "keep-aspect-no-upscale": {"keep_aspect": True, "upscale": False}}
 SETS = ("mfifb", "dfd")
 SPLITS = ("val", "test")
 
@@ -63,11 +66,11 @@ def cache_folder(label: str, kwargs: dict) -> str:
 
 
 def network_modes(modes, sizes) -> dict:
-    """Mode name -> (keep_aspect, size) for every input mode at every size (320 is not named)."""
-    return {(m if size == 320 else f"{m}@{size}"): (NETWORK_MODES[m], size) for size in sizes for m in modes}
+    """Mode name -> Predictor options for every input mode at every size (320 is not named)."""
+    return {(m if size == 320 else f"{m}@{size}"): {**NETWORK_MODES[m], "size": size} for size in sizes for m in modes}
 
 
-def predict_cached(kwargs: dict, keep_aspect: bool, size: int, pairs, cache: Path) -> float:
+def predict_cached(kwargs: dict, options: dict, pairs, cache: Path) -> float:
     """Predict every pair's image not yet in ``cache``; returns the seconds spent."""
     from defocus.inference import Predictor
 
@@ -75,8 +78,7 @@ def predict_cached(kwargs: dict, keep_aspect: bool, size: int, pairs, cache: Pat
     if not todo:
         return 0.0
     cache.mkdir(parents=True, exist_ok=True)
-    sized = {} if "method" in kwargs else {"size": size}
-    predictor = Predictor(device="cpu", keep_aspect=keep_aspect, **sized, **kwargs)
+    predictor = Predictor(device="cpu", **options, **kwargs)
     t0 = time.perf_counter()
     for p in todo:
         prob = predictor.predict(str(p.image)).prob
@@ -135,14 +137,14 @@ def run(args) -> list[dict]:
     for spec in args.methods:
         label, kwargs = parse_method(spec)
         folder = args.cache / cache_folder(label, kwargs)
-        modes = {"native": (True, None)} if "method" in kwargs else network_modes(args.modes, args.sizes)
-        for mode, (keep, size) in modes.items():
+        modes = {"native": {}} if "method" in kwargs else network_modes(args.modes, args.sizes)
+        for mode, options in modes.items():
             for ds in SETS:
                 for split in args.splits:
                     name = f"{ds}-{split}"
                     pairs = load_pairs(name, args.root)
                     cache = folder / mode / ds
-                    secs = predict_cached(kwargs, keep, size, pairs, cache)
+                    secs = predict_cached(kwargs, options, pairs, cache)
                     row = {"method": label, "mode": mode, "dataset": name, **score(cache, pairs, name)}
                     rows.append(row)
                     logging.info("%s %s %s: MAE %.4f F %.4f IoU %.4f (%d images, %.0f s predicting)", label, mode,
@@ -153,7 +155,7 @@ def run(args) -> list[dict]:
                         if not crops:
                             continue
                         sub = f"{ds}-{kind}-{split}"
-                        secs = predict_cached(kwargs, keep, size, crops, folder / mode / f"{ds}-uniform")
+                        secs = predict_cached(kwargs, options, crops, folder / mode / f"{ds}-uniform")
                         row = {"method": label, "mode": mode, "dataset": sub,
                                **score_uniform(folder / mode / f"{ds}-uniform", crops, sub)}
                         rows.append(row)
@@ -197,7 +199,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
                     help="Splits to score (model selection: val only).")
-    ap.add_argument("--modes", nargs="+", default=list(NETWORK_MODES), choices=list(NETWORK_MODES),
+    ap.add_argument("--modes", nargs="+", default=["squash", "keep-aspect"], choices=list(NETWORK_MODES),
                     help="Input modes of the networks.")
     ap.add_argument("--sizes", nargs="+", type=int, default=[320],
                     help="Network input sizes (square side, or long side with keep-aspect).")

@@ -86,6 +86,21 @@ def test_default_mask_threshold_is_each_models_own():
     assert Predictor(method="hifst", threshold=0.5).predict(img).threshold == 0.5
 
 
+@pytest.mark.parametrize("keep_aspect", [False, True])
+def test_no_upscale_never_enlarges_a_side(keep_aspect):
+    p = Predictor(BrightNet(), device="cpu", size=64, keep_aspect=keep_aspect, upscale=False)
+    assert p.settings()["upscale"] is False
+    big = (64, 64) if not keep_aspect else (64, 32)
+    assert p.input_size((200, 100)) == big                     # larger photos: as with upscaling
+    assert p.input_size((40, 20)) == (40, 20)                  # smaller: their own size
+    assert p.input_size((100, 20)) == ((64, 20) if not keep_aspect else (64, 13))
+    for w, h in ((40, 20), (100, 20), (7, 5)):
+        pred = p.predict(np.full((h, w, 3), 200, np.uint8))
+        tw, th = p.input_size((w, h))
+        assert pred.prob.shape == (h, w) and pred.prob_lowres.shape == (th, tw)
+    assert Predictor(BrightNet(), device="cpu", size=64, keep_aspect=keep_aspect).input_size((40, 20)) != (40, 20)
+
+
 def test_keep_aspect_shapes():
     p = Predictor(BrightNet(), device="cpu", size=64, keep_aspect=True)
     assert p.input_size((200, 100)) == (64, 32)

@@ -305,3 +305,13 @@ def test_errors_print_above_the_progress_bar(tmp_path, tiny_ckpt, capsys):
     lines = [ln for ln in err.split("\n") if "p1.png" in ln]
     # what a terminal shows of the line is what follows its last carriage return: the message alone
     assert len(lines) == 1 and lines[0].split("\r")[-1].startswith(str(tmp_path)), repr(lines)
+
+
+def test_no_upscale_is_recorded_and_runs_small_photos_at_their_size(tmp_path, tiny_ckpt):
+    p = photo(tmp_path / "small.png", size=(48, 32))
+    r = run(p, "-o", tmp_path / "o", "--model", tiny_ckpt, "--no-upscale")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["settings"]["upscale"] is False
+    assert Image.open(tmp_path / "o" / "small_prob.png").size == (48, 32)
+    r = run(p, "-o", tmp_path / "d", "--model", tiny_ckpt)
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["settings"]["upscale"] is True

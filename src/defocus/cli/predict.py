@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
                                          "instead of the paper's square resize."),
+        upscale: bool = typer.Option(True, "--upscale/--no-upscale",
+                                     help="Enlarge photos smaller than the input size (the paper's); --no-upscale "
+                                          "runs them at their own size (enlarging softens a sharp photo)."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (their layout "
                                        "is kept under the output folder)."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume: skip the images whose outputs "
@@ -91,7 +94,8 @@ def register(app: typer.Typer) -> None:
                                       address=ray_address, concurrency=ray_concurrency, ray_batch_size=ray_batch_size,
                                       num_cpus=ray_cpus, num_gpus=ray_gpus, progress=progress, on_error=report_error,
                                       device=device, size=size, backend=backend, method=method,
-                                      keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
+                                      keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
+                                      batch_size=batch_size,
                                       max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
                                       precision=precision, compile=compile_model, workers=workers)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
@@ -113,7 +117,8 @@ def register(app: typer.Typer) -> None:
                 plan = plan_batch(inputs, out, save, recursive=recursive, skip_existing=skip_existing)
                 if plan.jobs:
                     predictor = Predictor(model, method=method, device=device, backend=backend, size=size,
-                                          keep_aspect=keep_aspect, threshold=threshold, batch_size=batch_size,
+                                          keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
+                                      batch_size=batch_size,
                                           max_pixels=max_pixels or None, upsample=upsample,
                                           fast_decode=fast_decode, draft_pixels=draft_pixels or None,
                                           precision=precision, compile=compile_model,

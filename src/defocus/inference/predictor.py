@@ -50,6 +50,9 @@ class PredictOptions:
             ratio kept and the long side reduced to at most
             :data:`~defocus.inference.runners.CLASSICAL_MAX_SIDE`.
         keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
+        upscale: resize images smaller than the input size up to it (the paper's, default). ``False`` never
+            enlarges a side: a photo smaller than ``size`` runs at its own size on that side (enlarging a sharp
+            photo softens it, and the network then calls it blurred; benchmarks/RESULTS_pairs.md).
         threshold: mask threshold on the probability (``prob >= threshold`` is in focus). ``None`` (default):
             the model's own - 0.5 for networks, each classical method's from its paper (LBP's T_seg = 0.3; HiFST,
             whose paper fixes none, Otsu's threshold of each map; see docs/classical.md).
@@ -66,6 +69,7 @@ class PredictOptions:
 
     size: int = DEFAULT_SIZE
     keep_aspect: bool = False
+    upscale: bool = True
     threshold: float | None = None
     upsample: str = "bilinear"
     fast_decode: bool = False
@@ -204,7 +208,8 @@ class Predictor:
     def settings(self) -> dict:
         """The settings that shape the outputs (recorded in ``summary.json``)."""
         o = self.options
-        return {"size": o.size, "keep_aspect": o.keep_aspect, "threshold": o.threshold, "upsample": o.upsample,
+        return {"size": o.size, "keep_aspect": o.keep_aspect, "upscale": o.upscale, "threshold": o.threshold,
+                "upsample": o.upsample,
                 "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels, "backend": self.backend,
                 "device": str(self.device),
                 "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels}
@@ -212,7 +217,7 @@ class Predictor:
     # -- preprocessing
     def input_size(self, native: tuple[int, int]) -> tuple[int, int]:
         """Model input (width, height) for an image of native (width, height)."""
-        return self.runner.input_size(native, self.options.size, self.options.keep_aspect)
+        return self.runner.input_size(native, self.options.size, self.options.keep_aspect, self.options.upscale)
 
     def draft_size(self, native: tuple[int, int]) -> tuple[int, int] | None:
         """The smallest decoded size accepted for the network input: twice the model input on each side with

@@ -84,15 +84,18 @@ class Runner:
         """The mask threshold this model's maps use when none is given: 0.5 (a probability)."""
         return NETWORK_THRESHOLD
 
-    def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool) -> tuple[int, int]:
+    def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool,
+                   upscale: bool = True) -> tuple[int, int]:
         """Model input (width, height) for an image of native (width, height): ``size`` x ``size`` (the paper's
-        squash), or the long side ``size`` with the aspect ratio kept."""
+        squash), or the long side ``size`` with the aspect ratio kept. ``upscale=False`` never enlarges: each
+        side at most its native length (squash), or the long side at most ``size`` and at most native (keep)."""
         w, h = native
         if not keep_aspect:
-            return size, size
+            return (size, size) if upscale else (min(size, w), min(size, h))
+        long_side = size if upscale else min(size, max(w, h))
         if w >= h:
-            return size, max(1, round(h * size / w))
-        return max(1, round(w * size / h)), size
+            return long_side, max(1, round(h * long_side / w))
+        return max(1, round(w * long_side / h)), long_side
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """Per-image work on an HxWx3 uint8 image already at :meth:`input_size`: the normalised CHW float32
@@ -195,9 +198,10 @@ class ClassicalRunner(Runner):
         self.method, self.fn = method, fn
         self.info = ModelInfo("classical", method, None, "defocus.classical", notes=notes)
 
-    def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool) -> tuple[int, int]:
-        """The image with its aspect ratio kept and the long side at most :data:`CLASSICAL_MAX_SIDE` (``size``
-        and ``keep_aspect`` apply to networks only)."""
+    def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool,
+                   upscale: bool = True) -> tuple[int, int]:
+        """The image with its aspect ratio kept and the long side at most :data:`CLASSICAL_MAX_SIDE` (``size``,
+        ``keep_aspect`` and ``upscale`` apply to networks only)."""
         w, h = native
         scale = min(1.0, CLASSICAL_MAX_SIDE / max(w, h))
         return max(1, round(w * scale)), max(1, round(h * scale))
