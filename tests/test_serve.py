@@ -90,7 +90,8 @@ def test_health_ready_models_and_docs(client):
     assert ready.status_code == 200 and ready.json()["model"]["name"] == "dffnet"
     models = client.get("/v1/models").json()
     assert models["models"][0]["source"].startswith("bundled")
-    assert models["defaults"] == {"size": 320, "keep_aspect": False, "threshold": 0.5, "upsample": "bilinear"}
+    assert models["defaults"] == {"size": 320, "keep_aspect": False, "upscale": True, "threshold": 0.5,
+                                  "upsample": "bilinear"}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/readyz"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/predict"]["post"]["requestBody"]["content"]
@@ -139,11 +140,14 @@ def test_raw_body_and_multipart_give_the_same_map(client):
 @pytest.mark.parametrize("options", [
     {},
     {"keep_aspect": True, "size": 256, "threshold": 0.3},
+    {"upscale": False, "size": 640},
 ])
 def test_server_maps_equal_cli_maps(predictor, tmp_path, options):
     args = ["predict", str(PHOTO), "-o", str(tmp_path), "--device", "cpu", "--save", "prob,mask", "--no-progress"]
     if options.get("keep_aspect"):
         args.append("--keep-aspect")
+    if options.get("upscale") is False:
+        args.append("--no-upscale")
     for key in ("size", "threshold"):
         if key in options:
             args += [f"--{key}", str(options[key])]

@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(320, "--size", min=32, max=1536, help="Default network input size (the "
                                  "paper's 320)."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio by default."),
+        upscale: bool = typer.Option(True, "--upscale/--no-upscale", help="Enlarge images smaller than the input "
+                                     "size by default (the paper's)."),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Default mask threshold."),
         upsample: str = typer.Option("bilinear", "--upsample", help="bilinear, or nearest (the paper's)."),
         max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file."),
@@ -64,11 +66,12 @@ def register(app: typer.Typer) -> None:
 
         try:
             settings = ServeSettings(model=model, device=device, size=size, keep_aspect=keep_aspect,
-                                     threshold=threshold, upsample=upsample, workers=workers, queue_size=queue,
+                                     upscale=upscale, threshold=threshold, upsample=upsample, workers=workers,
+                                     queue_size=queue,
                                      max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                                      request_timeout=timeout, api_key=api_key or None, threads=threads)
             predictor = Predictor(model=model, device=device, size=size, keep_aspect=keep_aspect,
-                                  threshold=threshold, upsample=upsample, max_pixels=max_pixels,
+                                  upscale=upscale, threshold=threshold, upsample=upsample, max_pixels=max_pixels,
                                   batch_size=settings.max_batch_files, workers=1)
         except (ValueError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)

@@ -140,8 +140,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__})")
 
 
-def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool], threshold: Optional[float],
-             include: str) -> jobs.Options:
+def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool], upscale: Optional[bool],
+             threshold: Optional[float], include: str) -> jobs.Options:
     wanted = tuple(dict.fromkeys(k.strip() for k in include.split(",") if k.strip()))
     bad = [k for k in wanted if k not in jobs.OUTPUTS]
     if bad:
@@ -149,6 +149,7 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
     s = state.settings
     return jobs.Options(size=s.size if size is None else size,
                         keep_aspect=s.keep_aspect if keep_aspect is None else keep_aspect,
+                        upscale=s.upscale if upscale is None else upscale,
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
 
 
@@ -163,20 +164,23 @@ def _api_router(state: ServerState) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
     size_q = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="Network input size (default: the server's).")
     keep_q = Query(None, description="Keep the aspect ratio (long side = size) instead of the square resize.")
+    upscale_q = Query(None, description="Enlarge images smaller than the input size (false: run them at their own "
+                                        "size).")
     threshold_q = Query(None, ge=0.0, le=1.0, description="Mask threshold on the in-focus probability.")
     include_q = Query(",".join(jobs.OUTPUTS), description="Outputs inlined as data: URLs: any of prob,mask,overlay "
                                                           "(empty: none).")
 
     @router.post("/predict", openapi_extra=_IMAGE_BODY, summary="In-focus map of one image")
     async def predict(request: Request, size: Optional[int] = size_q, keep_aspect: Optional[bool] = keep_q,
-                      threshold: Optional[float] = threshold_q, include: str = include_q,
+                      upscale: Optional[bool] = upscale_q, threshold: Optional[float] = threshold_q,
+                      include: str = include_q,
                       output: Literal["json", "prob", "mask", "overlay"] = Query(
                           "json", description="json, or one output returned as the image itself.")):
         """One image (multipart field ``file`` or the raw body) -> in-focus fraction, size, model, timings and
         the probability map (PNG, 255 = in focus), mask (PNG) and overlay (JPEG)."""
         t0 = time.perf_counter()
         state.require_ready()
-        options = _options(state, size, keep_aspect, threshold, include)
+        options = _options(state, size, keep_aspect, upscale, threshold, include)
         state.pool.check_free()
         uploads = await read_uploads(request, 1, state.settings.max_upload_bytes)
         kind = None if output == "json" else output
@@ -190,12 +194,13 @@ def _api_router(state: ServerState) -> APIRouter:
 
     @router.post("/predict/batch", openapi_extra=_IMAGE_BODY, summary="In-focus maps of several images")
     async def predict_batch(request: Request, size: Optional[int] = size_q, keep_aspect: Optional[bool] = keep_q,
-                            threshold: Optional[float] = threshold_q, include: str = include_q):
+                            upscale: Optional[bool] = upscale_q, threshold: Optional[float] = threshold_q,
+                            include: str = include_q):
         """Several images (repeated multipart field ``file``) -> ``results`` in upload order; an unusable image
         gets an ``error`` and the others are still predicted."""
         t0 = time.perf_counter()
         state.require_ready()
-        options = _options(state, size, keep_aspect, threshold, include)
+        options = _options(state, size, keep_aspect, upscale, threshold, include)
         state.pool.check_free()
         uploads = await read_uploads(request, state.settings.max_batch_files, state.settings.max_upload_bytes)
         results = await state.pool.run(jobs.predict_batch, state.predictors, uploads, options,
@@ -209,7 +214,8 @@ def _api_router(state: ServerState) -> APIRouter:
         predictor = state.require_ready()
         s = state.settings
         return {"models": [{**predictor.info.to_dict(), "default": True}],
-                "defaults": {"size": s.size, "keep_aspect": s.keep_aspect, "threshold": s.threshold,
+                "defaults": {"size": s.size, "keep_aspect": s.keep_aspect, "upscale": s.upscale,
+                             "threshold": s.threshold,
                              "upsample": s.upsample},
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_pixels": s.max_pixels,
                            "max_batch_files": s.max_batch_files, "request_timeout": s.request_timeout,

@@ -36,6 +36,7 @@ class Options:
     size: int
     keep_aspect: bool
     threshold: float
+    upscale: bool = True
     include: tuple[str, ...] = tuple(OUTPUTS)
 
 
@@ -99,6 +100,7 @@ def describe(filename: str, pred: Prediction, options: Options, predict_seconds:
         "threshold": options.threshold,
         "size": options.size,
         "keep_aspect": options.keep_aspect,
+        "upscale": options.upscale,
         "model": pred.model.to_dict() if pred.model else None,
         "timings": {"predict_seconds": round(predict_seconds, 4),
                     "encode_seconds": round(time.perf_counter() - t0, 4)},
@@ -110,7 +112,7 @@ def describe(filename: str, pred: Prediction, options: Options, predict_seconds:
 def predict_one(cache: PredictorCache, upload: Upload, options: Options, output: str | None = None):
     """Predict one upload; returns its JSON dict, or ``(bytes, media_type)`` of one output when ``output`` is
     given. Raises :class:`ServeError` for an unusable image."""
-    predictor = cache.get(options.size, options.keep_aspect)
+    predictor = cache.get(options.size, options.keep_aspect, options.upscale)
     with temporary_files([upload]) as (path,):
         check_pixels(path, upload.filename, cache.settings.max_pixels)
         try:
@@ -125,7 +127,7 @@ def predict_one(cache: PredictorCache, upload: Upload, options: Options, output:
 def predict_batch(cache: PredictorCache, uploads: list[Upload], options: Options) -> list[dict]:
     """Predict several uploads in batches (the predictor's ``predict_many``); an unusable image gets an entry
     with its ``error`` and the others go on."""
-    predictor = cache.get(options.size, options.keep_aspect)
+    predictor = cache.get(options.size, options.keep_aspect, options.upscale)
     results: list[dict | None] = [None] * len(uploads)
     with temporary_files(uploads) as paths:
         usable = []

@@ -1,4 +1,5 @@
-"""The loaded models of a server: one :class:`~defocus.inference.Predictor` per (size, keep_aspect), kept few."""
+"""The loaded models of a server: one :class:`~defocus.inference.Predictor` per (size, keep_aspect, upscale), kept
+few."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,8 @@ from .settings import ServeSettings
 
 
 class PredictorCache:
-    """Predictors keyed by ``(size, keep_aspect)``; the least recently used one is dropped beyond ``max_predictors``.
+    """Predictors keyed by ``(size, keep_aspect, upscale)``; the least recently used one is dropped beyond
+    ``max_predictors``.
 
     The first predictor (the settings' defaults) is built by :meth:`load_default` or given; others are built on
     first use, once each even when several requests ask at the same time.
@@ -17,9 +19,9 @@ class PredictorCache:
 
     def __init__(self, settings: ServeSettings, default: Predictor | None = None):
         self.settings = settings
-        self._cache: OrderedDict[tuple[int, bool], Predictor] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, bool, bool], Predictor] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[tuple[int, bool], threading.Lock] = {}
+        self._building: dict[tuple[int, bool, bool], threading.Lock] = {}
         self.default: Predictor | None = None
         if default is not None:
             self._set_default(default)
@@ -28,22 +30,23 @@ class PredictorCache:
         settings = predictor.settings()
         with self._lock:
             self.default = predictor
-            self._cache[(int(settings["size"]), bool(settings["keep_aspect"]))] = predictor
+            self._cache[(int(settings["size"]), bool(settings["keep_aspect"]), bool(settings["upscale"]))] = predictor
 
-    def _build(self, size: int, keep_aspect: bool) -> Predictor:
+    def _build(self, size: int, keep_aspect: bool, upscale: bool) -> Predictor:
         s = self.settings
-        return Predictor(model=s.model, device=s.device, size=size, keep_aspect=keep_aspect, threshold=s.threshold,
-                         upsample=s.upsample, max_pixels=s.max_pixels, batch_size=s.max_batch_files, workers=1)
+        return Predictor(model=s.model, device=s.device, size=size, keep_aspect=keep_aspect, upscale=upscale,
+                         threshold=s.threshold, upsample=s.upsample, max_pixels=s.max_pixels,
+                         batch_size=s.max_batch_files, workers=1)
 
     def load_default(self) -> Predictor:
-        """Build the predictor with the settings' size and keep_aspect (loads the model)."""
-        predictor = self._build(self.settings.size, self.settings.keep_aspect)
+        """Build the predictor with the settings' size, keep_aspect and upscale (loads the model)."""
+        predictor = self._build(self.settings.size, self.settings.keep_aspect, self.settings.upscale)
         self._set_default(predictor)
         return predictor
 
-    def get(self, size: int, keep_aspect: bool) -> Predictor:
+    def get(self, size: int, keep_aspect: bool, upscale: bool = True) -> Predictor:
         """The predictor for these options, built if needed (call from a worker thread: building takes seconds)."""
-        key = (int(size), bool(keep_aspect))
+        key = (int(size), bool(keep_aspect), bool(upscale))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

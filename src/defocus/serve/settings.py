@@ -21,8 +21,8 @@ class ServeSettings:
     Args:
         model: what :class:`~defocus.inference.Predictor` loads (``"default"``: the bundled weights).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
-        size, keep_aspect, threshold, upsample: prediction defaults; ``size``, ``keep_aspect`` and ``threshold``
-            can be overridden per request.
+        size, keep_aspect, upscale, threshold, upsample: prediction defaults; ``size``, ``keep_aspect``,
+            ``upscale`` and ``threshold`` can be overridden per request.
         workers: inference threads; the network itself runs one batch at a time, the threads overlap decoding
             and encoding with it.
         queue_size: requests that may wait for a free worker; beyond ``workers + queue_size`` requests in
@@ -32,7 +32,7 @@ class ServeSettings:
             than ``defocus predict``'s limit, since several uploads are decoded at once.
         max_batch_files: most images in one ``/v1/predict/batch`` request.
         request_timeout: seconds a request may wait for its result before a 504.
-        max_predictors: distinct (size, keep_aspect) combinations kept loaded at once.
+        max_predictors: distinct (size, keep_aspect, upscale) combinations kept loaded at once.
         api_key: when set, every ``/v1`` request must carry it in the ``X-API-Key`` header.
         threads: PyTorch CPU threads of each worker (``torch.set_num_threads`` in that thread); ``None``: the
             count of the thread that creates the application, when torch is already imported by then.
@@ -42,6 +42,7 @@ class ServeSettings:
     device: str = "auto"
     size: int = 320
     keep_aspect: bool = False
+    upscale: bool = True
     threshold: float = 0.5
     upsample: str = "bilinear"
     workers: int = 2
