@@ -255,6 +255,27 @@ def test_prepare_dfd_labels_the_wide_images(tmp_path):
     assert [p.stem for p in pairs] == ["s0", "s1"]
 
 
+def test_cli_label_window_changes_the_labels(tmp_path):
+    src = tmp_path / "dfd"
+    y = texture(seed=30)
+    wide = np.where(halves(y.shape), y, blurred(y, 3.0))
+    for sub, img in (("wide_f2.8", wide), ("narrow_f8", y)):
+        (src / sub).mkdir(parents=True)
+        Image.fromarray(u8(img)).save(src / sub / "s0.png")
+    (src / "pairs.csv").write_text("stem,wide_f2.8,narrow_f8\ns0,wide_f2.8/s0.png,narrow_f8/s0.png\n")
+    ignored = {}
+    for window in ("0.02", "0.01"):
+        root = tmp_path / f"root{window}"
+        res = CliRunner().invoke(app, ["data", "prepare", "dfd", "--src", str(src), "--root", str(root),
+                                       "--label-window", window, "--no-verify"])
+        assert res.exit_code == 0, res.output
+        ignored[window] = read_ignore(root / "DFD" / "ignore" / "s0.png")
+    # 0.02 is the default (the benchmark's labels); half the window narrows the undetermined band
+    prepare_pairs("dfd", src, tmp_path / "default")
+    assert np.array_equal(ignored["0.02"], read_ignore(tmp_path / "default" / "DFD" / "ignore" / "s0.png"))
+    assert ignored["0.01"].mean() < ignored["0.02"].mean()
+
+
 def test_cli_prepare_of_an_empty_folder_fails_cleanly(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["data", "prepare", "mfifb", "--src", str(tmp_path / "empty"),

@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
                                               "into this folder."),
         keep_excluded: bool = typer.Option(False, "--keep-excluded", help="mfifb: also label the pairs listed as "
                                            "not optical (synthetic or duplicate)."),
+        label_window: Optional[float] = typer.Option(None, "--label-window", min=0.001, max=0.5,
+                                                     help="mfifb / dfd: focus-measure window as a fraction of the "
+                                                          "short side (default 0.02; the benchmark's labels)."),
     ):
         """Copy or link an official download into the registry layout under ROOT (mfifb and dfd: label the
         photo pairs and write images, masks and ignore masks)."""
@@ -63,6 +66,10 @@ def register(app: typer.Typer) -> None:
             pair_options["sheets"] = sheets
         if keep_excluded:
             pair_options["keep_excluded"] = True
+        if label_window is not None:
+            from ..data.pairs import PairLabelConfig
+
+            pair_options["cfg"] = PairLabelConfig(window=label_window)
         try:
             report = prepare_dataset(name, src, root, mode=mode, overwrite=overwrite, pair_options=pair_options)
         except (DataError, PairError, ValueError, OSError) as e:
