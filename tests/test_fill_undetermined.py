@@ -2,6 +2,7 @@
 being left out of the loss."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,8 @@ def test_training_end_to_end_with_filled_labels(tmp_path):
                       [f"output_dir={tmp_path / 'run'}", f"loss.fill_undetermined={filler}", "progress=false"])
     result = train(cfg)
     assert Path(result.model_path).exists()
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    assert rows and all(math.isfinite(float(r.split(",")[2])) for r in rows)     # the loss column
 
 
 def test_local_gradient_rms_is_zero_on_flat_parts_and_grey_levels_per_pixel_at_a_ramp():

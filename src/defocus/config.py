@@ -209,8 +209,8 @@ class LossConfig:
     depth_loss: str = "l1"                        # R-DFFNet: l1 | l2
     depth_activation: str = "sigmoid"             # R-DFFNet depth heads: sigmoid | none
     depth_weight: float = 1.0
-    fill_undetermined: Optional[str] = None       # null = undetermined pixels ignored | a model whose prediction labels them
-    fill_flat: Optional[float] = None             # with fill_undetermined: in-focus labels on flat pixels (RMS grad < this) filled too
+    fill_undetermined: Optional[str] = None       # null = ignore undetermined pixels | a model whose calls label them
+    fill_flat: Optional[float] = None             # also fill in-focus labels where RMS luma gradient < this
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,8 @@ def register(app: typer.Typer) -> None:
                                       num_cpus=ray_cpus, num_gpus=ray_gpus, progress=progress, on_error=report_error,
                                       device=device, size=size, backend=backend, method=method,
                                       keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
-                                      batch_size=batch_size,
-                                      max_pixels=max_pixels or None, upsample=upsample, fast_decode=fast_decode,
+                                      batch_size=batch_size, max_pixels=max_pixels or None, upsample=upsample,
+                                      fast_decode=fast_decode,
                                       precision=precision, compile=compile_model, workers=workers)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
                 typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
@@ -118,8 +118,7 @@ def register(app: typer.Typer) -> None:
                 if plan.jobs:
                     predictor = Predictor(model, method=method, device=device, backend=backend, size=size,
                                           keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
-                                      batch_size=batch_size,
-                                          max_pixels=max_pixels or None, upsample=upsample,
+                                          batch_size=batch_size, max_pixels=max_pixels or None, upsample=upsample,
                                           fast_decode=fast_decode, draft_pixels=draft_pixels or None,
                                           precision=precision, compile=compile_model,
                                           workers=workers)

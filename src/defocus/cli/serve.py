@@ -67,8 +67,8 @@ def register(app: typer.Typer) -> None:
         try:
             settings = ServeSettings(model=model, device=device, size=size, keep_aspect=keep_aspect,
                                      upscale=upscale, threshold=threshold, upsample=upsample, workers=workers,
-                                     queue_size=queue,
-                                     max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
+                                     queue_size=queue, max_upload_bytes=int(max_upload_mb * 2**20),
+                                     max_pixels=max_pixels,
                                      request_timeout=timeout, api_key=api_key or None, threads=threads)
             predictor = Predictor(model=model, device=device, size=size, keep_aspect=keep_aspect,
                                   upscale=upscale, threshold=threshold, upsample=upsample, max_pixels=max_pixels,

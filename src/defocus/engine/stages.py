@@ -173,26 +173,18 @@ def build_label_filler(cfg: TrainConfig, student: nn.Module, device: torch.devic
 FLAT_SIGMA = 2.0
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, 1, H, W) with reflected borders."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-
-
 @torch.no_grad()
 def local_gradient_rms(images01: torch.Tensor, sigma: float = FLAT_SIGMA) -> torch.Tensor:
     """RMS luma gradient (8-bit grey levels per pixel, Sobel) of (B, 3, H, W) RGB in [0, 1], averaged over a
     Gaussian window of ``sigma`` pixels: (B, 1, H, W). Low on flat or smoothly blurred parts."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=images01.device, dtype=images01.dtype).view(1, 3, 1, 1)
-    y = F.pad((images01 * w).sum(1, keepdim=True) * 255.0, (1, 1, 1, 1), mode="replicate")
+    from torchvision.transforms.v2 import functional as TF
+
+    y = F.pad(TF.rgb_to_grayscale(images01) * 255.0, (1, 1, 1, 1), mode="replicate")
     sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=y.device, dtype=y.dtype) / 8
     gx = F.conv2d(y, sobel.view(1, 1, 3, 3))
     gy = F.conv2d(y, sobel.t().contiguous().view(1, 1, 3, 3))
-    return _gaussian_blur(gx * gx + gy * gy, sigma).clamp_min(0).sqrt()
+    radius = math.ceil(3 * sigma)
+    return TF.gaussian_blur(gx * gx + gy * gy, [2 * radius + 1] * 2, [sigma, sigma]).clamp_min(0).sqrt()
 
 
 @torch.no_grad()
@@ -219,7 +211,7 @@ class Stage1(TrainingStage):
         """Loss of one batch (see the class docstring)."""
         out = forward(batch["image"])
         target, valid = batch["target"], valid_of(batch)
-        if self.filler is not None and self.cfg.loss.fill_flat:
+        if self.cfg.loss.fill_flat:                     # build_label_filler made sure a filler exists
             flat = local_gradient_rms(to_unit_range(batch["image"], self.mean, self.std)) < self.cfg.loss.fill_flat
             keep = 1.0 - (flat & (target > 0.5)).to(target.dtype)
             valid = keep if valid is None else valid * keep

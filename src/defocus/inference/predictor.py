@@ -209,9 +209,8 @@ class Predictor:
         """The settings that shape the outputs (recorded in ``summary.json``)."""
         o = self.options
         return {"size": o.size, "keep_aspect": o.keep_aspect, "upscale": o.upscale, "threshold": o.threshold,
-                "upsample": o.upsample,
-                "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels, "backend": self.backend,
-                "device": str(self.device),
+                "upsample": o.upsample, "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels,
+                "backend": self.backend, "device": str(self.device),
                 "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels}
 
     # -- preprocessing
