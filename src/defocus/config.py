@@ -160,12 +160,18 @@ class DataConfig:
     size: int = 320
     hflip: float = 0.5                            # probability of a horizontal flip
     jitter: float = 0.1
+    zoom: Optional[tuple[float, float]] = None    # not in the paper: crop a random share of the area, then resize
+    zoom_prob: float = 0.5                        # share of training samples zoomed (with ``zoom`` set)
     batch_size: int = 6
     num_workers: int = 8
     drop_last: bool = True
     shuffle: bool = True
 
     def __post_init__(self):
+        if self.zoom is not None and not 0 < self.zoom[0] <= self.zoom[1] <= 1:
+            raise FieldError("zoom", f"expected [low, high] with 0 < low <= high <= 1, got {list(self.zoom)}")
+        if not 0 <= self.zoom_prob <= 1:
+            raise FieldError("zoom_prob", f"expected a probability, got {self.zoom_prob}")
         if self.synthetic is not None and self.synthetic.cfg.size != self.size:   # frames are rendered at `size`
             cfg = dataclasses.replace(self.synthetic.cfg, size=self.size)
             object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, cfg=cfg))

@@ -18,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -38,6 +39,40 @@ class PairedResize(v2.Transform):
         if isinstance(inpt, tv_tensors.Mask):
             return TF.resize(inpt, self.size, interpolation=self.mask_interpolation)
         return TF.resize(inpt, self.size, interpolation=self.image_interpolation, antialias=True)
+
+
+class RandomZoom(v2.Transform):
+    """With probability ``p``, crop a random window covering a share of the image's area drawn uniformly from
+    ``scale`` (its aspect within ``ratio`` of the image's own), to be resized to the training size afterwards:
+    the network sees parts of photos enlarged, as a small photo or a crop is enlarged at inference. The same
+    window is cut from the image and every mask."""
+
+    def __init__(self, scale: tuple[float, float] = (0.25, 1.0), p: float = 0.5,
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        super().__init__()
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"zoom scale must satisfy 0 < low <= high <= 1, got {scale}")
+        self.scale, self.p, self.ratio = (float(scale[0]), float(scale[1])), float(p), ratio
+
+    def make_params(self, flat_inputs) -> dict:
+        """The window ``(top, left, height, width)``, or None (this sample is not zoomed)."""
+        if torch.rand(1).item() >= self.p:
+            return {"box": None}
+        height, width = v2.query_size(flat_inputs)
+        area = torch.empty(1).uniform_(*self.scale).item()
+        log_ratio = torch.empty(1).uniform_(np.log(self.ratio[0]), np.log(self.ratio[1])).item()
+        aspect = float(np.exp(log_ratio))
+        h = min(height, max(1, round(height * (area / aspect) ** 0.5)))
+        w = min(width, max(1, round(width * (area * aspect) ** 0.5)))
+        top = int(torch.randint(0, height - h + 1, (1,)).item())
+        left = int(torch.randint(0, width - w + 1, (1,)).item())
+        return {"box": (top, left, h, w)}
+
+    def transform(self, inpt, params):
+        """Cut the window from one input (or pass it through)."""
+        if params["box"] is None:
+            return inpt
+        return TF.crop(inpt, *params["box"])
 
 
 def _to_pil(x, mode: str) -> Image.Image:
@@ -89,14 +124,19 @@ def _tail(mean, std) -> list:
 
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
-                    jitter: float = 0.1) -> PairTransform:
+                    jitter: float = 0.1, zoom: Optional[tuple[float, float]] = None,
+                    zoom_prob: float = 0.5) -> PairTransform:
     """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
-    EfficientNet-Lite). ``size=None`` keeps the input size."""
+    EfficientNet-Lite). ``size=None`` keeps the input size. ``zoom`` (not in the paper): with probability
+    ``zoom_prob`` a window covering that share of the area (low, high) is cut before the resize
+    (:class:`RandomZoom`)."""
     ops = []
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(p=hflip))
+    if zoom is not None and zoom_prob > 0:
+        ops.append(RandomZoom(zoom, p=zoom_prob))
     if size is not None:
         ops.append(PairedResize(size))
     if jitter > 0:
