@@ -204,6 +204,30 @@ def test_train_transform_jitter_leaves_mask_alone():
     assert -1.0 <= float(torch.stack(xs).min()) and float(torch.stack(xs).max()) <= 1.0
 
 
+def test_train_transform_zoom_cuts_one_window_from_image_and_masks():
+    torch.manual_seed(0)
+    # every pixel of the image and both masks encodes its own column and row, so the window can be read back
+    cols, rows = np.meshgrid(np.arange(64), np.arange(48))
+    img = np.stack([cols * 4, rows * 5, np.zeros_like(cols)], -1).astype(np.uint8)
+    mask = ((cols + rows) % 2 * 255).astype(np.uint8)
+    ignore = (cols >= 32).astype(np.uint8) * 255
+    t = train_transform(size=None, hflip=0.0, jitter=0.0, zoom=(0.25, 0.5), zoom_prob=1.0, mean=(0, 0, 0),
+                        std=(1, 1, 1))
+    for _ in range(5):
+        x, y, valid = t(img, mask, ignore)
+        h, w = y.shape[-2:]
+        assert 0.2 <= h * w / (48 * 64) <= 0.55 and x.shape[-2:] == (h, w)
+        left = round(float(x[0, 0, 0]) * 255 / 4)
+        top = round(float(x[1, 0, 0]) * 255 / 5)
+        np.testing.assert_array_equal(y[0].numpy() * 255, mask[top:top + h, left:left + w])
+        np.testing.assert_array_equal(valid[0].numpy() == 0, ignore[top:top + h, left:left + w] == 255)
+    assert train_transform(size=16, zoom=(0.25, 1.0), zoom_prob=1.0)(img, mask)[0].shape == (3, 16, 16)
+    unzoomed = train_transform(size=None, hflip=0.0, jitter=0.0, zoom=(0.25, 0.5), zoom_prob=0.0)(img, mask)
+    assert unzoomed[1].shape == (1, 48, 64)
+    with pytest.raises(ValueError, match="zoom scale"):
+        train_transform(zoom=(0.0, 1.0))
+
+
 def test_eval_transform_full_resolution_target():
     img = Image.new("RGB", (40, 30))
     mask = Image.new("L", (40, 30), 255)

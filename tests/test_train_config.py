@@ -55,6 +55,16 @@ def test_bad_overrides_are_reported(item, message):
         load_config(None, [item])
 
 
+def test_zoom_is_off_by_default_and_checked():
+    assert load_config().data.zoom is None
+    cfg = load_config(None, ["data.zoom=[0.25, 1.0]", "data.zoom_prob=0.3"])
+    assert (cfg.data.zoom, cfg.data.zoom_prob) == ((0.25, 1.0), 0.3)
+    with pytest.raises(ValueError, match=r"^data\.zoom: expected \[low, high\]"):
+        load_config(None, ["data.zoom=[0.5, 2.0]"])
+    with pytest.raises(ValueError, match=r"^data\.zoom_prob: expected a probability"):
+        load_config(None, ["data.zoom_prob=1.5"])
+
+
 def test_dotted_override_into_a_nested_mapping():
     d = apply_overrides({"data": {"size": 320}}, ["data.synthetic={sources: [a], length: 4}"])
     assert d["data"] == {"size": 320, "synthetic": {"sources": ["a"], "length": 4}}
