@@ -387,6 +387,25 @@ def test_options_group_the_keywords_and_refuse_unknown_ones():
             Predictor(BrightNet(), device="cpu", **bad)
 
 
+def test_with_options_shares_the_loaded_model_and_matches_a_fresh_predictor():
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    net = BrightNet()
+    base = Predictor(net, device="cpu", size=64, batch_size=2)
+    variant = base.with_options(size=48, keep_aspect=True, upscale=False)
+    assert variant.runner is base.runner and variant.runtime is base.runtime
+    assert (variant.options.size, variant.options.keep_aspect, variant.options.upscale) == (48, True, False)
+    assert (base.options.size, base.options.keep_aspect, base.options.upscale) == (64, False, True)
+    fresh = Predictor(net, device="cpu", size=48, keep_aspect=True, upscale=False, batch_size=2)
+    np.testing.assert_array_equal(variant.predict(photo).prob, fresh.predict(photo).prob)
+    assert variant.predict(photo).prob_lowres.shape == (27, 48)
+    assert base.predict(photo).prob_lowres.shape == (64, 64)
+    with pytest.raises(TypeError, match="batch_size"):
+        base.with_options(batch_size=4)       # a runtime option: it would need another runner
+    with pytest.raises(ValueError):
+        base.with_options(size=0)
+
+
 def test_make_runner_picks_one_runner_per_backend(monkeypatch):
     import defocus.inference.runners as runners
     from defocus.inference import ClassicalRunner, TorchRunner, make_runner

@@ -163,6 +163,19 @@ def test_server_maps_equal_cli_maps(predictor, tmp_path, options):
             np.testing.assert_array_equal(png_array(served.content), cli_map)
 
 
+def test_request_options_run_the_one_loaded_model():
+    from defocus.serve.predictors import ServerPredictors
+    from toys import BrightNet
+
+    default = Predictor(BrightNet(), device="cpu", size=64)
+    predictors = ServerPredictors(ServeSettings(device="cpu", size=64), default)
+    assert predictors.get(64, False, True) is default
+    other = predictors.get(96, True, False)
+    assert other.runner is default.runner
+    assert (other.options.size, other.options.keep_aspect, other.options.upscale) == (96, True, False)
+    assert other.input_size((200, 100)) == (96, 48) and other.input_size((40, 20)) == (40, 20)
+
+
 def test_batch_in_upload_order_with_a_failure_in_place(client):
     files = [("file", ("a.jpg", PHOTO.read_bytes())), ("file", ("notes.txt", b"not an image at all")),
              ("file", ("b.png", PHOTO_PNG.read_bytes()))]

@@ -10,6 +10,7 @@ How the model runs is :class:`~defocus.inference.runners.RuntimeOptions`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -212,6 +213,17 @@ class Predictor:
                 "upsample": o.upsample, "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels,
                 "backend": self.backend, "device": str(self.device),
                 "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels}
+
+    def with_options(self, **changes) -> "Predictor":
+        """A predictor that runs this one's loaded model (nothing is loaded again) with the named
+        :class:`PredictOptions` fields changed, e.g. ``predictor.with_options(size=512, keep_aspect=True)``."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(PredictOptions)})
+        if unknown:
+            raise TypeError(f"with_options got unexpected keyword argument(s) {unknown}; options: "
+                            f"{', '.join(f.name for f in dataclasses.fields(PredictOptions))}")
+        variant = copy.copy(self)
+        variant.options = dataclasses.replace(self.options, **changes)
+        return variant
 
     # -- preprocessing
     def input_size(self, native: tuple[int, int]) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from .. import __version__
 from ..inference import Predictor
 from . import jobs
 from .pool import BoundedPool, PoolFull, PoolTimeout
-from .predictors import PredictorCache
+from .predictors import ServerPredictors
 from .settings import API_KEY_HEADER, MAX_SIZE, MIN_SIZE, ServeSettings
 from .uploads import ServeError, read_uploads
 
@@ -44,11 +44,11 @@ _IMAGE_BODY = {
 
 
 class ServerState:
-    """What the routes share: settings, the loaded predictors, the worker pool and the loading status."""
+    """What the routes share: settings, the loaded model, the worker pool and the loading status."""
 
     def __init__(self, settings: ServeSettings, predictor: Predictor | None):
         self.settings = settings
-        self.predictors = PredictorCache(settings, predictor)
+        self.predictors = ServerPredictors(settings, predictor)
         self.torch_threads = settings.threads or _current_torch_threads()
         self.pool = BoundedPool(settings.workers, settings.queue_size, self._init_worker)
         self.load_error: str | None = None

@@ -22,7 +22,7 @@ from PIL import Image
 from .. import imageio
 from ..inference import Prediction, make_overlay, prob_to_uint8
 from ..inference.result import JPEG_QUALITY, PNG_COMPRESS_LEVEL
-from .predictors import PredictorCache
+from .predictors import ServerPredictors
 from .uploads import ServeError, Upload
 
 #: The outputs a response can carry and their media types.
@@ -109,12 +109,12 @@ def describe(filename: str, pred: Prediction, options: Options, predict_seconds:
     }
 
 
-def predict_one(cache: PredictorCache, upload: Upload, options: Options, output: str | None = None):
+def predict_one(predictors: ServerPredictors, upload: Upload, options: Options, output: str | None = None):
     """Predict one upload; returns its JSON dict, or ``(bytes, media_type)`` of one output when ``output`` is
     given. Raises :class:`ServeError` for an unusable image."""
-    predictor = cache.get(options.size, options.keep_aspect, options.upscale)
+    predictor = predictors.get(options.size, options.keep_aspect, options.upscale)
     with temporary_files([upload]) as (path,):
-        check_pixels(path, upload.filename, cache.settings.max_pixels)
+        check_pixels(path, upload.filename, predictors.settings.max_pixels)
         try:
             pred = predictor.predict(path)
         except imageio.ImageDecodeError as e:
@@ -124,16 +124,16 @@ def predict_one(cache: PredictorCache, upload: Upload, options: Options, output:
         return describe(upload.filename, pred, options, pred.seconds)
 
 
-def predict_batch(cache: PredictorCache, uploads: list[Upload], options: Options) -> list[dict]:
+def predict_batch(predictors: ServerPredictors, uploads: list[Upload], options: Options) -> list[dict]:
     """Predict several uploads in batches (the predictor's ``predict_many``); an unusable image gets an entry
     with its ``error`` and the others go on."""
-    predictor = cache.get(options.size, options.keep_aspect, options.upscale)
+    predictor = predictors.get(options.size, options.keep_aspect, options.upscale)
     results: list[dict | None] = [None] * len(uploads)
     with temporary_files(uploads) as paths:
         usable = []
         for i, (up, path) in enumerate(zip(uploads, paths)):
             try:
-                check_pixels(path, up.filename, cache.settings.max_pixels)
+                check_pixels(path, up.filename, predictors.settings.max_pixels)
                 usable.append(i)
             except ServeError as e:
                 results[i] = {"filename": up.filename, "error": e.message}

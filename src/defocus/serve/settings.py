@@ -32,7 +32,6 @@ class ServeSettings:
             than ``defocus predict``'s limit, since several uploads are decoded at once.
         max_batch_files: most images in one ``/v1/predict/batch`` request.
         request_timeout: seconds a request may wait for its result before a 504.
-        max_predictors: distinct (size, keep_aspect, upscale) combinations kept loaded at once.
         api_key: when set, every ``/v1`` request must carry it in the ``X-API-Key`` header.
         threads: PyTorch CPU threads of each worker (``torch.set_num_threads`` in that thread); ``None``: the
             count of the thread that creates the application, when torch is already imported by then.
@@ -51,7 +50,6 @@ class ServeSettings:
     max_pixels: int = SERVE_MAX_PIXELS
     max_batch_files: int = 16
     request_timeout: float = 60.0
-    max_predictors: int = 2
     api_key: str | None = None
     threads: int | None = None
 
@@ -63,7 +61,6 @@ class ServeSettings:
             (self.max_pixels >= 1, f"max_pixels must be positive, got {self.max_pixels}"),
             (self.max_batch_files >= 1, f"max_batch_files must be at least 1, got {self.max_batch_files}"),
             (self.request_timeout > 0, f"request_timeout must be positive, got {self.request_timeout}"),
-            (self.max_predictors >= 1, f"max_predictors must be at least 1, got {self.max_predictors}"),
             (MIN_SIZE <= self.size <= MAX_SIZE, f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
             (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
             (self.api_key is None or len(self.api_key) > 0, "api_key must not be empty"),
