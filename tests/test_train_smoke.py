@@ -56,7 +56,9 @@ def test_smoke_stage2_bootstraps_its_teacher(shared_dir, tmp_path):
 
 
 def test_smoke_rdffnet(shared_dir, tmp_path):
-    cfg = load_config(REPO / "configs" / "smoke_rdffnet.yaml", smoke_overrides(shared_dir, tmp_path))
+    # every frame zoomed: the rendered depth target is cut with the image and its masks
+    cfg = load_config(REPO / "configs" / "smoke_rdffnet.yaml",
+                      smoke_overrides(shared_dir, tmp_path) + ["data.zoom=[0.3, 0.6]", "data.zoom_prob=1.0"])
     result = train(cfg)
     model = defocus.load_model(result.model_path)
     assert model.config["name"] == "rdffnet"
