@@ -18,7 +18,6 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -45,7 +44,8 @@ class RandomZoom(v2.Transform):
     """With probability ``p``, crop a random window covering a share of the image's area drawn uniformly from
     ``scale`` (its aspect within ``ratio`` of the image's own), to be resized to the training size afterwards:
     the network sees parts of photos enlarged, as a small photo or a crop is enlarged at inference. The same
-    window is cut from the image and every mask."""
+    window is cut from the image and every mask. (Not ``v2.RandomResizedCrop``: its resize would sample masks
+    with ``NEAREST``, not the pixel-centre sampling of :class:`PairedResize`.)"""
 
     def __init__(self, scale: tuple[float, float] = (0.25, 1.0), p: float = 0.5,
                  ratio: tuple[float, float] = (3 / 4, 4 / 3)):
