@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import defocus
-from defocus.models import create_model, list_models, load_model, read_metadata, save_model
+from defocus.models import average_models, create_model, list_models, load_model, read_metadata, save_model
 from defocus.models.blocks import RFB, ConvBN, up2
 
 TINY = "resnet18"  # small timm backbone with stride-4..32 levels; dffnet_vgg16 keeps its VGG16
@@ -219,6 +219,32 @@ def test_half_precision_file(tmp_path):
     loaded = load_model(path)
     assert loaded.decoder.top.conv.weight.dtype == torch.float32
     assert torch.equal(loaded.decoder.top.conv.weight, model.decoder.top.conv.weight.half().float())
+
+
+def test_average_models_is_the_element_wise_mean(tmp_path):
+    paths, states = [], []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        model = create_model("dffnet_no_dffm", backbone=TINY).eval()
+        for module in model.modules():          # distinct BatchNorm statistics and counters per file
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.num_batches_tracked.fill_(seed + 5)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        paths.append(save_model(model, tmp_path / f"m{seed}.safetensors"))
+    mean = average_models(paths).state_dict()
+    assert set(mean) == set(states[0])
+    for k, v in mean.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, sum(s[k] for s in states) / 3, atol=1e-6), k
+        else:
+            assert torch.equal(v, states[0][k]), k
+    assert not torch.equal(mean["decoder.top.conv.weight"], states[0]["decoder.top.conv.weight"])
+    other = save_model(create_model("dffnet", backbone=TINY), tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="another architecture"):
+        average_models([paths[0], other])
+    with pytest.raises(ValueError, match="at least two"):
+        average_models(paths[:1])
 
 
 def test_load_model_errors(tmp_path):

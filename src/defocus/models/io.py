@@ -83,6 +83,28 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     return model.to(device=device, dtype=dtype).eval()
 
 
+def average_models(paths, device="cpu"):
+    """The element-wise mean of the weights in ``paths`` (defocus safetensors files of one architecture, e.g.
+    fine-tuning runs from the same start: a "model soup"): every floating parameter and buffer (BatchNorm
+    statistics too) is averaged in float32; integer buffers (BatchNorm's batch counters) come from the first file.
+    Returns the first file's model, in eval mode on ``device``, holding the mean."""
+    paths = list(paths)
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two weight files, got {len(paths)}")
+    model = load_model(paths[0])
+    total = {k: v.clone() for k, v in model.state_dict().items()}
+    for path in paths[1:]:
+        other = load_model(path)
+        if other.config != model.config:
+            raise ValueError(f"{path}: another architecture than {paths[0]} ({other.config} vs {model.config})")
+        for k, v in other.state_dict().items():
+            if v.is_floating_point():
+                total[k] += v
+    mean = {k: v / len(paths) if v.is_floating_point() else v for k, v in total.items()}
+    model.load_state_dict(mean, strict=True)
+    return model.to(device).eval()
+
+
 def _build_without_storage(name: str, backbone: str, cfg: dict):
     """The model on the ``meta`` device (no memory, no initialisation), or None where a backbone's constructor
     needs real values (e.g. reads a tensor with ``.tolist()``)."""
