@@ -21,6 +21,7 @@ _LAZY = {
     "list_models": ("defocus.models", "list_models"),
     "load_model": ("defocus.models", "load_model"),
     "save_model": ("defocus.models", "save_model"),
+    "average_models": ("defocus.models", "average_models"),
     "list_pretrained": ("defocus.pretrained", "list_pretrained"),
     "pretrained_models": ("defocus.pretrained", "pretrained_models"),
     "Predictor": ("defocus.inference", "Predictor"),
@@ -38,4 +39,4 @@ def __getattr__(name):
 
 
 __all__ = ["create_model", "list_models", "list_pretrained", "pretrained_models", "load_model", "save_model",
-           "Predictor", "evaluate", "__version__"]
+           "average_models", "Predictor", "evaluate", "__version__"]
