@@ -37,10 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, workers: int, queue: int) -> subprocess.Popen:
+def start_server(port: int, workers: int, queue: int, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "defocus", "serve", "--port", str(port), "--device", "cpu",
            "--workers", str(workers), "--queue", str(queue)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
