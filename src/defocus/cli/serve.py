@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         import uvicorn
 
-        from ..inference import Predictor
         from ..serve import ServeSettings, create_app
+        from ..serve.predictors import build_predictor
 
         try:
             settings = ServeSettings(model=model, device=device, size=size, keep_aspect=keep_aspect,
@@ -70,9 +70,7 @@ def register(app: typer.Typer) -> None:
                                      queue_size=queue, max_upload_bytes=int(max_upload_mb * 2**20),
                                      max_pixels=max_pixels,
                                      request_timeout=timeout, api_key=api_key or None, threads=threads)
-            predictor = Predictor(model=model, device=device, size=size, keep_aspect=keep_aspect,
-                                  upscale=upscale, threshold=threshold, upsample=upsample, max_pixels=max_pixels,
-                                  batch_size=settings.max_batch_files, workers=1)
+            predictor = build_predictor(settings)
         except (ValueError, OSError, ImportError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)

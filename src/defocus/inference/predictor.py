@@ -216,13 +216,11 @@ class Predictor:
 
     def with_options(self, **changes) -> "Predictor":
         """A predictor that runs this one's loaded model (nothing is loaded again) with the named
-        :class:`PredictOptions` fields changed, e.g. ``predictor.with_options(size=512, keep_aspect=True)``."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(PredictOptions)})
-        if unknown:
-            raise TypeError(f"with_options got unexpected keyword argument(s) {unknown}; options: "
-                            f"{', '.join(f.name for f in dataclasses.fields(PredictOptions))}")
+        :class:`PredictOptions` fields changed, e.g. ``predictor.with_options(size=512, keep_aspect=True)``; any
+        other name is a ``TypeError``."""
+        options = dataclasses.replace(self.options, **changes)
         variant = copy.copy(self)
-        variant.options = dataclasses.replace(self.options, **changes)
+        variant.options = options
         return variant
 
     # -- preprocessing

@@ -7,6 +7,14 @@ from ..inference import Predictor
 from .settings import ServeSettings
 
 
+def build_predictor(settings: ServeSettings) -> Predictor:
+    """The predictor a server with ``settings`` runs by default (loads the model)."""
+    s = settings
+    return Predictor(model=s.model, device=s.device, size=s.size, keep_aspect=s.keep_aspect, upscale=s.upscale,
+                     threshold=s.threshold, upsample=s.upsample, max_pixels=s.max_pixels,
+                     batch_size=s.max_batch_files, workers=1)
+
+
 class ServerPredictors:
     """One loaded model; a request's (size, keep_aspect, upscale) gets a predictor that shares it
     (:meth:`Predictor.with_options`: only the preprocessing differs, so nothing is loaded again).
@@ -24,10 +32,7 @@ class ServerPredictors:
         threads at the same time)."""
         with self._lock:
             if self.default is None:
-                s = self.settings
-                self.default = Predictor(model=s.model, device=s.device, size=s.size, keep_aspect=s.keep_aspect,
-                                         upscale=s.upscale, threshold=s.threshold, upsample=s.upsample,
-                                         max_pixels=s.max_pixels, batch_size=s.max_batch_files, workers=1)
+                self.default = build_predictor(self.settings)
             return self.default
 
     def get(self, size: int, keep_aspect: bool, upscale: bool = True) -> Predictor:
