@@ -113,6 +113,24 @@ def test_crops_written_as_a_prepared_set_at_full_resolution(tmp_path):
         assert np.all(mask == (255 if c.kind == "sharp" else 0))
 
 
+def test_whole_label_crops_label_every_pixel_as_their_kind(tmp_path):
+    in_focus, undetermined = half_layout()
+    undetermined[::3, :] = True                  # every third row undetermined (flat parts)
+    rgb = write_set(tmp_path / "set", in_focus=in_focus, undetermined=undetermined)
+    crops = uniform_crops(tmp_path / "set", ["scene_A"], tmp_path / "out", whole_label=True)
+    assert {c.kind for c in crops} == {"blurred", "sharp"}
+    out = tmp_path / "out"
+    for c in crops:
+        assert c.determined < 1.0                # the pair labels left part of the window undetermined
+        image = np.asarray(Image.open(out / "images" / f"{c.stem}.png"))
+        assert np.array_equal(image, rgb[c.y:c.y + c.side, c.x:c.x + c.side])
+        mask = np.asarray(Image.open(out / "masks" / f"{c.stem}.png"))
+        ignore = np.asarray(Image.open(out / "ignore" / f"{c.stem}.png"))
+        assert np.all(mask == (255 if c.kind == "sharp" else 0)) and not ignore.any()
+    pair_labels = uniform_crops(tmp_path / "set", ["scene_A"], tmp_path / "eval")
+    assert all(np.asarray(Image.open(tmp_path / "eval" / "ignore" / f"{c.stem}.png")).any() for c in pair_labels)
+
+
 def test_missing_files_and_size_mismatch_are_data_errors(tmp_path):
     write_set(tmp_path / "set")
     with pytest.raises(DataError, match="image not found"):
@@ -129,9 +147,10 @@ def test_command_writes_the_crops(tmp_path):
     (tmp_path / "list.txt").write_text("scene_A.png\n")
     res = CliRunner().invoke(app, ["data", "uniform-crops", str(tmp_path / "set"), "--list-file",
                                    str(tmp_path / "list.txt"), "-o", str(tmp_path / "out"), "--purity", "0.99",
-                                   "--min-side", "1"])
+                                   "--min-side", "1", "--whole-label"])
     assert res.exit_code == 0, res.output
     assert "1 blurred and 1 sharp" in res.output
+    assert not np.asarray(Image.open(tmp_path / "out" / "ignore" / "scene_A_sharp.png")).any()
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["scene_A_blurred.png",
                                                                              "scene_A_sharp.png"]
 

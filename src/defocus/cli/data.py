@@ -182,6 +182,9 @@ def register(app: typer.Typer) -> None:
                                      "blurred (blurred crop) or in focus (sharp crop)."),
         min_side: int = typer.Option(200, "--min-side", help="Smallest window side in pixels (smaller crops, "
                                      "enlarged to a network's input size, no longer look sharp)."),
+        whole_label: bool = typer.Option(False, "--whole-label", help="Label every pixel of a crop as its kind "
+                                         "and none undetermined (crops for training; default: the pair labels, "
+                                         "for evaluation)."),
     ):
         """Cut from each labelled photo the window that is blurred everywhere and the one that is in focus
         (almost) everywhere, where there is one, at full resolution, and write them as a prepared set."""
@@ -206,7 +209,7 @@ def register(app: typer.Typer) -> None:
             stems = [p.stem for p in list_images(set_dir / "images")]
         try:
             crops = uniform_crops(set_dir, stems, out, side=side, stride=stride, min_determined=min_determined,
-                                  purity=purity, min_side_px=min_side)
+                                  purity=purity, min_side_px=min_side, whole_label=whole_label)
         except (DataError, ValueError, OSError) as e:
             _fail(str(e))
         n = {k: sum(c.kind == k for c in crops) for k in (BLURRED, SHARP)}

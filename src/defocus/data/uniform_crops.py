@@ -13,6 +13,12 @@ window, EXIF orientation applied as the labels were, no resampling; PNG so nothi
 ``OUT/masks/<stem>_<kind>.png`` (255 = in focus), ``OUT/ignore/<stem>_<kind>.png`` (255 = undetermined), the
 stem lists ``OUT/blurred.txt`` and ``OUT/sharp.txt``, and ``OUT/crops.tsv`` (source stem, kind, window
 ``x y side``, labelled share, purity). Use one output folder per stem list (split).
+
+With ``whole_label`` the crops are written for training instead: every pixel carries its crop's kind (the mask is
+all in focus for a sharp crop, all blurred for a blurred one) and no pixel is undetermined, as a person labels a
+photo that is sharp or blurred everywhere. The pair labels leave flat parts of a crop undetermined, and a training
+loss that fills undetermined pixels from another model's prediction would otherwise hand a sharp crop's walls to
+a model that calls small sharp photos blurred. Evaluation crops keep the pair labels (the default).
 """
 from __future__ import annotations
 
@@ -141,10 +147,12 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRIDE,
                   min_determined: float = MIN_DETERMINED, purity: float = PURITY,
-                  min_side_px: int = MIN_SIDE_PX) -> list[UniformCrop]:
+                  min_side_px: int = MIN_SIDE_PX, whole_label: bool = False) -> list[UniformCrop]:
     """Cut the uniform crops of the images ``stems`` of the prepared set ``set_dir`` (``images/``, ``masks/``
     255 = in focus, ``ignore/`` 255 = undetermined) and write them as a prepared set under ``out`` (layout in the
     module docstring). At most one crop of each kind per image. Returns the crops, in stem order, blurred first.
+    ``whole_label``: label every pixel of a crop as its kind, none undetermined (training crops; module
+    docstring).
 
     Raises:
         DataError: a missing folder or file, or a mask whose size differs from its image.
@@ -183,8 +191,11 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
             rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         win = np.s_[c.y:c.y + c.side, c.x:c.x + c.side]
         _save_png(rgb[win], out / "images" / f"{c.stem}.png")
-        _save_png(in_focus[win].astype(np.uint8) * 255, out / "masks" / f"{c.stem}.png")
-        _save_png(undetermined[win].astype(np.uint8) * 255, out / "ignore" / f"{c.stem}.png")
+        mask, ignore = in_focus[win], undetermined[win]
+        if whole_label:
+            mask, ignore = np.full_like(mask, c.kind == SHARP), np.zeros_like(ignore)
+        _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{c.stem}.png")
+        _save_png(ignore.astype(np.uint8) * 255, out / "ignore" / f"{c.stem}.png")
     for kind in KINDS:
         (out / f"{kind}.txt").write_text("".join(f"{c.stem}\n" for c in crops if c.kind == kind))
     rows = ["stem\tkind\tsource\tx\ty\tside\tdetermined\tpurity"]
