@@ -228,6 +228,27 @@ def test_train_transform_zoom_cuts_one_window_from_image_and_masks():
         train_transform(zoom=(0.0, 1.0))
 
 
+def test_train_transform_without_upscale_mirrors_small_photos_out_to_the_size():
+    # every pixel encodes its column and row: the kept part and the mirrored part can be read back
+    cols, rows = np.meshgrid(np.arange(40), np.arange(12))
+    img = np.stack([cols * 6, rows * 20, np.zeros_like(cols)], -1).astype(np.uint8)
+    mask = ((cols + rows) % 2 * 255).astype(np.uint8)
+    ignore = (rows >= 9).astype(np.uint8) * 255
+    t = train_transform(size=32, hflip=0.0, jitter=0.0, upscale=False, mean=(0, 0, 0), std=(1, 1, 1))
+    x, y, valid = t(img, mask, ignore)
+    assert x.shape == (3, 32, 32) and y.shape == valid.shape == (1, 32, 32)
+    row_of = np.rint(x[1].numpy() * 255 / 20).astype(int)
+    # rows 0-11 as taken (12 < 32: not enlarged), then mirrored: 10, 9, ..., 0, 1, ... (no edge row repeated)
+    np.testing.assert_array_equal(row_of[:, 0], [*range(12), *range(10, -1, -1), *range(1, 10)])
+    expected_mask = np.asarray(Image.fromarray(mask).resize((32, 12), Image.NEAREST)) // 255
+    np.testing.assert_array_equal(y[0, :12].numpy(), expected_mask)             # the width (40 > 32) shrinks
+    np.testing.assert_array_equal(y[0, 12:23].numpy(), expected_mask[10::-1])   # labels mirrored with the image
+    np.testing.assert_array_equal(valid[0, :23, 0].numpy(), [1] * 9 + [0] * 5 + [1] * 9)  # rows 9-11 and 10-9
+    tiny = train_transform(size=32, upscale=False)(np.zeros((5, 3, 3), np.uint8), np.zeros((5, 3), np.uint8))
+    assert tiny[0].shape == (3, 32, 32)                                          # several reflections
+    assert train_transform(size=32, upscale=True)(img, mask)[0].shape == (3, 32, 32)
+
+
 def test_eval_transform_full_resolution_target():
     img = Image.new("RGB", (40, 30))
     mask = Image.new("L", (40, 30), 255)

@@ -162,6 +162,7 @@ class DataConfig:
     jitter: float = 0.1
     zoom: Optional[tuple[float, float]] = None    # not in the paper: crop a random share of the area, then resize
     zoom_prob: float = 0.5                        # share of training samples zoomed (with ``zoom`` set)
+    upscale: bool = True                          # False (not in the paper): never enlarge a side, mirror out to size
     batch_size: int = 6
     num_workers: int = 8
     drop_last: bool = True

@@ -24,20 +24,57 @@ from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 class PairedResize(v2.Transform):
     """Resize to ``size`` (int = square, aspect not kept, as the paper does): images bilinear (PIL's resampling
     for PIL input, as the reference), masks nearest with pixel-centre sampling (``NEAREST_EXACT``, which picks
-    the same source pixels as PIL's nearest resize the reference uses)."""
+    the same source pixels as PIL's nearest resize the reference uses). ``upscale=False`` (not in the paper) never
+    enlarges: a side shorter than its target keeps its length, as ``Predictor(upscale=False)`` runs a small photo
+    (follow it with :class:`MirrorPad` to batch such samples)."""
 
     def __init__(self, size, image_interpolation=InterpolationMode.BILINEAR,
-                 mask_interpolation=InterpolationMode.NEAREST_EXACT):
+                 mask_interpolation=InterpolationMode.NEAREST_EXACT, upscale: bool = True):
         super().__init__()
         self.size = [size, size] if isinstance(size, int) else list(size)
         self.image_interpolation = image_interpolation
         self.mask_interpolation = mask_interpolation
+        self.upscale = upscale
+
+    def make_params(self, flat_inputs) -> dict:
+        """The output ``size`` [height, width] of this sample."""
+        if self.upscale:
+            return {"size": self.size}
+        height, width = v2.query_size(flat_inputs)
+        return {"size": [min(self.size[0], height), min(self.size[1], width)]}
 
     def transform(self, inpt, params):
         """Resize one input according to its type."""
         if isinstance(inpt, tv_tensors.Mask):
-            return TF.resize(inpt, self.size, interpolation=self.mask_interpolation)
-        return TF.resize(inpt, self.size, interpolation=self.image_interpolation, antialias=True)
+            return TF.resize(inpt, params["size"], interpolation=self.mask_interpolation)
+        return TF.resize(inpt, params["size"], interpolation=self.image_interpolation, antialias=True)
+
+
+class MirrorPad(v2.Transform):
+    """Pad the bottom and right of a sample smaller than ``size`` out to it by mirroring the image and every mask
+    alike, so that a photo that was not enlarged (``PairedResize(upscale=False)``) batches with the others: the
+    mirrored part is the same scene with its own labels, and a mirror adds no flat band or edge of its own."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = [size, size] if isinstance(size, int) else list(size)
+
+    def make_params(self, flat_inputs) -> dict:
+        """The rows and columns to add."""
+        height, width = v2.query_size(flat_inputs)
+        return {"rows": max(0, self.size[0] - height), "cols": max(0, self.size[1] - width)}
+
+    def transform(self, inpt, params):
+        """Mirror one input out to the size (in steps: one reflection adds at most its side - 1)."""
+        rows, cols = params["rows"], params["cols"]
+        while rows > 0 or cols > 0:
+            height, width = v2.query_size([inpt])
+            if min(height, width) < 2:
+                return TF.pad(inpt, [0, 0, cols, rows], padding_mode="edge")
+            add_rows, add_cols = min(rows, height - 1), min(cols, width - 1)
+            inpt = TF.pad(inpt, [0, 0, add_cols, add_rows], padding_mode="reflect")
+            rows, cols = rows - add_rows, cols - add_cols
+        return inpt
 
 
 class RandomZoom(v2.Transform):
@@ -125,20 +162,24 @@ def _tail(mean, std) -> list:
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
                     jitter: float = 0.1, zoom: Optional[tuple[float, float]] = None,
-                    zoom_prob: float = 0.5) -> PairTransform:
+                    zoom_prob: float = 0.5, upscale: bool = True) -> PairTransform:
     """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
     EfficientNet-Lite). ``size=None`` keeps the input size. ``zoom`` (not in the paper): with probability
     ``zoom_prob`` a window covering that share of the area (low, high) is cut before the resize
-    (:class:`RandomZoom`)."""
+    (:class:`RandomZoom`). ``upscale=False`` (not in the paper): a side shorter than ``size`` is not enlarged; the
+    sample is mirrored out to ``size`` instead (:class:`MirrorPad`), so the network learns sharpness at the scale
+    ``Predictor(upscale=False)`` shows it small photos."""
     ops = []
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(p=hflip))
     if zoom is not None and zoom_prob > 0:
         ops.append(RandomZoom(zoom, p=zoom_prob))
     if size is not None:
-        ops.append(PairedResize(size))
+        ops.append(PairedResize(size, upscale=upscale))
+        if not upscale:
+            ops.append(MirrorPad(size))
     if jitter > 0:
         ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))
     return PairTransform(ops + _tail(mean, std), size, mean, std)
@@ -163,6 +204,10 @@ class _ImageOnly(v2.Transform):
     def __init__(self, inner: v2.Transform):
         super().__init__()
         self.inner = inner
+
+    def make_params(self, flat_inputs) -> dict:
+        """The inner transform's parameters."""
+        return self.inner.make_params(flat_inputs)
 
     def transform(self, inpt, params):
         """Pass masks through; delegate everything else."""
