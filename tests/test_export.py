@@ -249,3 +249,34 @@ def test_bf16_on_cpu_is_close_and_fp16_is_refused(tiny, shared_dir):
         Predictor(tiny, device="cpu", precision="fp16")
     with pytest.raises(ValueError, match="torch backend only"):
         Predictor(tiny, device="cpu", precision="bf16", backend="onnx")
+
+
+def test_a_model_trained_without_enlarging_runs_small_photos_at_their_own_size(tmp_path):
+    """The input default a network file records (``with_input_upscale``) survives saving, loading and the ONNX
+    export, and is what ``Predictor`` uses unless told otherwise; files without it keep the paper's enlargement."""
+    import copy
+
+    from defocus.models import load_model, with_input_upscale
+
+    torch.manual_seed(0)
+    plain = create_model("dffnet", backbone=TINY_BACKBONE).eval()
+    marked = with_input_upscale(copy.deepcopy(plain), False)
+    assert "upscale" not in plain.config and marked.config["upscale"] is False
+    paths = {"plain": save_model(plain, tmp_path / "plain.safetensors"),
+             "marked": save_model(marked, tmp_path / "marked.safetensors")}
+    assert load_model(paths["marked"]).config["upscale"] is False
+    assert "upscale" not in load_model(paths["plain"]).config
+    pytest.importorskip("onnxruntime")
+    from defocus.export import export_onnx
+
+    export_onnx(load_model(paths["marked"]), tmp_path / "marked.onnx", check=False)
+    candidates = {"plain": [str(paths["plain"])], "marked": [str(paths["marked"]), str(tmp_path / "marked.onnx")]}
+    small = np.full((40, 60, 3), 128, np.uint8)
+    for name, files in candidates.items():
+        for f in files:
+            p = Predictor(f, device="cpu", size=96)
+            assert p.options.upscale is (name == "plain"), f
+            assert p.input_size((60, 40)) == ((96, 96) if name == "plain" else (60, 40))
+            assert p.predict(small).prob_lowres.shape == ((96, 96) if name == "plain" else (40, 60))
+            assert Predictor(f, device="cpu", size=96, upscale=True).input_size((60, 40)) == (96, 96)
+            assert p.with_options(upscale=True).with_options(upscale=None).options.upscale is (name == "plain")

@@ -45,9 +45,11 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio (long side = size) "
                                          "instead of the paper's square resize."),
-        upscale: bool = typer.Option(True, "--upscale/--no-upscale",
-                                     help="Enlarge photos smaller than the input size (the paper's); --no-upscale "
-                                          "runs them at their own size (enlarging softens a sharp photo)."),
+        upscale: Optional[bool] = typer.Option(None, "--upscale/--no-upscale",
+                                               help="Enlarge photos smaller than the input size (the paper's); "
+                                                    "--no-upscale runs them at their own size (enlarging softens a "
+                                                    "sharp photo). Default: the model's own (the bundled model: "
+                                                    "--no-upscale; other models: --upscale)."),
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (their layout "
                                        "is kept under the output folder)."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume: skip the images whose outputs "

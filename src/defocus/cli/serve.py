@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(320, "--size", min=32, max=1536, help="Default network input size (the "
                                  "paper's 320)."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio by default."),
-        upscale: bool = typer.Option(True, "--upscale/--no-upscale", help="Enlarge images smaller than the input "
-                                     "size by default (the paper's)."),
+        upscale: Optional[bool] = typer.Option(None, "--upscale/--no-upscale", help="Enlarge images smaller than "
+                                               "the input size by default (the paper's). Default: the model's own "
+                                               "(the bundled model: no)."),
         threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Default mask threshold."),
         upsample: str = typer.Option("bilinear", "--upsample", help="bilinear, or nearest (the paper's)."),
         max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file."),

@@ -29,6 +29,7 @@ class ModelInfo:
     mean: tuple | None = None
     std: tuple | None = None
     notes: str = ""
+    upscale: bool = True        # the model's input default for small photos (models.io.UPSCALE_KEY)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable description (recorded in ``summary.json``)."""
@@ -110,5 +111,5 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
     if mean is None or std is None:
         raise ValueError(f"model {model!r} has no input normalisation (config 'mean'/'std')")
     info = ModelInfo("network", cfg.get("name", type(net).__name__), cfg.get("backbone"), source,
-                     tuple(mean), tuple(std))
+                     tuple(mean), tuple(std), upscale=bool(cfg.get("upscale", True)))
     return net, info

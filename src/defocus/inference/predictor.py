@@ -51,9 +51,11 @@ class PredictOptions:
             ratio kept and the long side reduced to at most
             :data:`~defocus.inference.runners.CLASSICAL_MAX_SIDE`.
         keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
-        upscale: resize images smaller than the input size up to it (the paper's, default). ``False`` never
-            enlarges a side: a photo smaller than ``size`` runs at its own size on that side (enlarging a sharp
-            photo softens it, and the network then calls it blurred; benchmarks/RESULTS_pairs.md).
+        upscale: resize images smaller than the input size up to it (the paper's). ``False`` never enlarges a
+            side: a photo smaller than ``size`` runs at its own size on that side (enlarging a sharp photo
+            softens it, and a network fine-tuned on enlarged photos then calls it blurred;
+            benchmarks/RESULTS_pairs.md). ``None`` (default): the model's own - ``False`` for a network trained
+            without enlarging (its file says so, e.g. the bundled model), else the paper's ``True``.
         threshold: mask threshold on the probability (``prob >= threshold`` is in focus). ``None`` (default):
             the model's own - 0.5 for networks, each classical method's from its paper (LBP's T_seg = 0.3; HiFST,
             whose paper fixes none, Otsu's threshold of each map; see docs/classical.md).
@@ -70,7 +72,7 @@ class PredictOptions:
 
     size: int = DEFAULT_SIZE
     keep_aspect: bool = False
-    upscale: bool = True
+    upscale: bool | None = None
     threshold: float | None = None
     upsample: str = "bilinear"
     fast_decode: bool = False
@@ -179,8 +181,9 @@ class Predictor:
 
     def __init__(self, model="default", *, method: str | None = None, device="auto", backend: str = "auto",
                  options: PredictOptions | None = None, runtime: RuntimeOptions | None = None, **overrides):
-        self.options, self.runtime = split_options(options, runtime, overrides)
+        options, self.runtime = split_options(options, runtime, overrides)
         self.runner: Runner = make_runner(model, method, backend, device, self.runtime)
+        self.options = self._resolved(options)
         o = self.options
         log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
                  f"long side {o.size}" if o.keep_aspect else f"{o.size}x{o.size}")
@@ -218,10 +221,16 @@ class Predictor:
         """A predictor that runs this one's loaded model (nothing is loaded again) with the named
         :class:`PredictOptions` fields changed, e.g. ``predictor.with_options(size=512, keep_aspect=True)``; any
         other name is a ``TypeError``."""
-        options = dataclasses.replace(self.options, **changes)
+        options = self._resolved(dataclasses.replace(self.options, **changes))
         variant = copy.copy(self)
         variant.options = options
         return variant
+
+    def _resolved(self, options: PredictOptions) -> PredictOptions:
+        """``options`` with ``upscale=None`` replaced by the model's own input default."""
+        if options.upscale is None:
+            return dataclasses.replace(options, upscale=self.runner.info.upscale)
+        return options
 
     # -- preprocessing
     def input_size(self, native: tuple[int, int]) -> tuple[int, int]:

@@ -14,6 +14,18 @@ from .authors import load_authors_checkpoint
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
+#: Config key of a network's input default for photos smaller than its input size: ``False`` = it was trained
+#: without enlarging them (``data.upscale: false``), so :class:`~defocus.Predictor` runs them at their own size
+#: unless told otherwise. Absent = the paper's enlargement.
+UPSCALE_KEY = "upscale"
+
+
+def with_input_upscale(model, upscale: bool):
+    """``model`` with its input default for photos smaller than the input size recorded in its config, so that
+    it is saved (:func:`save_model`) and exported to ONNX with it: ``False`` for a network trained with
+    ``data.upscale: false``. Returns the same model."""
+    model.config = {**model.config, UPSCALE_KEY: bool(upscale)}
+    return model
 
 
 def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | None = None) -> Path:
@@ -69,6 +81,7 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     name, backbone = cfg.pop("name"), cfg.pop("backbone")
     cfg.pop("mean", None)
     cfg.pop("std", None)
+    upscale = cfg.pop(UPSCALE_KEY, None)
     sd = load_file(str(path))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     model = _build_without_storage(name, backbone, cfg)
@@ -80,6 +93,8 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     if model is None:
         model = create_model(name, backbone=backbone, pretrained=False, **cfg)
         model.load_state_dict(sd, strict=True)
+    if upscale is not None:
+        with_input_upscale(model, upscale)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -128,8 +128,11 @@ def without_depth_heads(model):
     name, backbone = cfg.pop("name"), cfg.pop("backbone")
     if name != "rdffnet":
         raise ValueError(f"only an 'rdffnet' has depth heads to drop (got {name!r})")
+    upscale = cfg.pop("upscale", None)        # the input default (models.io.UPSCALE_KEY) travels with the network
     for key in ("mean", "std", "depth_heads", "final_depth_head"):
         cfg.pop(key, None)
     plain = create_model("dffnet", backbone=backbone, pretrained=False, **cfg)
+    if upscale is not None:
+        plain.config = {**plain.config, "upscale": upscale}
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not is_depth_head(k)}, strict=True)
     return plain.to(next(model.parameters()).device).train(model.training)

@@ -149,7 +149,7 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
     s = state.settings
     return jobs.Options(size=s.size if size is None else size,
                         keep_aspect=s.keep_aspect if keep_aspect is None else keep_aspect,
-                        upscale=s.upscale if upscale is None else upscale,
+                        upscale=state.require_ready().options.upscale if upscale is None else upscale,
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
 
 
@@ -214,7 +214,7 @@ def _api_router(state: ServerState) -> APIRouter:
         predictor = state.require_ready()
         s = state.settings
         return {"models": [{**predictor.info.to_dict(), "default": True}],
-                "defaults": {"size": s.size, "keep_aspect": s.keep_aspect, "upscale": s.upscale,
+                "defaults": {"size": s.size, "keep_aspect": s.keep_aspect, "upscale": predictor.options.upscale,
                              "threshold": s.threshold,
                              "upsample": s.upsample},
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_pixels": s.max_pixels,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..defaults import SERVE_MAX_PIXELS
 
@@ -22,7 +23,8 @@ class ServeSettings:
         model: what :class:`~defocus.inference.Predictor` loads (``"default"``: the bundled weights).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
         size, keep_aspect, upscale, threshold, upsample: prediction defaults; ``size``, ``keep_aspect``,
-            ``upscale`` and ``threshold`` can be overridden per request.
+            ``upscale`` and ``threshold`` can be overridden per request. ``upscale=None``: the model's own
+            (:class:`~defocus.inference.PredictOptions`).
         workers: inference threads; the network itself runs one batch at a time, the threads overlap decoding
             and encoding with it.
         queue_size: requests that may wait for a free worker; beyond ``workers + queue_size`` requests in
@@ -41,7 +43,7 @@ class ServeSettings:
     device: str = "auto"
     size: int = 320
     keep_aspect: bool = False
-    upscale: bool = True
+    upscale: Optional[bool] = None
     threshold: float = 0.5
     upsample: str = "bilinear"
     workers: int = 2
