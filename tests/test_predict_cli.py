@@ -315,3 +315,16 @@ def test_no_upscale_is_recorded_and_runs_small_photos_at_their_size(tmp_path, ti
     assert Image.open(tmp_path / "o" / "small_prob.png").size == (48, 32)
     r = run(p, "-o", tmp_path / "d", "--model", tiny_ckpt)
     assert json.loads((tmp_path / "d" / "summary.json").read_text())["settings"]["upscale"] is True
+
+
+def test_upscale_flag_defaults_to_the_models_own(tmp_path, tiny_ckpt):
+    """Without --upscale/--no-upscale the model's own input default applies: the bundled model (trained without
+    enlarging) runs a 48x32 photo at its own size, another network enlarges it as the paper does."""
+    photo(tmp_path / "in" / "small.png")
+    cases = {"bundled": ["--model", "default"], "bundled-upscale": ["--model", "default", "--upscale"],
+             "tiny": ["--model", tiny_ckpt], "tiny-no-upscale": ["--model", tiny_ckpt, "--no-upscale"]}
+    for name, args in cases.items():
+        r = run(tmp_path / "in", "-o", tmp_path / name, "--save", "prob", *args)
+        assert r.exit_code == 0, r.output
+        settings = json.loads((tmp_path / name / "summary.json").read_text())["settings"]
+        assert settings["upscale"] is (name in ("bundled-upscale", "tiny")), name
