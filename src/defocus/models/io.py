@@ -111,6 +111,11 @@ def average_models(paths, device="cpu"):
     for path in paths[1:]:
         other = load_model(path)
         if other.config != model.config:
+            bare = [{k: v for k, v in c.items() if k != UPSCALE_KEY} for c in (other.config, model.config)]
+            if bare[0] == bare[1]:
+                raise ValueError(f"{path}: another input default than {paths[0]} ({UPSCALE_KEY} "
+                                 f"{other.config.get(UPSCALE_KEY)} vs {model.config.get(UPSCALE_KEY)}): average "
+                                 "files without it and record one on the mean (with_input_upscale)")
             raise ValueError(f"{path}: another architecture than {paths[0]} ({other.config} vs {model.config})")
         for k, v in other.state_dict().items():
             if v.is_floating_point():
