@@ -3,6 +3,11 @@
 #: The paper's test-time input side: images are squashed to PAPER_SIZE x PAPER_SIZE (docs/method.md, "Evaluation").
 PAPER_SIZE = 320
 
+#: Config key of a network's input default for photos smaller than its input size: ``False`` = it was trained
+#: without enlarging them (``data.upscale: false``), so ``Predictor`` runs them at their own size unless told
+#: otherwise. Absent = the paper's enlargement. Saved with the weights and exported to ONNX with them.
+UPSCALE_KEY = "upscale"
+
 #: ONNX opset of ``defocus export``.
 DEFAULT_OPSET = 17
 

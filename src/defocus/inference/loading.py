@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve_default
+from ..defaults import UPSCALE_KEY
 from ..devices import resolve_device  # noqa: F401  (part of this module's API)
 from ..optional import require_torch
 
@@ -29,7 +30,13 @@ class ModelInfo:
     mean: tuple | None = None
     std: tuple | None = None
     notes: str = ""
-    upscale: bool = True        # the model's input default for small photos (models.io.UPSCALE_KEY)
+    upscale: bool = True        # the model's input default for small photos (defaults.UPSCALE_KEY)
+
+    @classmethod
+    def from_config(cls, kind: str, cfg: dict, source: str, default_name: str) -> "ModelInfo":
+        """What a network's config says of it: name, backbone, input normalisation and input default."""
+        return cls(kind, cfg.get("name", default_name), cfg.get("backbone"), source, tuple(cfg["mean"]),
+                   tuple(cfg["std"]), upscale=bool(cfg.get(UPSCALE_KEY, True)))
 
     def to_dict(self) -> dict:
         """A JSON-serialisable description (recorded in ``summary.json``)."""
@@ -110,6 +117,5 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
     mean, std = cfg.get("mean"), cfg.get("std")
     if mean is None or std is None:
         raise ValueError(f"model {model!r} has no input normalisation (config 'mean'/'std')")
-    info = ModelInfo("network", cfg.get("name", type(net).__name__), cfg.get("backbone"), source,
-                     tuple(mean), tuple(std), upscale=bool(cfg.get("upscale", True)))
+    info = ModelInfo.from_config("network", cfg, source, type(net).__name__)
     return net, info

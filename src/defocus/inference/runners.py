@@ -179,8 +179,7 @@ class OnnxRunner(Runner):
         except Exception as e:
             raise ValueError(f"{path}: cannot load this ONNX model ({e})") from None
         cfg = read_onnx_config(session)
-        info = ModelInfo("onnx", cfg.get("name", "onnx"), cfg.get("backbone"), str(path), tuple(cfg["mean"]),
-                         tuple(cfg["std"]), upscale=bool(cfg.get("upscale", True)))
+        info = ModelInfo.from_config("onnx", cfg, str(path), "onnx")
         return cls(session, info, dev)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -10,14 +10,11 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_create
 from ..bundled import resolve_default
+from ..defaults import UPSCALE_KEY
 from .authors import load_authors_checkpoint
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
-#: Config key of a network's input default for photos smaller than its input size: ``False`` = it was trained
-#: without enlarging them (``data.upscale: false``), so :class:`~defocus.Predictor` runs them at their own size
-#: unless told otherwise. Absent = the paper's enlargement.
-UPSCALE_KEY = "upscale"
 
 
 def with_input_upscale(model, upscale: bool):
