@@ -256,6 +256,13 @@ def test_eval_transform_full_resolution_target():
     assert x.shape == (3, 32, 32) and y.shape == (1, 30, 40) and (y == 1).all()
 
 
+def test_eval_transform_without_upscale_keeps_small_sides():
+    img, mask = Image.new("RGB", (40, 20)), Image.new("L", (40, 20), 255)
+    x, y = eval_transform(32, upscale=False)(img, mask)
+    assert x.shape == (3, 20, 32) and y.shape == (1, 20, 32) and (y == 1).all()   # only the long side shrinks
+    assert eval_transform(32)(img, mask)[0].shape == (3, 32, 32)
+
+
 def test_real_samples_load(shared_dir):
     base = shared_dir / "data/CUHK/TE-1_btbnet320_samples"
     ds = DBDDataset(load_pairs("folder", image_dir=base / "images", mask_dir=base / "masks", mask_white="in-focus"),

@@ -202,3 +202,28 @@ def test_validation_keeps_the_best_model_and_a_budget_stops_cleanly(tmp_path):
     assert not short.complete and short.step == 1
     assert defocus.load_model(short.model_path) is not None
     assert load_checkpoint(short.checkpoint_path)["step"] == 1
+
+
+class SmallPhotos(torch.utils.data.Dataset):
+    """ToyDefocus items cut to sizes under the training size, each its own (as photos kept at their own size)."""
+
+    sizes = [(40, 64), (64, 48), (32, 24)]
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, i):
+        h, w = self.sizes[i]
+        return {k: (v[..., :h, :w] if torch.is_tensor(v) else v) for k, v in ToyDefocus(3)[i].items()}
+
+
+def test_trained_without_enlarging_the_model_records_it_and_validates_photos_at_their_own_size(tmp_path):
+    cfg = make_cfg(tmp_path, "stage1", ["epochs=1", "data.upscale=false", "val_every=1", "skip_last_epoch=false"])
+    result = Trainer(cfg, train_dataset=ToyDefocus(2), val_dataset=SmallPhotos()).fit()
+    val = (tmp_path / "val.csv").read_text().strip().splitlines()
+    assert len(val) == 2 and val[1].split(",")[2] == "3"          # all three photos scored, at their own sizes
+    for path in (result.model_path, tmp_path / "model_best.safetensors"):
+        assert defocus.load_model(path).config["upscale"] is False
+        assert defocus.Predictor(path, backend="torch", device="cpu").options.upscale is False
+    paper = Trainer(make_cfg(tmp_path / "paper", "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(2)).fit()
+    assert "upscale" not in defocus.load_model(paper.model_path).config   # the paper's default: nothing recorded

@@ -247,6 +247,13 @@ def test_average_models_is_the_element_wise_mean(tmp_path):
     marked = save_model(with_input_upscale(load_model(paths[1]), False), tmp_path / "marked.safetensors")
     with pytest.raises(ValueError, match="another input default"):
         average_models([paths[0], marked])
+    mixed = average_models([paths[0], marked], upscale=False)          # told the mean's own: averaged
+    assert mixed.config["upscale"] is False
+    assert torch.allclose(mixed.state_dict()["decoder.top.conv.weight"],
+                          (states[0]["decoder.top.conv.weight"] + states[1]["decoder.top.conv.weight"]) / 2, atol=1e-6)
+    assert average_models([marked, marked], upscale=True).config["upscale"] is True
+    with pytest.raises(ValueError, match="another architecture"):
+        average_models([paths[0], other], upscale=False)
     with pytest.raises(ValueError, match="at least two"):
         average_models(paths[:1])
 

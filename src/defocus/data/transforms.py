@@ -186,15 +186,15 @@ def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip
 
 
 def eval_transform(size: Optional[int] = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                   resize_mask: bool = True) -> PairTransform:
+                   resize_mask: bool = True, upscale: bool = True) -> PairTransform:
     """Evaluation: resize to ``size`` x ``size`` (``None`` keeps the input size) and normalise. With
-    ``resize_mask=False`` the target keeps the mask's original size (full-resolution scoring, batch size 1)."""
+    ``resize_mask=False`` the target keeps the mask's original size (full-resolution scoring, batch size 1).
+    ``upscale=False`` (not in the paper) never enlarges a side, as ``Predictor(upscale=False)``: samples of
+    photos smaller than ``size`` keep their own size (batch size 1)."""
     ops = []
     if size is not None:
-        if resize_mask:
-            ops.append(PairedResize(size))
-        else:
-            ops.append(_ImageOnly(PairedResize(size)))
+        resize = PairedResize(size, upscale=upscale)
+        ops.append(resize if resize_mask else _ImageOnly(resize))
     return PairTransform(ops + _tail(mean, std), size, mean, std)
 
 

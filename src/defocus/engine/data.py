@@ -91,10 +91,11 @@ def build_synthetic(spec: SyntheticData, size: int, transform, seed: int, with_v
 
 
 def build_val_dataset(data: DataConfig, mean, std) -> Optional[object]:
-    """The validation set (``data.val``) at the training size, or None."""
+    """The validation set (``data.val``) at the training size, or None. With ``data.upscale: false`` a photo
+    smaller than that keeps its own size on that side, as the network will be run (items then differ in size)."""
     if data.val is None:
         return None
     from ..data import build_dataset, transforms
 
-    tf = transforms.eval_transform(data.size, mean=mean, std=std)
+    tf = transforms.eval_transform(data.size, mean=mean, std=std, upscale=data.upscale)
     return build_dataset(transform=tf, **data.val.dataset_kwargs(data.data_root, data.list_file))

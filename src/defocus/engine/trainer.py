@@ -348,7 +348,8 @@ class Trainer:
         scorer = metrics.Scorer(protocol=metrics.get_protocol("standard" if has_ignore else "paper"), dataset=name)
         model = self.stage.student
         model.eval()
-        loader = DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=False,
+        # photos kept at their own size (data.upscale: false) differ in size: one at a time
+        loader = DataLoader(ds, batch_size=self.cfg.data.batch_size if self.cfg.data.upscale else 1, shuffle=False,
                             num_workers=self.cfg.data.num_workers)
         with torch.no_grad():
             for batch in loader:

@@ -95,30 +95,38 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     return model.to(device=device, dtype=dtype).eval()
 
 
-def average_models(paths, device="cpu"):
+def average_models(paths, device="cpu", upscale: bool | None = None):
     """The element-wise mean of the weights in ``paths`` (defocus safetensors files of one architecture, e.g.
     fine-tuning runs from the same start: a "model soup"): every floating parameter and buffer (BatchNorm
     statistics too) is averaged in float32; integer buffers (BatchNorm's batch counters) come from the first file.
+    Files must agree on their recorded input default (``upscale``) unless ``upscale`` is given: the mean then
+    records that one (:func:`with_input_upscale`), e.g. for runs trained with and without enlarging small photos.
     Returns the first file's model, in eval mode on ``device``, holding the mean."""
     paths = list(paths)
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weight files, got {len(paths)}")
+
+    def architecture(config: dict) -> dict:
+        return config if upscale is None else {k: v for k, v in config.items() if k != UPSCALE_KEY}
+
     model = load_model(paths[0])
     total = {k: v.clone() for k, v in model.state_dict().items()}
     for path in paths[1:]:
         other = load_model(path)
-        if other.config != model.config:
+        if architecture(other.config) != architecture(model.config):
             bare = [{k: v for k, v in c.items() if k != UPSCALE_KEY} for c in (other.config, model.config)]
             if bare[0] == bare[1]:
                 raise ValueError(f"{path}: another input default than {paths[0]} ({UPSCALE_KEY} "
-                                 f"{other.config.get(UPSCALE_KEY)} vs {model.config.get(UPSCALE_KEY)}): average "
-                                 "files without it and record one on the mean (with_input_upscale)")
+                                 f"{other.config.get(UPSCALE_KEY)} vs {model.config.get(UPSCALE_KEY)}): pass the "
+                                 "mean's own (upscale=True or False)")
             raise ValueError(f"{path}: another architecture than {paths[0]} ({other.config} vs {model.config})")
         for k, v in other.state_dict().items():
             if v.is_floating_point():
                 total[k] += v
     mean = {k: v / len(paths) if v.is_floating_point() else v for k, v in total.items()}
     model.load_state_dict(mean, strict=True)
+    if upscale is not None:
+        with_input_upscale(model, upscale)
     return model.to(device).eval()
 
 
