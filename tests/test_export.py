@@ -251,21 +251,24 @@ def test_bf16_on_cpu_is_close_and_fp16_is_refused(tiny, shared_dir):
         Predictor(tiny, device="cpu", precision="bf16", backend="onnx")
 
 
-def test_a_model_trained_without_enlarging_runs_small_photos_at_their_own_size(tmp_path):
-    """The input default a network file records (``with_input_upscale``) survives saving, loading and the ONNX
-    export, and is what ``Predictor`` uses unless told otherwise; files without it keep the paper's enlargement."""
+def test_a_model_runs_at_the_input_defaults_its_file_records(tmp_path):
+    """The input defaults a network file records (``with_input_defaults``: not enlarging small photos, its own
+    input size) survive saving, loading and the ONNX export, and are what ``Predictor`` uses unless told
+    otherwise; files without them keep the paper's enlargement and size."""
     import copy
 
-    from defocus.models import load_model, with_input_upscale
+    from defocus.models import load_model, with_input_defaults
 
     torch.manual_seed(0)
     plain = create_model("dffnet", backbone=TINY_BACKBONE).eval()
-    marked = with_input_upscale(copy.deepcopy(plain), False)
+    marked = with_input_defaults(copy.deepcopy(plain), upscale=False)
     assert "upscale" not in plain.config and marked.config["upscale"] is False
     paths = {"plain": save_model(plain, tmp_path / "plain.safetensors"),
              "marked": save_model(marked, tmp_path / "marked.safetensors")}
     assert load_model(paths["marked"]).config["upscale"] is False
     assert "upscale" not in load_model(paths["plain"]).config
+    sized = save_model(with_input_defaults(copy.deepcopy(marked), size=64), tmp_path / "sized.safetensors")
+    assert load_model(sized).config["input_size"] == 64 and load_model(sized).config["upscale"] is False
     pytest.importorskip("onnxruntime")
     from defocus.export import export_onnx
 
@@ -280,3 +283,12 @@ def test_a_model_trained_without_enlarging_runs_small_photos_at_their_own_size(t
             assert p.predict(small).prob_lowres.shape == ((96, 96) if name == "plain" else (40, 60))
             assert Predictor(f, device="cpu", size=96, upscale=True).input_size((60, 40)) == (96, 96)
             assert p.with_options(upscale=True).with_options(upscale=None).options.upscale is (name == "plain")
+    export_onnx(load_model(sized), tmp_path / "sized.onnx", check=False)
+    for f in (sized, tmp_path / "sized.onnx"):
+        p = Predictor(str(f), device="cpu")
+        assert (p.options.size, p.options.upscale, p.info.size) == (64, False, 64)
+        assert p.input_size((200, 100)) == (64, 64) and p.input_size((60, 40)) == (60, 40)
+        assert p.predict(small).prob_lowres.shape == (40, 60)
+        assert Predictor(str(f), device="cpu", size=96).input_size((200, 100)) == (96, 96)
+        assert p.with_options(size=32).with_options(size=None).options.size == 64
+    assert Predictor(str(paths["plain"]), device="cpu").options.size == 320       # the paper's

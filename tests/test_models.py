@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import defocus
 from defocus.models import (average_models, create_model, list_models, load_model, read_metadata, save_model,
-                            with_input_upscale)
+                            with_input_defaults)
 from defocus.models.blocks import RFB, ConvBN, up2
 
 TINY = "resnet18"  # small timm backbone with stride-4..32 levels; dffnet_vgg16 keeps its VGG16
@@ -244,8 +244,8 @@ def test_average_models_is_the_element_wise_mean(tmp_path):
     other = save_model(create_model("dffnet", backbone=TINY), tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="another architecture"):
         average_models([paths[0], other])
-    marked = save_model(with_input_upscale(load_model(paths[1]), False), tmp_path / "marked.safetensors")
-    with pytest.raises(ValueError, match="another input default"):
+    marked = save_model(with_input_defaults(load_model(paths[1]), upscale=False), tmp_path / "marked.safetensors")
+    with pytest.raises(ValueError, match="other input defaults"):
         average_models([paths[0], marked])
     mixed = average_models([paths[0], marked], upscale=False)          # told the mean's own: averaged
     assert mixed.config["upscale"] is False

@@ -8,6 +8,14 @@ PAPER_SIZE = 320
 #: otherwise. Absent = the paper's enlargement. Saved with the weights and exported to ONNX with them.
 UPSCALE_KEY = "upscale"
 
+#: Config key of a network's own input size (the square side, or the long side with ``keep_aspect``): the size it
+#: was chosen to run at. Absent = the paper's PAPER_SIZE. Saved and exported with the weights like UPSCALE_KEY.
+INPUT_SIZE_KEY = "input_size"
+
+#: The config keys that say how to run a network rather than what it is: two networks that differ only in them
+#: have the same architecture.
+INPUT_DEFAULT_KEYS = (INPUT_SIZE_KEY, UPSCALE_KEY)
+
 #: ONNX opset of ``defocus export``.
 DEFAULT_OPSET = 17
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from ..imageio import DEFAULT_MAX_PIXELS, SUMMARY_NAME
-from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_WORKERS, DRAFT_PIXELS, PRECISIONS,
+from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, DRAFT_PIXELS, PRECISIONS,
                          SAVE_CHOICES, UPSAMPLE_CHOICES)
 
 
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         method: Optional[str] = typer.Option(None, "--method", help="Training-free baseline instead of a network: "
                                              "lbp or hifst."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
-        size: int = typer.Option(DEFAULT_SIZE, "--size", min=1, help="Network input size (the paper's 320)."),
+        size: Optional[int] = typer.Option(None, "--size", min=1, help="Network input size. Default: the model's "
+                                           "own (the bundled model: 512; other models: the paper's 320)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                                   help="Mask threshold on the in-focus probability [default: 0.5; "
                                                        "with --method, the method's own: LBP 0.3, HiFST Otsu's]."),

@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
         queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a worker; beyond that "
                                   "the server answers 503 with Retry-After."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
-        size: int = typer.Option(320, "--size", min=32, max=1536, help="Default network input size (the "
-                                 "paper's 320)."),
+        size: Optional[int] = typer.Option(None, "--size", min=32, max=1536, help="Default network input size. "
+                                           "Default: the model's own (the bundled model: 512; other models: the "
+                                           "paper's 320)."),
         keep_aspect: bool = typer.Option(False, "--keep-aspect", help="Keep the aspect ratio by default."),
         upscale: Optional[bool] = typer.Option(None, "--upscale/--no-upscale", help="Enlarge images smaller than "
                                                "the input size by default (the paper's). Default: the model's own "

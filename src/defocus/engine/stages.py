@@ -36,15 +36,16 @@ SCENE_DEPTH = "scene"
 def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
     """The student network from the ``model`` section (``create_model(name, backbone, pretrained, **kwargs)``).
     Trained without enlarging small photos (``data.upscale: false``), it records that input default in its config,
-    so its checkpoints and model files run small photos at their own size (:func:`~defocus.models.with_input_upscale`)."""
-    from ..models import create_model, with_input_upscale
+    so its checkpoints and model files run small photos at their own size
+    (:func:`~defocus.models.with_input_defaults`)."""
+    from ..models import create_model, with_input_defaults
 
     m = cfg.model
     model = create_model(name or m.name, backbone=m.backbone, pretrained=m.pretrained, **m.model_kwargs.as_kwargs())
     if m.init:
         load_init_weights(model, m.init)
     if not cfg.data.upscale:
-        with_input_upscale(model, False)
+        with_input_defaults(model, upscale=False)
     return model
 
 

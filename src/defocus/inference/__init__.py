@@ -25,7 +25,7 @@ from .batch import (BatchInterrupted, BatchPlan, Job, interrupt_signal, make_sum
                     plan_batch, predict_files, raise_interrupt, run_batch, sigterm_interrupts, write_entry,
                     write_summary)
 from .loading import ModelInfo, check_model_spec, classical_methods, load_network, resolve_device
-from .predictor import DEFAULT_SIZE, DRAFT_FACTOR, DRAFT_PIXELS, KEEP_IMAGE_PIXELS, PredictOptions, Predictor
+from .predictor import DRAFT_FACTOR, DRAFT_PIXELS, KEEP_IMAGE_PIXELS, PredictOptions, Predictor
 from .result import (BOUNDARY_COLOUR, OVERLAY_DIM, OVERLAY_TINT, SAVE_CHOICES, STRIP_PIXELS, UPSAMPLE_CHOICES,
                      FailedPrediction, MapResizer, Prediction, check_save, draw_overlay_in_place, expected_outputs,
                      focus_boundary, make_overlay, prob_to_uint8, write_outputs)
@@ -47,7 +47,7 @@ __all__ = [
     "interrupt_signal",
     # constants
     "BUNDLED_WEIGHTS", "BACKENDS", "BOUNDARY_COLOUR", "CLASSICAL_MAX_SIDE", "DEFAULT_BATCH_SIZE",
-    "DEFAULT_WORKERS", "DEFAULT_MAX_PIXELS", "DEFAULT_SIZE", "DRAFT_FACTOR", "DRAFT_PIXELS", "KEEP_IMAGE_PIXELS",
+    "DEFAULT_WORKERS", "DEFAULT_MAX_PIXELS", "DRAFT_FACTOR", "DRAFT_PIXELS", "KEEP_IMAGE_PIXELS",
     "OUTPUT_SUFFIXES",
     "OVERLAY_DIM", "OVERLAY_TINT", "PRECISIONS", "SAVE_CHOICES", "STRIP_PIXELS", "UPSAMPLE_CHOICES",
 ]

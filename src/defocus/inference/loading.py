@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve_default
-from ..defaults import UPSCALE_KEY
+from ..defaults import INPUT_SIZE_KEY, PAPER_SIZE, UPSCALE_KEY
 from ..devices import resolve_device  # noqa: F401  (part of this module's API)
 from ..optional import require_torch
 
@@ -30,13 +30,15 @@ class ModelInfo:
     mean: tuple | None = None
     std: tuple | None = None
     notes: str = ""
+    size: int = PAPER_SIZE      # the model's own input size (defaults.INPUT_SIZE_KEY)
     upscale: bool = True        # the model's input default for small photos (defaults.UPSCALE_KEY)
 
     @classmethod
     def from_config(cls, kind: str, cfg: dict, source: str, default_name: str) -> "ModelInfo":
-        """What a network's config says of it: name, backbone, input normalisation and input default."""
+        """What a network's config says of it: name, backbone, input normalisation and input defaults."""
         return cls(kind, cfg.get("name", default_name), cfg.get("backbone"), source, tuple(cfg["mean"]),
-                   tuple(cfg["std"]), upscale=bool(cfg.get(UPSCALE_KEY, True)))
+                   tuple(cfg["std"]), size=int(cfg.get(INPUT_SIZE_KEY, PAPER_SIZE)),
+                   upscale=bool(cfg.get(UPSCALE_KEY, True)))
 
     def to_dict(self) -> dict:
         """A JSON-serialisable description (recorded in ``summary.json``)."""

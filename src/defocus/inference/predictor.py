@@ -26,14 +26,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .. import imageio
-from ..defaults import PAPER_SIZE
 from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
 from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
 from .runners import Runner, RuntimeOptions, make_runner
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = PAPER_SIZE
 #: JPEGs above this many pixels are decoded for the network at a reduced DCT scale (see ``draft_pixels``).
 DRAFT_PIXELS = 16_000_000
 #: ... keeping at least this many times the network input on each side.
@@ -47,8 +45,9 @@ class PredictOptions:
     """What shapes the outputs (recorded in ``summary.json``).
 
     Attributes:
-        size: network input size (the paper's 320). Classical methods instead see the image with its aspect
-            ratio kept and the long side reduced to at most
+        size: network input size. ``None`` (default): the model's own - the paper's 320, or the size recorded
+            in the network's file (the bundled model's 512, chosen on real photos: its model card). Classical
+            methods instead see the image with its aspect ratio kept and the long side reduced to at most
             :data:`~defocus.inference.runners.CLASSICAL_MAX_SIDE`.
         keep_aspect: resize the long side to ``size`` and keep the aspect ratio (the paper squashes to a square).
         upscale: resize images smaller than the input size up to it (the paper's). ``False`` never enlarges a
@@ -70,7 +69,7 @@ class PredictOptions:
         max_pixels: refuse larger images (decompression-bomb guard; 0 or None disables).
     """
 
-    size: int = DEFAULT_SIZE
+    size: int | None = None
     keep_aspect: bool = False
     upscale: bool | None = None
     threshold: float | None = None
@@ -80,7 +79,7 @@ class PredictOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
-        if self.size < 1:
+        if self.size is not None and self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
@@ -227,10 +226,10 @@ class Predictor:
         return variant
 
     def _resolved(self, options: PredictOptions) -> PredictOptions:
-        """``options`` with ``upscale=None`` replaced by the model's own input default."""
-        if options.upscale is None:
-            return dataclasses.replace(options, upscale=self.runner.info.upscale)
-        return options
+        """``options`` with ``size=None`` and ``upscale=None`` replaced by the model's own input defaults."""
+        info = self.runner.info
+        return dataclasses.replace(options, size=info.size if options.size is None else options.size,
+                                   upscale=info.upscale if options.upscale is None else options.upscale)
 
     # -- preprocessing
     def input_size(self, native: tuple[int, int]) -> tuple[int, int]:

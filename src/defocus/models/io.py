@@ -10,19 +10,36 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_create
 from ..bundled import resolve_default
-from ..defaults import UPSCALE_KEY
+from ..defaults import INPUT_DEFAULT_KEYS, INPUT_SIZE_KEY, UPSCALE_KEY
 from .authors import load_authors_checkpoint
 from .registry import create_model
 
 CONFIG_KEY = "defocus_config"
 
 
-def with_input_upscale(model, upscale: bool):
-    """``model`` with its input default for photos smaller than the input size recorded in its config, so that
-    it is saved (:func:`save_model`) and exported to ONNX with it: ``False`` for a network trained with
-    ``data.upscale: false``. Returns the same model."""
-    model.config = {**model.config, UPSCALE_KEY: bool(upscale)}
+def with_input_defaults(model, *, size: int | None = None, upscale: bool | None = None):
+    """``model`` with its own input defaults recorded in its config, so that it is saved (:func:`save_model`)
+    and exported to ONNX with them and ``Predictor`` runs it that way unless told otherwise: ``size``, the input
+    size it was chosen to run at (absent: the paper's 320); ``upscale``, whether photos smaller than the input are
+    enlarged (``False`` for a network trained with ``data.upscale: false``; absent: the paper's enlargement).
+    ``None`` leaves a default as it is. Returns the same model."""
+    if size is not None:
+        if int(size) < 1:
+            raise ValueError(f"input size must be positive, got {size}")
+        model.config = {**model.config, INPUT_SIZE_KEY: int(size)}
+    if upscale is not None:
+        model.config = {**model.config, UPSCALE_KEY: bool(upscale)}
     return model
+
+
+def input_defaults(config: dict) -> dict:
+    """The input defaults a network's config records, as :func:`with_input_defaults` keywords."""
+    return {"size": config.get(INPUT_SIZE_KEY), "upscale": config.get(UPSCALE_KEY)}
+
+
+def architecture_of(config: dict) -> dict:
+    """A network's config without its input defaults: what two files must share to hold the same network."""
+    return {k: v for k, v in config.items() if k not in INPUT_DEFAULT_KEYS}
 
 
 def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | None = None) -> Path:
@@ -78,7 +95,8 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     name, backbone = cfg.pop("name"), cfg.pop("backbone")
     cfg.pop("mean", None)
     cfg.pop("std", None)
-    upscale = cfg.pop(UPSCALE_KEY, None)
+    defaults = input_defaults(cfg)
+    cfg = architecture_of(cfg)
     sd = load_file(str(path))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     model = _build_without_storage(name, backbone, cfg)
@@ -90,43 +108,41 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     if model is None:
         model = create_model(name, backbone=backbone, pretrained=False, **cfg)
         model.load_state_dict(sd, strict=True)
-    if upscale is not None:
-        with_input_upscale(model, upscale)
+    with_input_defaults(model, **defaults)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def average_models(paths, device="cpu", upscale: bool | None = None):
+def average_models(paths, device="cpu", *, size: int | None = None, upscale: bool | None = None):
     """The element-wise mean of the weights in ``paths`` (defocus safetensors files of one architecture, e.g.
     fine-tuning runs from the same start: a "model soup"): every floating parameter and buffer (BatchNorm
     statistics too) is averaged in float32; integer buffers (BatchNorm's batch counters) come from the first file.
-    Files must agree on their recorded input default (``upscale``) unless ``upscale`` is given: the mean then
-    records that one (:func:`with_input_upscale`), e.g. for runs trained with and without enlarging small photos.
-    Returns the first file's model, in eval mode on ``device``, holding the mean."""
+    The files must agree on their recorded input defaults, except those given here (``size``, ``upscale``; see
+    :func:`with_input_defaults`), which the mean records instead: e.g. ``upscale=False`` averages runs trained with
+    and without enlarging small photos. Returns the first file's model, in eval mode on ``device``, holding the
+    mean."""
     paths = list(paths)
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weight files, got {len(paths)}")
+    given = {INPUT_SIZE_KEY: size, UPSCALE_KEY: upscale}
 
-    def architecture(config: dict) -> dict:
-        return config if upscale is None else {k: v for k, v in config.items() if k != UPSCALE_KEY}
+    def compared(config: dict) -> dict:
+        return {k: v for k, v in config.items() if given.get(k) is None}
 
     model = load_model(paths[0])
     total = {k: v.clone() for k, v in model.state_dict().items()}
     for path in paths[1:]:
         other = load_model(path)
-        if architecture(other.config) != architecture(model.config):
-            bare = [{k: v for k, v in c.items() if k != UPSCALE_KEY} for c in (other.config, model.config)]
-            if bare[0] == bare[1]:
-                raise ValueError(f"{path}: another input default than {paths[0]} ({UPSCALE_KEY} "
-                                 f"{other.config.get(UPSCALE_KEY)} vs {model.config.get(UPSCALE_KEY)}): pass the "
-                                 "mean's own (upscale=True or False)")
+        if compared(other.config) != compared(model.config):
+            if architecture_of(other.config) == architecture_of(model.config):
+                raise ValueError(f"{path}: other input defaults than {paths[0]} ({input_defaults(other.config)} vs "
+                                 f"{input_defaults(model.config)}): pass the mean's own (size=..., upscale=...)")
             raise ValueError(f"{path}: another architecture than {paths[0]} ({other.config} vs {model.config})")
         for k, v in other.state_dict().items():
             if v.is_floating_point():
                 total[k] += v
     mean = {k: v / len(paths) if v.is_floating_point() else v for k, v in total.items()}
     model.load_state_dict(mean, strict=True)
-    if upscale is not None:
-        with_input_upscale(model, upscale)
+    with_input_defaults(model, size=size, upscale=upscale)
     return model.to(device).eval()
 
 

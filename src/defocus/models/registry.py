@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional
 
-from ..defaults import UPSCALE_KEY
+from ..defaults import INPUT_DEFAULT_KEYS
 from .backbones import create_backbone
 from .dffnet import DBDNet, DFFNetDecoder, PDNetDecoder
 
@@ -129,11 +129,10 @@ def without_depth_heads(model):
     name, backbone = cfg.pop("name"), cfg.pop("backbone")
     if name != "rdffnet":
         raise ValueError(f"only an 'rdffnet' has depth heads to drop (got {name!r})")
-    upscale = cfg.pop(UPSCALE_KEY, None)      # the input default travels with the network
+    defaults = {k: cfg.pop(k) for k in INPUT_DEFAULT_KEYS if k in cfg}   # they travel with the network
     for key in ("mean", "std", "depth_heads", "final_depth_head"):
         cfg.pop(key, None)
     plain = create_model("dffnet", backbone=backbone, pretrained=False, **cfg)
-    if upscale is not None:
-        plain.config = {**plain.config, UPSCALE_KEY: upscale}
+    plain.config = {**plain.config, **defaults}
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not is_depth_head(k)}, strict=True)
     return plain.to(next(model.parameters()).device).train(model.training)

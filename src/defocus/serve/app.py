@@ -147,7 +147,7 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
     if bad:
         raise ServeError(422, f"include: unknown output(s) {', '.join(bad)}; choose from {', '.join(jobs.OUTPUTS)}")
     s = state.settings
-    return jobs.Options(size=s.size if size is None else size,
+    return jobs.Options(size=state.require_ready().options.size if size is None else size,
                         keep_aspect=s.keep_aspect if keep_aspect is None else keep_aspect,
                         upscale=state.require_ready().options.upscale if upscale is None else upscale,
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
@@ -214,9 +214,8 @@ def _api_router(state: ServerState) -> APIRouter:
         predictor = state.require_ready()
         s = state.settings
         return {"models": [{**predictor.info.to_dict(), "default": True}],
-                "defaults": {"size": s.size, "keep_aspect": s.keep_aspect, "upscale": predictor.options.upscale,
-                             "threshold": s.threshold,
-                             "upsample": s.upsample},
+                "defaults": {"size": predictor.options.size, "keep_aspect": s.keep_aspect,
+                             "upscale": predictor.options.upscale, "threshold": s.threshold, "upsample": s.upsample},
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_pixels": s.max_pixels,
                            "max_batch_files": s.max_batch_files, "request_timeout": s.request_timeout,
                            "size_range": [MIN_SIZE, MAX_SIZE]}}

@@ -23,8 +23,8 @@ class ServeSettings:
         model: what :class:`~defocus.inference.Predictor` loads (``"default"``: the bundled weights).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
         size, keep_aspect, upscale, threshold, upsample: prediction defaults; ``size``, ``keep_aspect``,
-            ``upscale`` and ``threshold`` can be overridden per request. ``upscale=None``: the model's own
-            (:class:`~defocus.inference.PredictOptions`).
+            ``upscale`` and ``threshold`` can be overridden per request. ``size=None`` and ``upscale=None``: the
+            model's own (:class:`~defocus.inference.PredictOptions`).
         workers: inference threads; the network itself runs one batch at a time, the threads overlap decoding
             and encoding with it.
         queue_size: requests that may wait for a free worker; beyond ``workers + queue_size`` requests in
@@ -41,7 +41,7 @@ class ServeSettings:
 
     model: str = "default"
     device: str = "auto"
-    size: int = 320
+    size: Optional[int] = None
     keep_aspect: bool = False
     upscale: Optional[bool] = None
     threshold: float = 0.5
@@ -63,7 +63,8 @@ class ServeSettings:
             (self.max_pixels >= 1, f"max_pixels must be positive, got {self.max_pixels}"),
             (self.max_batch_files >= 1, f"max_batch_files must be at least 1, got {self.max_batch_files}"),
             (self.request_timeout > 0, f"request_timeout must be positive, got {self.request_timeout}"),
-            (MIN_SIZE <= self.size <= MAX_SIZE, f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
+            (self.size is None or MIN_SIZE <= self.size <= MAX_SIZE,
+             f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
             (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
             (self.api_key is None or len(self.api_key) > 0, "api_key must not be empty"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
