@@ -255,11 +255,13 @@ def export_onnx_file(backbone: str, path: str) -> dict:
     return export_onnx(_make(backbone, randomise=True), path, check=True)
 
 
-def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: str, model: str = "default") -> dict:
+def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: str, model: str = "default",
+              size: int | None = None) -> dict:
     """Predictor on one large JPEG: decode, infer, write prob + mask; then each stage timed once more.
 
     ``model``: a name or file for ``Predictor`` ("default" = the bundled model), or "random-lite0" (a randomly
-    initialised DFFNet-Lite0 with spatially varying maps, the measurement before a model was bundled)."""
+    initialised DFFNet-Lite0 with spatially varying maps, the measurement before a model was bundled).
+    ``size``: the network input size (None: the model's own)."""
     _setup(threads)
     from PIL import Image
 
@@ -268,7 +270,8 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     from defocus.inference import Predictor
 
     net = _make("tf_efficientnet_lite0", randomise=True) if model == "random-lite0" else model
-    pred = Predictor(net, device="cpu", fast_decode=fast_decode)
+    pred = Predictor(net, device="cpu", fast_decode=fast_decode, size=size)
+    side = pred.options.size
     rss0 = rss_mb()
     reset_peak_rss()
 
@@ -286,13 +289,13 @@ def photo_e2e(path: str, runs: int, threads: int, fast_decode: bool, save_dir: s
     box = {}
     stage("decode", lambda: box.update(img=imageio.decode_rgb(
         path, draft_min_size=pred.draft_size if fast_decode else None)[0]))
-    stage("resize_to_320", lambda: box.update(small=box["img"].resize((320, 320), Image.BILINEAR)))
-    stage("infer_320", lambda: pred.predict(box["small"]))
+    stage("resize_to_input", lambda: box.update(small=box["img"].resize((side, side), Image.BILINEAR)))
+    stage("infer", lambda: pred.predict(box["small"]))
     res2 = pred.predict(path)
     stage("map_to_native", lambda: (res2.prob, res2.mask))
     stage("write_pngs", lambda: res2.save(save_dir, what=("prob", "mask"), stem="photo"))
     sizes = {p.name: os.path.getsize(p) for p in Path(save_dir).glob("photo_*")}
-    return {"model": model, "fast_decode": fast_decode, "runs": runs, "threads": threads,
+    return {"model": model, "size": side, "fast_decode": fast_decode, "runs": runs, "threads": threads,
             "median_s": round(statistics.median(ts), 3),
             "min_s": round(min(ts), 3), "median_cpu_s": round(statistics.median(cs), 3),
             "stages_s": {k: round(v, 3) for k, v in stages.items()},
@@ -318,6 +321,8 @@ def main():
     ap.add_argument("--only", default="resnest-speed,resnest-bound,resnest-memory,resnest-onnx,lite,photo")
     ap.add_argument("--photo-model", default="default",
                     help="Model of the 24-MP photo run: 'default' (bundled), a file, or 'random-lite0'.")
+    ap.add_argument("--photo-sizes", default="",
+                    help="Network input sizes of the 24-MP photo run, comma-separated (default: the model's own).")
     ap.add_argument("--json", default=None, help="Also write the results to this file.")
     args = ap.parse_args()
     parts = set(args.only.split(","))
@@ -356,9 +361,10 @@ def main():
     if "photo" in parts:
         jpg = tmp / "photo_24mp.jpg"
         make_24mp_jpeg(jpg)
+        sizes = [int(s) for s in args.photo_sizes.split(",") if s] or [None]
         out["photo_24mp"] = [_in_child(photo_e2e, str(jpg), args.runs, args.threads, fd, str(tmp / "out"),
-                                       args.photo_model)
-                             for fd in (False, True)]
+                                       args.photo_model, size)
+                             for size in sizes for fd in (False, True)]
         print(json.dumps(out["photo_24mp"]), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     out["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)

@@ -23,14 +23,17 @@ def test_bundled_weights_are_small_fp16_and_self_describing():
     model = defocus.load_model(path)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(5.41e6, rel=0.01)
     assert meta["config"]["upscale"] is False  # trained without enlarging small photos (its model card)
+    assert meta["config"]["input_size"] == 512  # its input size, chosen on the real-pair benchmark's val split
 
 
-def test_bundled_model_runs_small_photos_at_their_own_size_on_both_backends():
+def test_bundled_model_runs_at_its_own_input_size_and_small_photos_at_theirs_on_both_backends():
     for backend in ("onnx", "torch"):
         predictor = defocus.Predictor(device="cpu", backend=backend)
-        assert predictor.options.upscale is False and predictor.input_size((200, 150)) == (200, 150)
-        assert predictor.input_size((800, 600)) == (320, 320)
-        assert defocus.Predictor(device="cpu", backend=backend, upscale=True).input_size((200, 150)) == (320, 320)
+        assert (predictor.options.size, predictor.options.upscale) == (512, False)
+        assert predictor.input_size((200, 150)) == (200, 150) and predictor.input_size((645, 432)) == (512, 432)
+        assert predictor.input_size((800, 600)) == (512, 512)
+        assert defocus.Predictor(device="cpu", backend=backend, upscale=True).input_size((200, 150)) == (512, 512)
+        assert defocus.Predictor(device="cpu", backend=backend, size=320).input_size((800, 600)) == (320, 320)
 
 
 def test_bundled_model_separates_sharp_subject_from_blurred_background(shared_dir):

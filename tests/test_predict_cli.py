@@ -328,3 +328,16 @@ def test_upscale_flag_defaults_to_the_models_own(tmp_path, tiny_ckpt):
         assert r.exit_code == 0, r.output
         settings = json.loads((tmp_path / name / "summary.json").read_text())["settings"]
         assert settings["upscale"] is (name in ("bundled-upscale", "tiny")), name
+
+
+def test_size_defaults_to_the_models_own(tmp_path, tiny_ckpt):
+    """Without --size the model's own input size applies: 512 for the bundled model (its file records it), the
+    paper's 320 for a network whose file records none."""
+    photo(tmp_path / "in" / "small.png")
+    cases = {"bundled": (["--model", "default"], 512), "tiny": (["--model", tiny_ckpt], 320),
+             "bundled-96": (["--model", "default", "--size", "96"], 96)}
+    for name, (args, size) in cases.items():
+        r = CliRunner().invoke(app, ["predict", str(tmp_path / "in"), "-o", str(tmp_path / name), "--save", "prob",
+                                     "--device", "cpu", *map(str, args)])
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["size"] == size, name

@@ -90,7 +90,7 @@ def test_health_ready_models_and_docs(client):
     assert ready.status_code == 200 and ready.json()["model"]["name"] == "dffnet"
     models = client.get("/v1/models").json()
     assert models["models"][0]["source"].startswith("bundled")
-    assert models["defaults"] == {"size": 320, "keep_aspect": False, "upscale": False, "threshold": 0.5,
+    assert models["defaults"] == {"size": 512, "keep_aspect": False, "upscale": False, "threshold": 0.5,
                                   "upsample": "bilinear"}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/readyz"} <= set(paths)
