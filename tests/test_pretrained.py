@@ -21,6 +21,7 @@ def test_list_pretrained_names_the_bundled_model_with_its_files():
     assert (m.architecture, m.backbone) == ("dffnet", "tf_efficientnet_lite2")
     assert m.parameters == pytest.approx(5.41e6, rel=0.01)  # the model card's count
     assert set(m.files) == {"onnx", "safetensors"} and all(m.size_bytes(f) < 15e6 for f in m.files)
+    assert m.description.endswith("512x512 input")  # read from its file, as Predictor reads it
     with pytest.raises(ValueError, match="no pretrained model"):
         get_pretrained("resnest_imagenet")
 

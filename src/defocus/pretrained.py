@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundled import bundled_onnx, bundled_weights
+from .defaults import INPUT_SIZE_KEY, PAPER_SIZE
 
 CONFIG_KEY = "defocus_config"  # as written by defocus.models.save_model
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -81,8 +82,10 @@ def _bundled() -> PretrainedModel | None:
         cfg, params = _safetensors_config(weights)
     else:
         cfg = _onnx_config(onnx_path)
+    side = cfg.get(INPUT_SIZE_KEY, PAPER_SIZE)
     return PretrainedModel("default", cfg.get("name", "?"), cfg.get("backbone"), params, files,
-                           "the bundled model (weights/default.md): synthetic defocus, then real photo pairs; 320x320 input")
+                           "the bundled model (weights/default.md): synthetic defocus, then real photo pairs; "
+                           f"{side}x{side} input")
 
 
 def pretrained_models() -> list[PretrainedModel]:
