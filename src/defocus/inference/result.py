@@ -126,10 +126,15 @@ class MapResizer:
         h = self.lowres.shape[0]
         if self.height == h:
             return self._horizontal[y0:y1]
-        out = np.zeros((y1 - y0, self.width), np.float64)
+        # the band's buffers are allocated once, not per tap: on a multi-megapixel photo fresh temporaries cost
+        # more in page faults than the arithmetic itself
         first, weights = self._first[y0:y1], self._weights[y0:y1]
+        out = np.zeros((y1 - y0, self.width), np.float64)
+        term = np.empty_like(out)
+        tap = np.empty((y1 - y0, self.width), np.float32)
         for t in range(weights.shape[1]):
-            out += self._horizontal[first + t].astype(np.float64) * weights[:, t, None]
+            np.take(self._horizontal, first + t, axis=0, out=tap)
+            out += np.multiply(tap, weights[:, t, None], out=term)
         return out.astype(np.float32)
 
 
