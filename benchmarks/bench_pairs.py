@@ -40,7 +40,8 @@ from defocus.data.uniform_crops import KINDS, uniform_crops
 from defocus.evaluation import evaluate_maps
 from defocus.maps import read_mask
 
-NETWORK_MODES = {"squash": {"keep_aspect": False, "upscale": True}, "keep-aspect": {"keep_aspect": True, "upscale": True},
+NETWORK_MODES = {"squash": {"keep_aspect": False, "upscale": True},
+                 "keep-aspect": {"keep_aspect": True, "upscale": True},
                  "squash-no-upscale": {"keep_aspect": False, "upscale": False},
                  "keep-aspect-no-upscale": {"keep_aspect": True, "upscale": False}}
 SETS = ("mfifb", "dfd")

@@ -16,6 +16,11 @@ INPUT_SIZE_KEY = "input_size"
 #: have the same architecture.
 INPUT_DEFAULT_KEYS = (INPUT_SIZE_KEY, UPSCALE_KEY)
 
+
+def input_size_of(config: dict) -> int:
+    """A network's own input size from its config: the recorded INPUT_SIZE_KEY, else the paper's PAPER_SIZE."""
+    return int(config.get(INPUT_SIZE_KEY, PAPER_SIZE))
+
 #: ONNX opset of ``defocus export``.
 DEFAULT_OPSET = 17
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundled import bundled_onnx, bundled_weights
-from .defaults import INPUT_SIZE_KEY, PAPER_SIZE
+from .defaults import input_size_of
 
 CONFIG_KEY = "defocus_config"  # as written by defocus.models.save_model
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -82,7 +82,7 @@ def _bundled() -> PretrainedModel | None:
         cfg, params = _safetensors_config(weights)
     else:
         cfg = _onnx_config(onnx_path)
-    side = cfg.get(INPUT_SIZE_KEY, PAPER_SIZE)
+    side = input_size_of(cfg)
     return PretrainedModel("default", cfg.get("name", "?"), cfg.get("backbone"), params, files,
                            "the bundled model (weights/default.md): synthetic defocus, then real photo pairs; "
                            f"{side}x{side} input")

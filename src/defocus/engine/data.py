@@ -17,8 +17,8 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
                         with_depth: bool = False):
     """The training set: synthetic pairs rendered on the fly (``data.synthetic``), the concatenation of the
     registered datasets in ``data.train``, or both (synthetic first),
-    with the paper's training transform (flip, resize, jitter, normalise; ``data.zoom`` adds a random crop, ``data.upscale: false``
-    mirrors small photos out to the size instead of enlarging them). ``with_depth``: every item carries
+    with the paper's training transform (flip, resize, jitter, normalise; ``data.zoom`` adds a random crop,
+    ``data.upscale: false`` mirrors small photos out to the size instead of enlarging them). ``with_depth``: every item carries
     ``depth`` (the synthetic scenes' depth, 0 = unknown; all 0 for the registered datasets)."""
     from ..data import transforms
 

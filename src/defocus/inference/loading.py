@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve_default
-from ..defaults import INPUT_SIZE_KEY, PAPER_SIZE, UPSCALE_KEY
+from ..defaults import PAPER_SIZE, UPSCALE_KEY, input_size_of
 from ..devices import resolve_device  # noqa: F401  (part of this module's API)
 from ..optional import require_torch
 
@@ -37,7 +37,7 @@ class ModelInfo:
     def from_config(cls, kind: str, cfg: dict, source: str, default_name: str) -> "ModelInfo":
         """What a network's config says of it: name, backbone, input normalisation and input defaults."""
         return cls(kind, cfg.get("name", default_name), cfg.get("backbone"), source, tuple(cfg["mean"]),
-                   tuple(cfg["std"]), size=int(cfg.get(INPUT_SIZE_KEY, PAPER_SIZE)),
+                   tuple(cfg["std"]), size=input_size_of(cfg),
                    upscale=bool(cfg.get(UPSCALE_KEY, True)))
 
     def to_dict(self) -> dict:

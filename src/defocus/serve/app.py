@@ -146,10 +146,10 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
     bad = [k for k in wanted if k not in jobs.OUTPUTS]
     if bad:
         raise ServeError(422, f"include: unknown output(s) {', '.join(bad)}; choose from {', '.join(jobs.OUTPUTS)}")
-    s = state.settings
-    return jobs.Options(size=state.require_ready().options.size if size is None else size,
+    s, default = state.settings, state.require_ready().options   # the model's own size and upscale, resolved
+    return jobs.Options(size=default.size if size is None else size,
                         keep_aspect=s.keep_aspect if keep_aspect is None else keep_aspect,
-                        upscale=state.require_ready().options.upscale if upscale is None else upscale,
+                        upscale=default.upscale if upscale is None else upscale,
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
 
 
