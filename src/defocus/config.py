@@ -86,6 +86,7 @@ class DatasetEntry:
     pairing: str = "stem"                         # "folder": pair files by stem, or by sorted order
     strict: bool = True                           # unpaired files or missing listed stems are errors
     ignore_dir: Optional[str] = None              # "folder": ignore masks, white = undetermined
+    blur_everywhere: Optional[tuple[float, float]] = None   # not in the paper: disk-blur [low, high] px, all blurred
 
     def __post_init__(self):
         from .data.registry import get_spec
@@ -105,6 +106,9 @@ class DatasetEntry:
             check_polarity(self.mask_white)
         except ValueError as e:
             raise FieldError("mask_white", str(e)) from None
+        if self.blur_everywhere is not None and not 0 < self.blur_everywhere[0] <= self.blur_everywhere[1]:
+            raise FieldError("blur_everywhere", f"expected [low, high] px with 0 < low <= high, "
+                                                f"got {list(self.blur_everywhere)}")
 
     def dataset_kwargs(self, data_root: Optional[str], list_file: Optional[str]) -> dict:
         """Keyword arguments of ``build_dataset``: this entry, unset ``root``/``list_file`` from the section."""

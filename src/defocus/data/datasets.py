@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .lens import disk_blur, linear_to_srgb, srgb_to_linear
 from .masks import in_focus_to_pil, read_mask
 from .pairs import read_ignore
 from .registry import Pair, load_pairs
@@ -30,11 +31,20 @@ class DBDDataset(torch.utils.data.Dataset):
     image is a normalised float tensor 3xHxW, target and valid float tensors 1xHxW in {0, 1}; without one, image
     is a uint8 HxWx3 array, target and valid uint8 HxW arrays in {0, 1}. ``valid`` is 0 on the undetermined
     pixels of a pair with an ignore mask (labels derived from photo pairs) and 1 everywhere else. The raw mask is inverted per sample according to
-    its pair's polarity, so mixed-polarity (combined) datasets are handled sample by sample."""
+    its pair's polarity, so mixed-polarity (combined) datasets are handled sample by sample.
 
-    def __init__(self, pairs: Sequence[Pair], transform: Optional[Callable] = None):
+    ``blur_everywhere`` (not in the paper): ``(low, high)`` in pixels: every image is blurred in linear light by a
+    disk whose radius is drawn uniformly from that range (torch's generator, so DataLoader seeding applies) at the
+    photo's own resolution, before the transform, and labelled blurred everywhere (its ignore mask is kept). Sharp
+    photos made softer by a known, moderate amount: the label follows from the blur itself."""
+
+    def __init__(self, pairs: Sequence[Pair], transform: Optional[Callable] = None,
+                 blur_everywhere: Optional[tuple[float, float]] = None):
         self.pairs = list(pairs)
         self.transform = transform
+        if blur_everywhere is not None and not 0 < blur_everywhere[0] <= blur_everywhere[1]:
+            raise ValueError(f"blur_everywhere: expected (low, high) with 0 < low <= high, got {blur_everywhere}")
+        self.blur_everywhere = None if blur_everywhere is None else tuple(map(float, blur_everywhere))
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -43,6 +53,8 @@ class DBDDataset(torch.utils.data.Dataset):
         pair = self.pairs[i]
         image = load_image(pair.image)
         in_focus = read_mask(pair.mask, pair.mask_white)
+        if self.blur_everywhere is not None:
+            image, in_focus = blurred_everywhere(image, in_focus.shape, *self.blur_everywhere)
         if in_focus.shape != (image.height, image.width):
             log.debug("%s: mask %s differs from image %s", pair.stem, in_focus.shape[::-1], image.size)
         ignore = read_ignore(pair.ignore) if pair.ignore is not None else None
@@ -60,9 +72,19 @@ class DBDDataset(torch.utils.data.Dataset):
         return dict(image=img_t, target=target, valid=valid, stem=pair.stem)
 
 
-def build_dataset(name: str, root=None, transform: Optional[Callable] = None, **kw) -> DBDDataset:
-    """``DBDDataset(load_pairs(name, root, **kw), transform)``: a registered dataset ready for a DataLoader."""
-    return DBDDataset(load_pairs(name, root, **kw), transform)
+def blurred_everywhere(image: Image.Image, shape: tuple, low: float, high: float) -> tuple[Image.Image, np.ndarray]:
+    """``image`` blurred by a disk of a radius drawn from [low, high] px in linear light, and an all-blurred
+    label of ``shape`` (the mask's)."""
+    radius = low + (high - low) * float(torch.rand(()))
+    lin = disk_blur(srgb_to_linear(np.asarray(image)), radius)
+    return Image.fromarray(linear_to_srgb(lin)), np.zeros(shape, bool)
+
+
+def build_dataset(name: str, root=None, transform: Optional[Callable] = None, *,
+                  blur_everywhere: Optional[tuple[float, float]] = None, **kw) -> DBDDataset:
+    """``DBDDataset(load_pairs(name, root, **kw), transform, blur_everywhere)``: a registered dataset ready for a
+    DataLoader."""
+    return DBDDataset(load_pairs(name, root, **kw), transform, blur_everywhere)
 
 
 def drop_mismatched_sizes(pairs: Sequence[Pair]) -> tuple[list[Pair], list[Pair]]:
