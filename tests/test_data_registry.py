@@ -159,6 +159,54 @@ def test_folder_dataset_declared_polarity(tmp_path):
         assert ds[0]["target"][:4].min() == top and ds[0]["target"][4:].max() == 1 - top
 
 
+def test_blur_everywhere_softens_the_photo_and_labels_it_blurred(tmp_path):
+    from defocus.data.lens import disk_blur, linear_to_srgb, srgb_to_linear
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "im").mkdir()
+    (tmp_path / "gt").mkdir()
+    photo = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "im/a.png")
+    _mask_img(np.full((24, 32), 255)).save(tmp_path / "gt/a.png")           # sharp everywhere
+    pairs = load_pairs("folder", image_dir=tmp_path / "im", mask_dir=tmp_path / "gt")
+    assert DBDDataset(pairs)[0]["target"].all()
+    item = DBDDataset(pairs, blur_everywhere=(2.0, 2.0))[0]
+    assert not item["target"].any() and item["valid"].all()
+    expected = linear_to_srgb(disk_blur(srgb_to_linear(photo), 2.0))
+    assert np.array_equal(item["image"], expected)
+    torch.manual_seed(0)
+    radii = []
+    for _ in range(8):   # a fresh radius per item, inside the range: smoothness between r = 1 and r = 3
+        img = DBDDataset(pairs, blur_everywhere=(1.0, 3.0))[0]["image"].astype(float)
+        radii.append(np.abs(np.diff(img, axis=1)).mean())
+    edge = [np.abs(np.diff(linear_to_srgb(disk_blur(srgb_to_linear(photo), r)).astype(float), axis=1)).mean()
+            for r in (3.0, 1.0)]
+    assert edge[0] <= min(radii) and max(radii) <= edge[1] and len(set(np.round(radii, 6))) > 1
+    with pytest.raises(ValueError, match="blur_everywhere"):
+        DBDDataset(pairs, blur_everywhere=(3.0, 1.0))
+
+
+def test_blur_everywhere_from_a_training_config(tmp_path):
+    from defocus.config import load_config
+    from defocus.engine.data import build_train_dataset
+
+    (tmp_path / "set/images").mkdir(parents=True)
+    (tmp_path / "set/masks").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+        tmp_path / "set/images/a.png")
+    _mask_img(np.full((40, 40), 255)).save(tmp_path / "set/masks/a.png")
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text(f"data:\n  size: 32\n  hflip: 0\n  jitter: 0\n  train:\n    - name: folder\n"
+                    f"      root: {tmp_path / 'set'}\n    - name: folder\n      root: {tmp_path / 'set'}\n"
+                    f"      blur_everywhere: [1.5, 2.5]\n")
+    cfg = load_config(yaml)
+    assert cfg.data.train[1].blur_everywhere == (1.5, 2.5) and cfg.data.train[0].blur_everywhere is None
+    ds = build_train_dataset(cfg.data, IMAGENET_MEAN, IMAGENET_STD)
+    assert ds[0]["target"].min() == 1 and ds[1]["target"].max() == 0
+    with pytest.raises(ValueError, match=r"data.train\[0\].blur_everywhere"):
+        load_config(yaml, ["data.train=[{name: folder, root: x, blur_everywhere: [0, 2]}]"])
+
+
 def test_drop_mismatched_sizes(mini_root):
     pairs = load_pairs("dut-tr", mini_root)
     Image.new("RGB", (20, 20)).save(pairs[0].image)
