@@ -132,7 +132,8 @@ def test_every_preset_means_what_its_file_says(path):
     expected = deep_merge({k: v for k, v in TrainConfig().to_dict().items() if k != "config_dir"}, raw)
     _assert_given(expected, cfg.to_dict())
     for i, entry in enumerate(raw.get("data", {}).get("train") or []):
-        assert cfg.data.train[i] == DatasetEntry(**entry)
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+        assert cfg.data.train[i] == DatasetEntry(**given)
     synthetic = raw.get("data", {}).get("synthetic")
     if synthetic is not None:
         s = cfg.data.synthetic
