@@ -16,7 +16,7 @@ from PIL import Image
 from defocus import imageio
 from defocus.imageio import ImageDecodeError
 from defocus.inference import Predictor, prob_to_uint8
-from toys import BrightNet
+from toys import BrightNet, LeftEdgeNet
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,23 @@ def test_tiny_network_on_odd_sizes(tmp_path, tiny_backbone):
             pred = p.predict(np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8))
             assert pred.prob.shape == shape[:2] and np.isfinite(pred.prob).all()
             assert 0.0 <= pred.prob.min() and pred.prob.max() <= 1.0
+
+
+def test_flip_tta_averages_the_map_of_the_mirrored_photo():
+    """flip_tta: the map is the mean of the photo's map and the mirrored photo's map mirrored back (a photo at the
+    input size, so no resize stands between the two)."""
+    net = LeftEdgeNet()
+    photo = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    plain = Predictor(net, device="cpu", size=64, batch_size=2)
+    tta = plain.with_options(flip_tta=True)
+    one, mirrored = plain.predict(photo).prob_lowres, plain.predict(photo[:, ::-1].copy()).prob_lowres[:, ::-1]
+    assert np.abs(one - mirrored).max() > 1e-3                    # the network is not mirror-symmetric
+    both = [p.prob_lowres for p in tta.predict_many([photo, photo[:, ::-1].copy()])]
+    np.testing.assert_allclose(both[0], (one + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(both[1], both[0][:, ::-1], atol=1e-5)   # mirrored photo, mirrored map
+    assert tta.settings()["flip_tta"] and not plain.settings()["flip_tta"]
+    with pytest.raises(ValueError, match="flip_tta"):
+        Predictor(method="lbp", flip_tta=True)
 
 
 def test_registry_name_warns_loudly(caplog):

@@ -341,3 +341,15 @@ def test_size_defaults_to_the_models_own(tmp_path, tiny_ckpt):
                                      "--device", "cpu", *map(str, args)])
         assert r.exit_code == 0, r.output
         assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["size"] == size, name
+
+
+def test_flip_tta_is_recorded_and_refused_for_classical_methods(tmp_path, tiny_ckpt):
+    """--flip-tta (the averaging itself: test_inference.py) is recorded in summary.json; a classical method,
+    whose map is computed once per image, refuses it with the set-up exit status."""
+    p = photo(tmp_path / "p.png", size=(48, 32))
+    for name, extra in (("plain", []), ("tta", ["--flip-tta"])):
+        r = run(p, "-o", tmp_path / name, "--model", tiny_ckpt, "--save", "prob", *extra)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["flip_tta"] is bool(extra)
+    r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", "--flip-tta")
+    assert r.exit_code == 2 and "flip_tta" in r.stderr

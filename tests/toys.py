@@ -15,3 +15,15 @@ class BrightNet(nn.Module):
 
     def forward(self, x):
         return (self.gain * (x.mean(1, keepdim=True) - 0.5),)
+
+
+class LeftEdgeNet(nn.Module):
+    """Toy network that is not mirror-symmetric: in-focus logit = 8 x (the grey level minus its left neighbour's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = {"name": "left-edge", "backbone": None, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+    def forward(self, x):
+        grey = x.mean(1, keepdim=True)
+        return (8 * (grey - torch.roll(grey, 1, dims=-1)),)

@@ -67,6 +67,9 @@ class PredictOptions:
             on a 24-MP JPEG the bundled model's map moves by 4e-4 on average and 0.05 % of the mask's pixels
             differ (benchmarks/RESULTS.md); 0 or None decodes every photo in full.
         max_pixels: refuse larger images (decompression-bomb guard; 0 or None disables).
+        flip_tta: also run each image mirrored left to right and average the two maps (test-time augmentation,
+            not in the paper; networks only). Twice the network's time; on the real benchmark's val split it
+            lowers the bundled model's MAE a little (benchmarks/RESULTS_pairs.md, "Mirrored second pass").
     """
 
     size: int | None = None
@@ -77,6 +80,7 @@ class PredictOptions:
     fast_decode: bool = False
     draft_pixels: int | None = DRAFT_PIXELS
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    flip_tta: bool = False
 
     def __post_init__(self):
         if self.size is not None and self.size < 1:
@@ -214,7 +218,7 @@ class Predictor:
         return {"size": o.size, "keep_aspect": o.keep_aspect, "upscale": o.upscale, "threshold": o.threshold,
                 "upsample": o.upsample, "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels,
                 "backend": self.backend, "device": str(self.device),
-                "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels}
+                "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels, "flip_tta": o.flip_tta}
 
     def with_options(self, **changes) -> "Predictor":
         """A predictor that runs this one's loaded model (nothing is loaded again) with the named
@@ -228,6 +232,8 @@ class Predictor:
     def _resolved(self, options: PredictOptions) -> PredictOptions:
         """``options`` with ``size=None`` and ``upscale=None`` replaced by the model's own input defaults."""
         info = self.runner.info
+        if options.flip_tta and info.kind == "classical":
+            raise ValueError("flip_tta applies to networks; a classical method's map is computed once per image")
         return dataclasses.replace(options, size=info.size if options.size is None else options.size,
                                    upscale=info.upscale if options.upscale is None else options.upscale)
 
@@ -332,7 +338,10 @@ class Predictor:
         if not items:
             return []
         t0 = time.perf_counter()
-        probs = self.runner.run(np.stack([it.array for it in items]))
+        batch = np.stack([it.array for it in items])
+        probs = self.runner.run(batch)
+        if self.options.flip_tta:               # N x C x H x W: mirror the width, and the maps back
+            probs = (probs + self.runner.run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]) * np.float32(0.5)
         share = (time.perf_counter() - t0) / len(items)
         o = self.options
         return [Prediction(it.source, it.size, p, upsample=o.upsample,
