@@ -164,9 +164,10 @@ def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(inf, "bundled_weights", lambda: None)
     monkeypatch.setattr(inf, "bundled_onnx", lambda: None)
     monkeypatch.setattr(inf, "classical_methods", lambda: {"lbp": fake_lbp})
-    with caplog.at_level(logging.WARNING, logger="defocus.inference"):
+    with caplog.at_level(logging.INFO, logger="defocus.inference"):
         p = Predictor(device="cpu", size=48)
     assert "LBP" in caplog.text and p.info.kind == "classical" and p.info.name == "lbp"
+    assert "input aspect kept, long side at most 640" in caplog.text  # not the network's 48x48
     assert "fallback" in p.info.to_dict()["notes"]
     pred = p.predict(np.zeros((20, 30, 3), np.uint8))
     big = p.predict(np.zeros((700, 1400, 3), np.uint8))  # aspect kept, long side capped, never enlarged

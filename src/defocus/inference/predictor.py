@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 from .. import imageio
 from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
 from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
-from .runners import Runner, RuntimeOptions, make_runner
+from .runners import CLASSICAL_MAX_SIDE, Runner, RuntimeOptions, make_runner
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Predictor:
         self.options = self._resolved(options)
         o = self.options
         log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
-                 f"long side {o.size}" if o.keep_aspect else f"{o.size}x{o.size}")
+                 self._input_description())
 
     # -- what runs, and how
     @property
@@ -228,6 +228,14 @@ class Predictor:
         variant = copy.copy(self)
         variant.options = options
         return variant
+
+    def _input_description(self) -> str:
+        """What the model sees of an image, in words (for the log)."""
+        o = self.options
+        if self.info.kind == "classical":
+            return f"aspect kept, long side at most {CLASSICAL_MAX_SIDE}"
+        shape = f"long side {o.size}" if o.keep_aspect else f"{o.size}x{o.size}"
+        return shape if o.upscale else f"{shape}, smaller photos not enlarged"
 
     def _resolved(self, options: PredictOptions) -> PredictOptions:
         """``options`` with ``size=None`` and ``upscale=None`` replaced by the model's own input defaults."""
