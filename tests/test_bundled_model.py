@@ -59,3 +59,5 @@ def test_default_names_the_bundled_weights_everywhere_a_model_is_named():
     assert defocus.load_model("default").config["backbone"] == "tf_efficientnet_lite2"
     row = run_config(model="default", size=64, batch=1, backend="torch-baseline", runs=1, warmup=0)
     assert "tf_efficientnet_lite2" in row["model"] and row["images_per_s"] > 0
+    for backend in ("torch-baseline", "onnx"):  # without a size: the model's own, as predict uses it
+        assert run_config(model="default", batch=1, backend=backend, runs=1, warmup=0)["size"] == 512

@@ -117,10 +117,11 @@ def latency_stats(seconds: list[float], batch: int) -> dict:
     return {"images_per_s": round(batch / p50, 3), "p50_ms": round(1000 * p50, 2), "p90_ms": round(1000 * p90, 2)}
 
 
-def run_config(model="default", size: int = 320, batch: int = 1, backend: str = "torch", runs: int = 10,
+def run_config(model="default", size: int | None = None, batch: int = 1, backend: str = "torch", runs: int = 10,
                warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None) -> dict:
     """Measure one configuration in this process: build the model, time ``runs`` forward passes of a random
     ``batch`` x 3 x ``size`` x ``size`` input (classical methods: one ``size`` x ``size`` image per call).
+    ``size=None`` takes the model's own input size (512 for the bundled model, 320 for most others).
     An exported ``.onnx`` model runs on ONNX Runtime without importing torch (its peak memory is then that of
     an ONNX-only deployment)."""
     from .inference import Predictor
@@ -141,6 +142,7 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
 
         dev = resolve_device(device)
         net, info = load_network(model, dev)
+        size = size or info.size
         x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32)).to(dev)
 
         def fn():
@@ -150,7 +152,7 @@ def run_config(model="default", size: int = 320, batch: int = 1, backend: str = 
     else:
         pred = Predictor(model=model, method=method, device=device, backend=backend, size=size, batch_size=batch,
                          threads=threads)
-        desc = str(pred.info)
+        desc, size = str(pred.info), pred.options.size
         fn, batch = _core_call(pred.runner, size, batch, rng)
     seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
@@ -182,11 +184,12 @@ def _run_isolated(kwargs: dict) -> dict:
         return pool.apply(run_config, kwds=kwargs)
 
 
-def benchmark(model="default", size: int = 320, batch_sizes=(1, 8), backends=("torch",), runs: int = 10,
+def benchmark(model="default", size: int | None = None, batch_sizes=(1, 8), backends=("torch",), runs: int = 10,
               warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None,
               isolate: bool = True) -> dict:
-    """Measure every (backend, batch size) combination; returns ``{"machine": ..., "results": [rows]}``
-    (rows: images/s, p50/p90 latency per batch, RSS before loading and peak RSS in MB)."""
+    """Measure every (backend, batch size) combination at input side ``size`` (``None``: the model's own);
+    returns ``{"machine": ..., "results": [rows]}`` (rows: images/s, p50/p90 latency per batch, RSS before
+    loading and peak RSS in MB)."""
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")

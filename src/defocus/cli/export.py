@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from ..defaults import DEFAULT_OPSET, EXPORT_TOLERANCE, PAPER_SIZE
+from ..defaults import DEFAULT_OPSET, EXPORT_TOLERANCE
 
 
 def _csv(value: str, cast=str) -> list:
@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("default", "--model", "-m", help="As for predict; a registry NAME[:BACKBONE] "
                                   "measures speed with random weights."),
         method: Optional[str] = typer.Option(None, "--method", help="Time a training-free baseline instead."),
-        size: int = typer.Option(PAPER_SIZE, "--size", min=32, help="Input side."),
+        size: Optional[int] = typer.Option(None, "--size", min=32, help="Input side (default: the model's own: "
+                                           "512 for the bundled model, 320 for most others)."),
         batch_size: str = typer.Option("1,8", "--batch-size", help="Comma-separated batch sizes."),
         backend: str = typer.Option("torch", "--backend", help="Comma-separated: torch, onnx, torch-baseline "
                                     "(the unoptimised eval model)."),
