@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -408,7 +409,9 @@ class ImageScore:
     """Scores of one image. ``fbeta`` / ``iou`` are NaN for an image excluded by the ``no_positive`` policy;
     ``precision`` / ``recall`` are those of the binarised map (before the reference's F floor);
     ``ignored_fraction`` is the share of undetermined pixels left out (0 without an ignore mask), and
-    ``positive_fraction`` is taken over the scored pixels."""
+    ``positive_fraction`` is taken over the scored pixels. ``inter`` / ``union`` are the image's pixel counts
+    of the IoU's positive class (at the protocol's IoU resolution): the pooled IoU of any set of images is
+    their sums' ratio."""
 
     stem: str
     mae: float
@@ -423,6 +426,8 @@ class ImageScore:
     no_positive: bool = False
     adaptive_f: float | None = None
     ignored_fraction: float = 0.0
+    inter: int = 0
+    union: int = 0
 
     def to_dict(self) -> dict:
         """Plain-Python form."""
@@ -435,6 +440,16 @@ def _nanmean(values) -> float:
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else math.nan
+
+
+def pooled_iou(images: Iterable[ImageScore]) -> float:
+    """IoU over all pixels of ``images`` (their summed intersections over their summed unions; NaN when the
+    union is empty)."""
+    inter = union = 0
+    for s in images:
+        inter += s.inter
+        union += s.union
+    return inter / union if union else math.nan
 
 
 @dataclass
@@ -454,8 +469,6 @@ class Scorer:
     dataset: str | None = None
     curves: bool = False
     images: list = field(default_factory=list, init=False)
-    _inter: int = field(default=0, init=False, repr=False)
-    _union: int = field(default=0, init=False, repr=False)
     _precisions: list = field(default_factory=list, init=False, repr=False)
     _recalls: list = field(default_factory=list, init=False, repr=False)
 
@@ -500,8 +513,6 @@ class Scorer:
             iou_pred_pos = resize_nearest(iou_pred_pos, (size, size))
             iou_gt_pos = resize_nearest(iou_gt_pos, (size, size))
         inter, union = iou_counts(iou_pred_pos, iou_gt_pos)
-        self._inter += inter
-        self._union += union
         img_iou = inter / union if union else math.nan
 
         adaptive = None
@@ -521,14 +532,14 @@ class Scorer:
         score = ImageScore(stem=stem, mae=mae(pred, gt), fbeta=f, precision=float(prec), recall=float(rec),
                            iou=img_iou, height=height, width=width,
                            positive_fraction=float(gt_pos.mean()), resized_from=resized_from, no_positive=no_pos,
-                           adaptive_f=adaptive, ignored_fraction=ignored_fraction)
+                           adaptive_f=adaptive, ignored_fraction=ignored_fraction, inter=inter, union=union)
         self.images.append(score)
         return score
 
     @property
     def pooled_iou(self) -> float:
         """IoU over all pixels of all images added so far (NaN when the union is empty)."""
-        return self._inter / self._union if self._union else math.nan
+        return pooled_iou(self.images)
 
     def curve_summary(self) -> Curves | None:
         """The dataset's mean PR / F-threshold curves (None unless ``curves``)."""

@@ -1,6 +1,7 @@
 """`defocus evaluate`: score saved maps of any method, or run a checkpoint on datasets."""
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -57,6 +58,13 @@ def register(app: typer.Typer) -> None:
                                               "(white = undetermined pixels, left out; standard protocol)."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
+        bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples of the images for confidence "
+                                      "intervals of every number and of each method's difference to the "
+                                      "reference (e.g. 2000; 0 = none)."),
+        confidence: float = typer.Option(0.95, "--confidence", min=0.5, max=0.999,
+                                         help="Level of the bootstrap intervals."),
+        reference: Optional[str] = typer.Option(None, "--reference", help="Label of the method the others are "
+                                                "compared with (default: the first)."),
     ):
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
         from ..atomic import write_bytes_atomic
@@ -91,6 +99,11 @@ def register(app: typer.Typer) -> None:
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
                                  skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
                                  method=labels[0] if labels else None)
+            intervals = []
+            if bootstrap:
+                from ..bootstrap import bootstrap_table
+
+                intervals = bootstrap_table(table, reference=reference, n_resamples=bootstrap, level=confidence)
         except (EvaluationInputError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
@@ -102,15 +115,23 @@ def register(app: typer.Typer) -> None:
             from ..plots import plot_curves
 
             plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
+        single = len(table) == 1
+        text = table[0].to_markdown() if single else table.to_markdown()
+        if intervals:
+            from ..bootstrap import bootstrap_markdown
+
+            text += "\n" + bootstrap_markdown(intervals)
         if markdown is not None:
-            write_bytes_atomic(table.to_markdown().encode("utf-8"), markdown)
+            write_bytes_atomic(text.encode("utf-8"), markdown)
         if csv is not None:
             write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
-        single = len(table) == 1
         if as_json:
-            typer.echo(table[0].to_json() if single else table.to_json())
+            obj = table[0].to_dict() if single else {"results": [r.to_dict(images=False) for r in table]}
+            if intervals:
+                obj["bootstrap"] = [r.to_dict() for r in intervals]
+            typer.echo(json.dumps(obj, indent=2))
         else:
-            typer.echo(table[0].to_markdown() if single else table.to_markdown())
+            typer.echo(text)
         if any(r.skipped for r in table):
             typer.echo(f"warning: {sum(len(r.skipped) for r in table)} image(s) skipped (listed in the report)",
                        err=True)
