@@ -12,23 +12,24 @@ set -euo pipefail
 [ $# -ge 4 ] || { sed -n 2,12p "$0"; exit 2; }
 root=$1 cache=$2 split=$3
 shift 3
-defocus=${DEFOCUS:-defocus}
-resamples=${RESAMPLES:-2000}
-first=${1#*=}
+methods=("$@")
+first=${methods[0]#*=}
+
+# intervals NAME SUBFOLDER MASKS IGNORE LIST: every method's maps in METHOD_FOLDER/SUBFOLDER, scored with intervals
+intervals() {
+    local args=() spec
+    for spec in "${methods[@]}"; do args+=(--label "${spec%%=*}" --pred "${spec#*=}/$2"); done
+    echo "## $1"
+    "${DEFOCUS:-defocus}" evaluate "${args[@]}" --gt "$3" --ignore "$4" --list "$5" --protocol standard \
+        --dataset "$1" --bootstrap "${RESAMPLES:-2000}"
+}
+
 for set in mfifb dfd; do
     SET=$(echo "$set" | tr a-z A-Z)
-    args=()
-    for spec in "$@"; do args+=(--label "${spec%%=*}" --pred "${spec#*=}/$set"); done
-    echo "## $set-$split"
-    "$defocus" evaluate "${args[@]}" --gt "$root/$SET/masks" --ignore "$root/$SET/ignore" \
-        --list "$first/$set/$set-$split.txt" --protocol standard --dataset "$set-$split" --bootstrap "$resamples"
+    intervals "$set-$split" "$set" "$root/$SET/masks" "$root/$SET/ignore" "$first/$set/$set-$split.txt"
     crops=$cache/uniform/$set-$split
     for kind in blurred sharp; do
         [ -s "$crops/$kind.txt" ] || continue
-        args=()
-        for spec in "$@"; do args+=(--label "${spec%%=*}" --pred "${spec#*=}/$set-uniform"); done
-        echo "## $set-$kind-$split (crops)"
-        "$defocus" evaluate "${args[@]}" --gt "$crops/masks" --ignore "$crops/ignore" --list "$crops/$kind.txt" \
-            --protocol standard --dataset "$set-$kind-$split" --bootstrap "$resamples"
+        intervals "$set-$kind-$split" "$set-uniform" "$crops/masks" "$crops/ignore" "$crops/$kind.txt"
     done
 done

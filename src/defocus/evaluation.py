@@ -260,9 +260,13 @@ class ReportTable:
             writer.writerow(row)
         return buf.getvalue()
 
+    def to_dict(self, images: bool = False) -> dict:
+        """All reports as ``{"results": [...]}`` (per-image rows only if ``images``)."""
+        return {"results": [r.to_dict(images=images) for r in self.reports]}
+
     def to_json(self, indent: int | None = 2, images: bool = False) -> str:
         """All reports as one JSON object ``{"results": [...]}`` (per-image rows only if ``images``)."""
-        return json.dumps({"results": [r.to_dict(images=images) for r in self.reports]}, indent=indent)
+        return json.dumps(self.to_dict(images=images), indent=indent)
 
 
 def _progress(iterable, desc: str, total: int | None = None):

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         if csv is not None:
             write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
         if as_json:
-            obj = table[0].to_dict() if single else {"results": [r.to_dict(images=False) for r in table]}
+            obj = table[0].to_dict() if single else table.to_dict()
             if intervals:
                 obj["bootstrap"] = [r.to_dict() for r in intervals]
             typer.echo(json.dumps(obj, indent=2))
