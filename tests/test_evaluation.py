@@ -394,6 +394,38 @@ def test_evaluate_checkpoint_on_real_samples(shared_dir, tiny_checkpoint):
     assert 0.0 <= r.mae <= 1.0 and 0.0 <= r.fbeta <= 1.0 and r.curves.n == 5
 
 
+def test_evaluate_model_with_the_models_own_input_runs_it_as_the_predictor_does(tmp_path, caplog):
+    from conftest import TINY_BACKBONE
+
+    from defocus.inference import Predictor
+
+    model = defocus.create_model("dffnet", backbone=TINY_BACKBONE)
+    model.config.update(input_size=32, upscale=False)       # its own input: 32 px, small sides not enlarged
+    ckpt = defocus.save_model(model, tmp_path / "own.safetensors")
+    ds = oracle_dataset(tmp_path, sizes=((40, 60), (20, 33)))
+    report = evaluate_model(ckpt, [ds], device="cpu", inference="model", protocol="standard")["toy"]
+    predictor = Predictor(str(ckpt), device="cpu")
+    assert (predictor.options.size, predictor.options.upscale) == (32, False)
+    scorer = Scorer(get_protocol("standard"))
+    for i in range(2):
+        gt = read_mask(ds.masks / f"{i}.png", "blur")
+        prob = predictor.predict(ds.images / f"{i}.jpg").prob
+        assert prob.shape == gt.shape
+        scorer.add(str(i), prob, gt)
+    expected = scorer.summary()
+    assert report.method == "own" and report.n == 2 and report.resized == []   # maps come at the image's size
+    for key in ("mae", "fbeta", "iou"):
+        assert report.metrics[key] == pytest.approx(expected[key], abs=1e-6)
+    with caplog.at_level("WARNING", logger="defocus.evaluation"):
+        paper = evaluate_model(ckpt, [ds], device="cpu", protocol="standard")["toy"]
+    assert "records its own input (input_size: 32, upscale: False)" in caplog.text
+    assert paper.resized == ["0", "1"] and paper.mae != pytest.approx(report.mae, abs=1e-6)
+    sized = evaluate_model(ckpt, [ds], device="cpu", inference="model", size=64, protocol="standard")["toy"]
+    assert sized.mae != pytest.approx(report.mae, abs=1e-6)
+    with pytest.raises(ValueError, match="inference must be one of"):
+        evaluate_model(ckpt, [ds], device="cpu", inference="native")
+
+
 def test_registry_datasets_go_through_the_data_module(tmp_path):
     data = pytest.importorskip("defocus.data")
     if not hasattr(data, "load_pairs"):
@@ -467,6 +499,13 @@ def test_cli_model_mode(tiny_checkpoint, tmp_path, shared_dir):
     res = run_cli("--model", tiny_checkpoint)
     assert res.exit_code != 0 and "--dataset" in res.output
     assert not math.isnan(d["mae"])
+    for inference, resized in (("paper", 5), ("model", 0)):      # the model's maps come at the image's size
+        res = run_cli("--model", tiny_checkpoint, "--images", data / "images", "--gt", data / "masks",
+                      "--device", "cpu", "--inference", inference, "--size", "64", "--json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["n"] == 5 and json.loads(res.stdout)["n_resized"] == resized
+    res = run_cli("--pred", data / "masks", "--gt", data / "masks", "--inference", "model")
+    assert res.exit_code != 0 and "model mode" in res.output
 
 
 def test_cli_model_mode_default_and_missing_checkpoint(tmp_path, shared_dir):
@@ -475,7 +514,7 @@ def test_cli_model_mode_default_and_missing_checkpoint(tmp_path, shared_dir):
                   "--json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert d["n"] == 5 and d["mae"] < 0.1  # the bundled model: 0.049; an untrained network is near 0.5
+    assert d["n"] == 5 and d["mae"] < 0.1  # the bundled model: 0.081; an untrained network is near 0.5
     res = run_cli("--model", tmp_path / "missing.safetensors", "--images", data / "images", "--gt", data / "masks")
     assert res.exit_code == 1 and "missing.safetensors: no such checkpoint file" in res.output
     assert "Traceback" not in res.output

@@ -5,6 +5,7 @@ Each check runs in a subprocess where torch, torchvision and timm cannot be impo
 on the path raise ``ModuleNotFoundError``, as in an environment without them)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,22 @@ def test_classical_methods_and_scoring_run_without_torch(no_torch_env, tmp_path)
             "_prob")
     assert r.returncode == 0, r.stderr
     assert "MAE" in r.stdout
+
+
+def test_evaluate_runs_the_bundled_onnx_model_as_predict_does_without_torch(no_torch_env, shared_dir):
+    from defocus.bundled import bundled_onnx
+
+    if bundled_onnx() is None:
+        pytest.skip("no bundled ONNX model in this installation")
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    r = run(no_torch_env, "evaluate", "--model", "default", "--inference", "model", "--images", str(data / "images"),
+            "--gt", str(data / "masks"), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["n"] == 5 and report["mae"] < 0.1 and report["n_resized"] == 0
+    r = run(no_torch_env, "evaluate", "--model", "default", "--images", str(data / "images"), "--gt",
+            str(data / "masks"))                                   # the paper's inference runs the torch network
+    assert r.returncode != 0 and TORCH_LINE in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -1,7 +1,8 @@
 """Evaluation: score saved maps of any method, or run a model the paper's way, under a named protocol.
 
 * :func:`evaluate_maps` scores a folder of prediction maps against a folder of masks (paired by file stem).
-* :func:`evaluate_model` runs a model with the paper's 320x320 inference on registry datasets or local folders.
+* :func:`evaluate_model` runs a model on registry datasets or local folders: the paper's 320x320 inference, or
+  (``inference="model"``) the model's own input defaults, as ``defocus predict`` runs it.
 * :func:`evaluate` is the public entry point (``defocus.evaluate``) dispatching to either.
 
 Results come back as a :class:`Report` (one dataset) or a :class:`ReportTable` (several methods / datasets, the
@@ -22,13 +23,16 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .defaults import PAPER_SIZE
+from .defaults import INPUT_DEFAULT_KEYS, PAPER_SIZE
 from .devices import resolve_device
 from .listfiles import read_list_stems
 from .maps import MAP_SUFFIXES, MapInputError, check_polarity, read_map, read_mask
 from .metrics import Curves, ImageScore, Protocol, Scorer, get_protocol
 
 log = logging.getLogger(__name__)
+
+#: How :func:`evaluate_model` runs a model: the paper's test-time pipeline, or the model's own input defaults.
+INFERENCE_MODES = ("paper", "model")
 
 #: Every input problem (a missing or unreadable prediction, mask, image, folder or list file) raises this.
 EvaluationInputError = MapInputError
@@ -445,10 +449,54 @@ def paper_inference(model, image, device="cpu", size: int = PAPER_SIZE) -> tuple
     return prob[0, 0].cpu().numpy(), (rgb.height, rgb.width)
 
 
+def _model_label(model_or_path) -> str:
+    """A model's label in reports: its checkpoint's file stem, or its config name, or its class name."""
+    if isinstance(model_or_path, (str, Path)):
+        return Path(model_or_path).stem
+    return getattr(model_or_path, "config", {}).get("name", type(model_or_path).__name__)
+
+
+def _paper_inference(model_or_path, device, size: int):
+    """image -> (map, image size), running ``model_or_path`` with :func:`paper_inference`."""
+    dev = resolve_device(device)
+    if isinstance(model_or_path, (str, Path)):
+        from .models import load_model
+
+        model = load_model(model_or_path, device=dev)
+    else:
+        model = model_or_path.to(dev).eval()
+    own = {k: v for k, v in getattr(model, "config", {}).items() if k in INPUT_DEFAULT_KEYS}
+    if own:
+        log.warning("%s records its own input (%s) but runs here the paper's way (%dx%d); inference='model' "
+                    "(--inference model) scores it as defocus predict runs it", _model_label(model_or_path),
+                    ", ".join(f"{k}: {v}" for k, v in own.items()), size, size)
+    return lambda image: paper_inference(model, image, dev, size)
+
+
+def _predictor_inference(model_or_path, device, size: int | None):
+    """image -> (map, image size), running ``model_or_path`` as :class:`~defocus.inference.Predictor` does with
+    its own input defaults (``size`` overrides the input size)."""
+    from .imageio import ImageDecodeError
+    from .inference import Predictor
+
+    if isinstance(model_or_path, Path):
+        model_or_path = str(model_or_path)
+    predictor = Predictor(model_or_path, device=device, **({} if size is None else {"size": size}))
+
+    def infer(image):
+        try:
+            prob = predictor.predict(image).prob
+        except ImageDecodeError as e:
+            raise EvaluationInputError(image, f"cannot read image ({e})") from e
+        return prob, prob.shape
+
+    return infer
+
+
 def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
                    skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
-                   method: str | None = None, size: int = PAPER_SIZE) -> ReportTable:
-    """Run a model with the paper's inference on datasets and score it (one :class:`Report` per dataset).
+                   method: str | None = None, size: int | None = None, inference: str = "paper") -> ReportTable:
+    """Run a model on datasets and score it (one :class:`Report` per dataset).
 
     Args:
         model_or_path: a model (``forward`` returning the in-focus logit first; it is put in eval mode), a
@@ -456,25 +504,28 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
         datasets: registry names (``defocus.data``, data under ``root``) and/or :class:`FolderDataset` s.
         root: data root of the registry datasets.
         protocol: ``"paper"``, ``"paper-external"``, ``"standard"`` or a :class:`~defocus.metrics.Protocol`;
-            its resizing brings the 320x320 output to the mask's size.
+            its resizing brings each map to its mask's size.
         device: ``"auto"`` (CUDA, else Apple MPS, else the CPU), ``"cpu"``, ``"cuda:0"``, ``"mps"``...
         skip_missing: leave out (and list) unreadable or unpaired images instead of raising.
         drop_mismatched: leave out (and list) images whose size differs from their mask's, as the reference
             does silently; by default they are scored against the mask and listed in ``Report.notes``.
         curves: also compute PR / F-threshold curves.
         method: method label (default: the checkpoint's file stem or the model's config name).
-        size: inference resolution (320 in the paper).
+        size: input size (default: the paper's 320, or with ``inference="model"`` the model's own).
+        inference: ``"paper"`` (default): the paper's test-time pipeline (:func:`paper_inference`: a 320x320
+            squash, small images enlarged, the map resized to the mask by the protocol). ``"model"``: the model
+            runs as ``defocus predict`` and :class:`~defocus.inference.Predictor` run it, with the input size and
+            enlarging its file records (the bundled model: squash 512, smaller sides not enlarged; docs
+            evaluation.md), its backend, and the map returned at the image's own size.
     """
+    if inference not in INFERENCE_MODES:
+        raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}")
     proto = get_protocol(protocol)
-    dev = resolve_device(device)
-    if isinstance(model_or_path, (str, Path)):
-        from .models import load_model
-
-        label = method or Path(model_or_path).stem
-        model = load_model(model_or_path, device=dev)
+    label = method or _model_label(model_or_path)
+    if inference == "model":
+        infer = _predictor_inference(model_or_path, device, size)
     else:
-        model = model_or_path.to(dev).eval()
-        label = method or getattr(model, "config", {}).get("name", type(model).__name__)
+        infer = _paper_inference(model_or_path, device, size or PAPER_SIZE)
     if isinstance(datasets, (str, FolderDataset)):
         datasets = [datasets]
     table = ReportTable()
@@ -491,7 +542,7 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
                     raise EvaluationInputError(s.mask, "no image with this mask's stem")
                 gt = read_mask(s.mask, s.mask_polarity)
                 ignore = None if s.ignore is None else read_mask(s.ignore, "in-focus")
-                prob, image_size = paper_inference(model, s.image, dev, size)
+                prob, image_size = infer(s.image)
             except EvaluationInputError as e:
                 if not skip_missing:
                     raise
@@ -534,7 +585,8 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         report = defocus.evaluate(pred="maps/", gt="masks/")              # -> Report
         report.mae, report.fbeta, report.iou
 
-    A model (checkpoint path or module) with the paper's 320x320 inference::
+    A model (checkpoint path or module) with the paper's 320x320 inference (``inference="model"``: as
+    ``defocus predict`` runs it)::
 
         table = defocus.evaluate(model="dffnet.safetensors", datasets=["CUHK-TE-1", "DUT-TE"], root="data")
         print(table.to_markdown())                                        # -> ReportTable
@@ -542,7 +594,7 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
     ``pred`` may also be a list of folders (several methods on one mask folder): the result is then a
     :class:`ReportTable`, and ``method`` may be one label per folder (default: the folders' distinguishing names,
     :func:`default_labels`). Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
-    :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``).
+    :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``, ``inference``).
     """
     if (pred is None) == (model is None):
         raise ValueError("give exactly one of pred= (a folder of maps) or model= (a model or checkpoint)")

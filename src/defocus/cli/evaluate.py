@@ -15,6 +15,11 @@ class ProtocolName(str, Enum):
     standard = "standard"
 
 
+class Inference(str, Enum):
+    paper = "paper"
+    model = "model"
+
+
 class Polarity(str, Enum):
     in_focus = "in-focus"
     blur = "blur"
@@ -50,6 +55,12 @@ def register(app: typer.Typer) -> None:
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
         images: Optional[Path] = typer.Option(None, "--images", help="Folder of images paired with --gt masks "
                                               "(model mode)."),
+        inference: Inference = typer.Option(Inference.paper, "--inference", help="Model mode: paper (the "
+                                            "paper's 320x320 squash) or model (the model's own input, as "
+                                            "'defocus predict' runs it; the bundled model: 512, small photos "
+                                            "not enlarged)."),
+        size: Optional[int] = typer.Option(None, "--size", min=1, help="Model mode: input size (default: 320 "
+                                           "with --inference paper, the model's own with --inference model)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, "
                                    "mps ..."),
         drop_mismatched: bool = typer.Option(False, "--drop-mismatched", help="Leave out images whose size "
@@ -78,6 +89,8 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 if gt is None:
                     raise typer.BadParameter("--pred needs --gt")
+                if size is not None or inference is not Inference.paper:
+                    raise typer.BadParameter("--inference and --size apply to model mode (--model)")
                 if dataset and len(dataset) > 1:
                     raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
                 if labels and len(labels) != len(pred):
@@ -98,7 +111,7 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
                                  skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
-                                 method=labels[0] if labels else None)
+                                 method=labels[0] if labels else None, size=size, inference=inference.value)
             intervals = []
             if bootstrap:
                 from ..bootstrap import bootstrap_table
