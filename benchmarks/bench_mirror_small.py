@@ -1,6 +1,6 @@
 """Small photos mirrored out at inference: the bundled model on the real-pair benchmark, each image with a side
-under ``--mirror-to`` px first mirrored out at the bottom and right to that length (numpy ``reflect``, as the
-training transform ``MirrorPad`` does), predicted, and its map cropped back to the image.
+under ``--mirror-to`` px first mirrored out at the bottom and right to that length by the training transform
+``MirrorPad`` (as ``data.upscale: false`` trains), predicted, and its map cropped back to the image.
 
 The model runs in its own input mode (squash without enlarging, ``--size``); images at least ``--mirror-to`` px on
 both sides are predicted unchanged. Maps are cached as ``benchmarks/bench_pairs.py`` caches them, under the mode
@@ -24,9 +24,13 @@ from defocus.imageio import decode_rgb
 
 
 def mirror_out(rgb: np.ndarray, length: int) -> np.ndarray:
-    """``rgb`` (H, W, 3) with each side shorter than ``length`` mirrored out at the bottom / right to ``length``."""
-    h, w = rgb.shape[:2]
-    return np.pad(rgb, ((0, max(0, length - h)), (0, max(0, length - w)), (0, 0)), mode="reflect")
+    """``rgb`` (H, W, 3) with each side shorter than ``length`` mirrored out to it, as training does."""
+    import torch
+
+    from defocus.data.transforms import MirrorPad
+
+    chw = MirrorPad(length)(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+    return chw.permute(1, 2, 0).numpy()
 
 
 def predict_mirrored(predictor, pairs, cache: Path, length: int) -> float:
