@@ -420,6 +420,15 @@ def test_evaluate_model_with_the_models_own_input_runs_it_as_the_predictor_does(
     with caplog.at_level("WARNING", logger="defocus.evaluation"):
         paper = evaluate_model(OwnInputOracle(), [ds], device="cpu", protocol="standard")["toy"]
     assert "records its own input (input_size: 32, upscale: False)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="defocus.evaluation"):    # recorded, but the paper's own input
+        evaluate_model(OwnInputOracle(), [ds], device="cpu", size=32, protocol="standard")
+        assert "records its own input" in caplog.text                 # ... except that it is not enlarged
+        caplog.clear()
+        paper_like = OwnInputOracle()
+        paper_like.config = {**Oracle.config, "input_size": 320, "upscale": True}
+        evaluate_model(paper_like, [ds], device="cpu", protocol="standard")
+    assert "records its own input" not in caplog.text
     assert paper.resized == ["0", "1"]                     # 320x320 maps, brought to the masks' sizes
     sized = evaluate_model(OwnInputOracle(), [ds], device="cpu", inference="model", size=16,
                            protocol="standard")["toy"]

@@ -23,7 +23,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .defaults import INPUT_DEFAULT_KEYS, PAPER_SIZE
+from .defaults import INPUT_DEFAULT_KEYS, PAPER_SIZE, UPSCALE_KEY, input_size_of
 from .devices import resolve_device
 from .listfiles import read_list_stems
 from .maps import MAP_SUFFIXES, MapInputError, check_polarity, read_map, read_mask
@@ -465,8 +465,9 @@ def _paper_inference(model_or_path, device, size: int):
         model = load_model(model_or_path, device=dev)
     else:
         model = model_or_path.to(dev).eval()
-    own = {k: v for k, v in getattr(model, "config", {}).items() if k in INPUT_DEFAULT_KEYS}
-    if own:
+    config = getattr(model, "config", {})
+    if input_size_of(config) != size or config.get(UPSCALE_KEY, True) is False:
+        own = {k: v for k, v in config.items() if k in INPUT_DEFAULT_KEYS}
         log.warning("%s records its own input (%s) but runs here the paper's way (%dx%d); inference='model' "
                     "(--inference model) scores it as defocus predict runs it", _model_label(model_or_path),
                     ", ".join(f"{k}: {v}" for k, v in own.items()), size, size)
@@ -479,7 +480,7 @@ def _predictor_inference(model_or_path, device, size: int | None):
     from .imageio import ImageDecodeError
     from .inference import Predictor
 
-    if isinstance(model_or_path, Path):
+    if isinstance(model_or_path, Path):  # the command line passes its --model as a Path, 'default' too
         model_or_path = str(model_or_path)
     predictor = Predictor(model_or_path, device=device, **({} if size is None else {"size": size}))
 
