@@ -90,10 +90,11 @@ def test_evaluate_runs_the_bundled_onnx_model_as_predict_does_without_torch(no_t
         pytest.skip("no bundled ONNX model in this installation")
     data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
     r = run(no_torch_env, "evaluate", "--model", "default", "--inference", "model", "--images", str(data / "images"),
-            "--gt", str(data / "masks"), "--json")
-    assert r.returncode == 0, r.stderr
+            "--gt", str(data / "masks"), "--json", "--require", "mae<0.1", "--require", "iou>=0.99")
+    assert r.returncode == 3, r.stderr                             # the release check's verdict, IoU missed
     report = json.loads(r.stdout)
     assert report["n"] == 5 and report["mae"] < 0.1 and report["n_resized"] == 0
+    assert [v["met"] for v in report["requirements"]] == [True, False]
     r = run(no_torch_env, "evaluate", "--model", "default", "--images", str(data / "images"), "--gt",
             str(data / "masks"))                                   # the paper's inference runs the torch network
     assert r.returncode != 0 and TORCH_LINE in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr

@@ -76,12 +76,21 @@ def register(app: typer.Typer) -> None:
                                          help="Level of the bootstrap intervals."),
         reference: Optional[str] = typer.Option(None, "--reference", help="Label of the method the others are "
                                                 "compared with (default: the first)."),
+        require: Optional[List[str]] = typer.Option(None, "--require", help="A number the results must reach, "
+                                                    "[DATASET:]METRIC<=VALUE or >= (e.g. 'mae<=0.08', "
+                                                    "'iou>=0.92'; repeatable): each is checked on every method "
+                                                    "and dataset, exit status 3 if one is not met."),
     ):
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
+        from ..acceptance import check_requirements, needs_curves, parse_requirement
         from ..atomic import write_bytes_atomic
         from ..evaluation import EvaluationInputError, FolderDataset, evaluate, write_curves
 
-        want_curves = curves is not None or plot is not None
+        try:
+            requirements = [parse_requirement(r) for r in require or []]
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--require")
+        want_curves = curves is not None or plot is not None or needs_curves(requirements)
         labels = list(label or [])
         try:
             if (model is None) == (not pred):
@@ -117,6 +126,7 @@ def register(app: typer.Typer) -> None:
                 from ..bootstrap import bootstrap_table
 
                 intervals = bootstrap_table(table, reference=reference, n_resamples=bootstrap, level=confidence)
+            verdicts = check_requirements(table, requirements)
         except (EvaluationInputError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
@@ -142,9 +152,18 @@ def register(app: typer.Typer) -> None:
             obj = table[0].to_dict() if single else table.to_dict()
             if intervals:
                 obj["bootstrap"] = [r.to_dict() for r in intervals]
+            if verdicts:
+                obj["requirements"] = [v.to_dict() for v in verdicts]
             typer.echo(json.dumps(obj, indent=2))
         else:
             typer.echo(text)
         if any(r.skipped for r in table):
             typer.echo(f"warning: {sum(len(r.skipped) for r in table)} image(s) skipped (listed in the report)",
                        err=True)
+        if verdicts:
+            for v in verdicts:
+                typer.echo(v.to_line(), err=as_json)
+            failed = sum(not v.met for v in verdicts)
+            typer.echo(f"requirements: {len(verdicts) - failed} of {len(verdicts)} met", err=as_json)
+            if failed:
+                raise typer.Exit(3)
