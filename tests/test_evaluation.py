@@ -1,6 +1,7 @@
 """Evaluation of saved maps and of models: file handling, the published maps, reports, the CLI, plots."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -483,9 +484,12 @@ def test_cli_options_tables_and_errors(shared_dir, tmp_path):
     assert json.loads(res.stdout)["n"] == 2 and json.loads(res.stdout)["protocol"] == "standard"
     res = run_cli("--pred", a, "--pred", e, "--label", "AENet", "--label", "EFENet", "--gt", gt, "--dataset", "DUT",
                   "--markdown", tmp_path / "t.md", "--csv", tmp_path / "t.csv", "--curves", tmp_path / "c.json",
-                  "--plot", tmp_path / "pr.svg")
+                  "--plot", tmp_path / "pr.svg", "--per-image", tmp_path / "images.csv")
     assert res.exit_code == 0, res.output
     assert "| EFENet | 0.0486 / 0.9598 / 0.9419 (5) |" in res.stdout
+    rows = list(csv.DictReader((tmp_path / "images.csv").open()))
+    assert [(r["method"], r["dataset"]) for r in rows] == [("AENet", "DUT")] * 5 + [("EFENet", "DUT")] * 5
+    assert np.mean([float(r["mae"]) for r in rows[5:]]) == pytest.approx(0.0486, abs=5e-5)
     assert (tmp_path / "t.md").read_text() == res.stdout.strip() + "\n"
     assert (tmp_path / "t.csv").read_text().startswith("method,DUT n,DUT MAE")
     assert set(json.loads((tmp_path / "c.json").read_text())) == {"AENet / DUT", "EFENet / DUT"}

@@ -89,6 +89,17 @@ def _clean(value):
     return value
 
 
+#: Columns of the per-image CSV rows (:meth:`Report.to_csv`, :meth:`ReportTable.images_to_csv`).
+IMAGE_COLUMNS = ["stem", "mae", "fbeta", "precision", "recall", "iou", "height", "width", "positive_fraction",
+                 "resized_from", "no_positive", "adaptive_f"]
+
+
+def _csv_text(rows) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
 def _fmt(value, digits: int) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -183,18 +194,18 @@ class Report:
             lines += ["", f"Skipped: {len(self.skipped)}"] + [f"- {s['stem']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines) + "\n"
 
-    def to_csv(self) -> str:
-        """Per-image rows as CSV (stem, mae, fbeta, precision, recall, iou, size, ...)."""
-        buf = io.StringIO()
-        cols = ["stem", "mae", "fbeta", "precision", "recall", "iou", "height", "width", "positive_fraction",
-                "resized_from", "no_positive", "adaptive_f"]
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+    def image_rows(self) -> list[list]:
+        """Per-image rows in the order of :data:`IMAGE_COLUMNS` (undefined values as empty strings)."""
+        rows = []
         for s in self.images:
             d = s.to_dict()
             d["resized_from"] = "x".join(map(str, s.resized_from)) if s.resized_from else ""
-            writer.writerow(["" if d[c] is None else d[c] for c in cols])
-        return buf.getvalue()
+            rows.append(["" if d[c] is None else d[c] for c in IMAGE_COLUMNS])
+        return rows
+
+    def to_csv(self) -> str:
+        """Per-image rows as CSV (stem, mae, fbeta, precision, recall, iou, size, ...)."""
+        return _csv_text([IMAGE_COLUMNS] + self.image_rows())
 
 
 @dataclass
@@ -249,20 +260,25 @@ class ReportTable:
 
     def to_csv(self, digits: int | None = None) -> str:
         """The table as CSV: ``method``, then ``<dataset> n``, ``MAE``, ``Fbeta``, ``IoU`` columns per dataset."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
         header = ["method"]
         for d in self.datasets:
             header += [f"{d} n", f"{d} MAE", f"{d} Fbeta", f"{d} IoU"]
-        writer.writerow(header)
+        rows = [header]
         rnd = (lambda v: v) if digits is None else (lambda v: round(v, digits))
         for method in self.methods:
             row = [method or ""]
             for d in self.datasets:
                 r = self._cell(method, d)
                 row += ["", "", "", ""] if r is None else [r.n, rnd(r.mae), rnd(r.fbeta), rnd(r.iou)]
-            writer.writerow(row)
-        return buf.getvalue()
+            rows.append(row)
+        return _csv_text(rows)
+
+    def images_to_csv(self) -> str:
+        """Every report's per-image rows as one CSV, each led by its ``method`` and ``dataset``."""
+        rows = [["method", "dataset"] + IMAGE_COLUMNS]
+        for r in self.reports:
+            rows += [[r.method or "", r.dataset or ""] + row for row in r.image_rows()]
+        return _csv_text(rows)
 
     def to_dict(self, images: bool = False) -> dict:
         """All reports as ``{"results": [...]}`` (per-image rows only if ``images``)."""
@@ -634,13 +650,10 @@ def write_curves(reports: Iterable[Report], path) -> Path:
     items = {_label(r): r.curves for r in reports if r.curves is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["label", "threshold", "precision", "recall", "fbeta"])
+        rows = [["label", "threshold", "precision", "recall", "fbeta"]]
         for label, c in items.items():
-            for row in zip(c.thresholds, c.precision, c.recall, c.fbeta):
-                writer.writerow([label, *(float(v) for v in row)])
-        text = buf.getvalue()
+            rows += [[label, *(float(v) for v in row)] for row in zip(c.thresholds, c.precision, c.recall, c.fbeta)]
+        text = _csv_text(rows)
     else:
         text = json.dumps(_clean({k: c.to_dict() for k, c in items.items()}), indent=1)
     return write_bytes_atomic(text.encode("utf-8"), path)

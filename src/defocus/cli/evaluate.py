@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
                                               "(white = undetermined pixels, left out; standard protocol)."),
         markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the results table (Markdown)."),
         csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table (CSV)."),
+        per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write every image's scores (CSV: "
+                                                 "method, dataset, stem, MAE, Fβ, precision, recall, IoU, ...)."),
         bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples of the images for confidence "
                                       "intervals of every number and of each method's difference to the "
                                       "reference (e.g. 2000; 0 = none)."),
@@ -148,6 +150,8 @@ def register(app: typer.Typer) -> None:
             write_bytes_atomic(text.encode("utf-8"), markdown)
         if csv is not None:
             write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
+        if per_image is not None:
+            write_bytes_atomic(table.images_to_csv().encode("utf-8"), per_image)
         if as_json:
             obj = table[0].to_dict() if single else table.to_dict()
             if intervals:
