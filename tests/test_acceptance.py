@@ -96,3 +96,24 @@ def test_cli_exit_status_and_json(maps_and_masks):
     assert res.exit_code == 0, res.output
     res = run_cli("--pred", pred, "--gt", gt, "--require", "mse<=0.1")
     assert res.exit_code == 2 and "unknown metric" in res.output
+
+
+def test_release_check_script_on_the_cuhk_samples(shared_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    blurred = tmp_path / "blurred"
+    blurred.mkdir()
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(blurred / "flat.png")  # nothing sharp in it
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "release_check.py"
+    run = subprocess.run([sys.executable, str(script), "--images", str(data / "images"), "--gt", str(data / "masks"),
+                          "--out", str(tmp_path / "out"), "--baselines", "--bootstrap", "0", "--blurred",
+                          str(blurred), "--require", "mae<=0.5", "fbeta>=0.999"], capture_output=True, text=True)
+    assert run.returncode == 3, run.stderr                # Fβ 0.93 misses the second bound
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "mae <= 0.5 on model / kept-aside" in report and "(met)" in report and "(NOT met)" in report
+    assert "1 photos blurred everywhere" in report
+    assert len((tmp_path / "out" / "per_image.csv").read_text().strip().splitlines()) == 6
+    assert Image.open(tmp_path / "out" / "worst.png").height == 5 * (160 + 4)
