@@ -26,9 +26,11 @@ from PIL import Image
 
 import defocus
 from defocus.acceptance import check_requirements
-from defocus.bootstrap import bootstrap_table, bootstrap_markdown
+from defocus.bootstrap import bootstrap_markdown, bootstrap_table
 from defocus.evaluation import ReportTable, index_folder
+from defocus.imageio import decode_rgb, displayed_size
 from defocus.maps import read_map, read_mask
+from defocus.sheets import panel_sheet
 
 RELEASE_BOUNDS = ("mae<=0.08", "iou>=0.92")
 THUMB_HEIGHT = 160
@@ -44,47 +46,33 @@ def predict_maps(predictor, photos: dict[str, Path], out_dir: Path) -> Path:
 
 
 def all_blur_masks(photos: dict[str, Path], out_dir: Path) -> Path:
-    """A black (blurred everywhere) mask of each photo's size, for photos blurred everywhere."""
+    """A black (blurred everywhere) mask of each photo's displayed size, for photos blurred everywhere."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stem, path in photos.items():
         with Image.open(path) as im:
-            size = im.size if im.getexif().get(0x0112, 1) < 5 else im.size[::-1]
-        Image.new("L", size, 0).save(out_dir / f"{stem}.png")
+            Image.new("L", displayed_size(im), 0).save(out_dir / f"{stem}.png")
     return out_dir
 
 
-def thumb(arr_or_image, height: int = THUMB_HEIGHT) -> Image.Image:
-    """An RGB thumbnail of an image, a [0, 1] map or a boolean mask, ``height`` pixels high."""
-    im = arr_or_image if isinstance(arr_or_image, Image.Image) else Image.fromarray(
-        (np.asarray(arr_or_image, np.float32) * 255).round().astype(np.uint8))
-    im = im.convert("RGB")
-    return im.resize((max(1, round(im.width * height / im.height)), height), Image.BILINEAR)
+def as_panel(in_focus) -> Image.Image:
+    """A [0, 1] map or a boolean mask as an 8-bit image (white = in focus)."""
+    return Image.fromarray((np.asarray(in_focus, np.float32) * 255).round().astype(np.uint8))
 
 
 def worst_sheet(table: ReportTable, model_label: str, photos, gt_dir: Path, gt_polarity: str, map_dirs: dict,
                 path: Path, n: int):
     """Photo | mask | each method's map, for the ``n`` photos with the model's highest MAE; returns their stems."""
     report = next(r for r in table if r.method == model_label)
-    rows_scores = sorted(report.images, key=lambda s: s.mae, reverse=True)[:n]
+    worst = sorted(report.images, key=lambda s: s.mae, reverse=True)[:n]
     masks = index_folder(gt_dir)
     rows = []
-    for s in rows_scores:
-        with Image.open(photos[s.stem]) as im:
-            in_focus = read_mask(masks[s.stem])
-            tiles = [thumb(im), thumb(~in_focus if gt_polarity == "blur" else in_focus)]
-        tiles += [thumb(read_map(d / f"{s.stem}_prob.png")) for d in map_dirs.values()]
-        row = Image.new("RGB", (sum(t.width for t in tiles) + 4 * len(tiles), THUMB_HEIGHT), "white")
-        x = 0
-        for t in tiles:
-            row.paste(t, (x, 0))
-            x += t.width + 4
-        rows.append(row)
+    for s in worst:
+        in_focus = read_mask(masks[s.stem])
+        rows.append([decode_rgb(photos[s.stem])[0], as_panel(~in_focus if gt_polarity == "blur" else in_focus)]
+                    + [as_panel(read_map(d / f"{s.stem}_prob.png")) for d in map_dirs.values()])
     if rows:
-        sheet = Image.new("RGB", (max(r.width for r in rows), (THUMB_HEIGHT + 4) * len(rows)), "white")
-        for i, r in enumerate(rows):
-            sheet.paste(r, (0, i * (THUMB_HEIGHT + 4)))
-        sheet.save(path)
-    return [(s.stem, s.mae) for s in rows_scores]
+        panel_sheet(rows, THUMB_HEIGHT, nearest=(1,)).save(path)
+    return [(s.stem, s.mae) for s in worst]
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,10 +102,6 @@ def test_cli_exit_status_and_json(maps_and_masks):
 
 
 def test_release_check_script_on_the_cuhk_samples(shared_dir, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
     blurred = tmp_path / "blurred"
     blurred.mkdir()
@@ -116,4 +115,4 @@ def test_release_check_script_on_the_cuhk_samples(shared_dir, tmp_path):
     assert "mae <= 0.5 on model / kept-aside" in report and "(met)" in report and "(NOT met)" in report
     assert "1 photos blurred everywhere" in report
     assert len((tmp_path / "out" / "per_image.csv").read_text().strip().splitlines()) == 6
-    assert Image.open(tmp_path / "out" / "worst.png").height == 5 * (160 + 4)
+    assert Image.open(tmp_path / "out" / "worst.png").height == 5 * 160 + 4 * 4   # five rows, four gaps

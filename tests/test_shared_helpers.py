@@ -106,3 +106,19 @@ def test_state_dict_comparison_reports_every_kind_in_one_line():
     assert m.summary() == ("missing 1 (e.g. a.bias); wrong shape 1 (e.g. a.weight: file (3, 2), expected (2, 3)); "
                            "unexpected 1 (e.g. extra)")
     assert not compare_state_dicts(own, dict(own))
+
+
+def test_panel_sheet_layout_and_mask_panels():
+    from defocus.sheets import panel_sheet
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+    mask = Image.fromarray(np.where(np.arange(90) < 45, 255, 0).astype(np.uint8)[None].repeat(60, 0))
+    tall = Image.new("L", (20, 40), 128)
+    sheet = panel_sheet([[photo, mask], [tall]], height=30, nearest=(1,))
+    assert sheet.size == (45 + 4 + 45, 30 + 4 + 30)                 # widest row; two rows, one gap
+    a = np.asarray(sheet)
+    assert set(np.unique(a[:30, 49:94])) <= {0, 255}                   # the mask panel stays binary
+    assert (a[30:34] == 255).all() and (a[34:64, 15:] == 255).all()    # white gaps, a short row padded white
+    assert (a[34:64, :15] == 128).all()
+    with pytest.raises(ValueError):
+        panel_sheet([], height=30)

@@ -57,20 +57,19 @@ class RequirementResult:
     requirement: Requirement
     method: str | None
     dataset: str | None
-    actual: float | None
+    actual: float | None  # None when the number is undefined (NaN)
     met: bool
 
     def to_dict(self) -> dict:
-        """JSON-ready dict (``actual`` None when undefined)."""
-        actual = self.actual if _defined(self.actual) else None
+        """JSON-ready dict."""
         return {"requirement": str(self.requirement), "metric": self.requirement.metric, "op": self.requirement.op,
-                "value": self.requirement.value, "method": self.method, "dataset": self.dataset, "actual": actual,
+                "value": self.requirement.value, "method": self.method, "dataset": self.dataset, "actual": self.actual,
                 "met": self.met}
 
     def to_line(self, digits: int = 4) -> str:
         """One human-readable line: what was required, on what, the number reached and the verdict."""
         where = " / ".join(str(x) for x in (self.method, self.dataset) if x) or "evaluation"
-        actual = f"{self.actual:.{digits}f}" if _defined(self.actual) else "n/a"
+        actual = "n/a" if self.actual is None else f"{self.actual:.{digits}f}"
         verdict = "met" if self.met else "NOT met"
         r = self.requirement
         return f"{r.metric} {r.op} {r.value:g} on {where}: {actual} ({verdict})"
@@ -113,6 +112,6 @@ def check_requirements(reports, requirements) -> list[RequirementResult]:
             if req.metric not in report.metrics:
                 raise ValueError(f"requirement {req}: {req.metric} needs curves (evaluate with curves=True)")
             actual = report.metrics[req.metric]
-            actual = None if actual is None else float(actual)
+            actual = float(actual) if _defined(actual) else None
             results.append(RequirementResult(req, report.method, report.dataset, actual, req.holds(actual)))
     return results

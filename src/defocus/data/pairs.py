@@ -49,6 +49,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
+from ..sheets import panel_sheet
+
 log = logging.getLogger(__name__)
 
 FOCUS, APERTURE = "focus", "aperture"
@@ -555,21 +557,8 @@ def contact_sheet(images, labels, height: int = 240) -> Image.Image:
         image = np.asarray(image)
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
-        prev = np.repeat(label.preview_u8()[..., None], 3, axis=2)
-        panels = [Image.fromarray(x) for x in (image, prev, overlay(image, label))]
-        w = max(1, round(panels[0].width * height / panels[0].height))
-        panels = [p.resize((w, height), Image.BILINEAR if k != 1 else Image.NEAREST) for k, p in enumerate(panels)]
-        row = Image.new("RGB", (3 * w + 8, height), (255, 255, 255))
-        for k, p in enumerate(panels):
-            row.paste(p, (k * (w + 4), 0))
-        rows.append(row)
-    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + 4 * (len(rows) - 1)),
-                      (255, 255, 255))
-    y = 0
-    for r in rows:
-        sheet.paste(r, (0, y))
-        y += r.height + 4
-    return sheet
+        rows.append([Image.fromarray(x) for x in (image, label.preview_u8(), overlay(image, label))])
+    return panel_sheet(rows, height, nearest=(1,))
 
 
 def pair_sheet(images, labels: PairLabels, height: int = 240) -> Image.Image:
