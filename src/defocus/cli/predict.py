@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         size: Optional[int] = typer.Option(None, "--size", min=1, help="Network input size. Default: the model's "
                                            "own (the bundled model: 512; other models: the paper's 320)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
-                                                  help="Mask threshold on the in-focus probability [default: 0.5; "
-                                                       "with --method, the method's own: LBP 0.3, HiFST Otsu's]."),
+                                                  help="Mask threshold on the in-focus probability (default 0.5; "
+                                                       "with --method, the method's own: LBP 0.3, HiFST Otsu's)."),
         save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
                                  help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
         backend: str = typer.Option(BACKENDS[0], "--backend", help="auto (the bundled model and .onnx files on "
