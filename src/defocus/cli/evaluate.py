@@ -10,17 +10,23 @@ import typer
 
 
 class ProtocolName(str, Enum):
+    """--protocol: the evaluation protocols (docs/evaluation.md)."""
+
     paper = "paper"
     paper_external = "paper-external"
     standard = "standard"
 
 
 class Inference(str, Enum):
+    """--inference: run a checkpoint the paper's way, or in the input mode its file records."""
+
     paper = "paper"
     model = "model"
 
 
 class Polarity(str, Enum):
+    """--pred-polarity / --gt-polarity: what white means in the maps or masks given."""
+
     in_focus = "in-focus"
     blur = "blur"
 
