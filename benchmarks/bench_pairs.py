@@ -14,8 +14,9 @@ mean share of determined pixels the method calls in focus (probability >= 0.5): 
 
 Input modes: ``squash`` (the paper's 320x320 resize) and ``keep-aspect`` (long side 320) for networks, each also
 ``-no-upscale`` (a side shorter than the input size is not enlarged; ``Predictor(upscale=False)``), at each of
-``--sizes`` (a size other than 320 is named in the mode: ``squash@416``), and with ``--flip-tta`` each also with
-the mirrored second pass (``squash@416+flip``); classical methods always see the image
+``--sizes`` (a size other than 320 is named in the mode: ``squash@416``), with ``--flip-tta`` each also with
+the mirrored second pass (``squash@416+flip``), and with ``--refine`` each also with the edge-aware refinement of
+the map (``squash@416+refine``); classical methods always see the image
 with its aspect ratio kept (long side at most 640), so they have one mode, ``native``. A network's maps are
 cached under its label and the first hex digits of its weights file's SHA-256, so new weights under the same
 name (``default`` after an update) are predicted afresh.
@@ -67,12 +68,16 @@ def cache_folder(label: str, kwargs: dict) -> str:
     return f"{label}-{digest[:10]}"
 
 
-def network_modes(modes, sizes, flip_tta: bool = False) -> dict:
+def network_modes(modes, sizes, flip_tta: bool = False, refine: bool = False) -> dict:
     """Mode name -> Predictor options for every input mode at every size (320 is not named); with ``flip_tta``
-    each also with the mirrored second pass (named ``+flip``)."""
+    each also with the mirrored second pass (named ``+flip``), with ``refine`` each also with the map's edge-aware
+    refinement (named ``+refine``)."""
     out = {(m if size == 320 else f"{m}@{size}"): {**NETWORK_MODES[m], "size": size} for size in sizes for m in modes}
+    base = dict(out)
     if flip_tta:
-        out |= {f"{name}+flip": {**options, "flip_tta": True} for name, options in out.items()}
+        out |= {f"{name}+flip": {**options, "flip_tta": True} for name, options in base.items()}
+    if refine:
+        out |= {f"{name}+refine": {**options, "refine": True} for name, options in base.items()}
     return out
 
 
@@ -143,7 +148,8 @@ def run(args) -> list[dict]:
     for spec in args.methods:
         label, kwargs = parse_method(spec)
         folder = args.cache / cache_folder(label, kwargs)
-        modes = {"native": {}} if "method" in kwargs else network_modes(args.modes, args.sizes, args.flip_tta)
+        modes = ({"native": {}} if "method" in kwargs
+                 else network_modes(args.modes, args.sizes, args.flip_tta, args.refine))
         for mode, options in modes.items():
             for ds in SETS:
                 for split in args.splits:
@@ -211,6 +217,8 @@ def main():
                     help="Network input sizes (square side, or long side with keep-aspect).")
     ap.add_argument("--flip-tta", action="store_true",
                     help="Also score each network mode with the mirrored second pass (Predictor(flip_tta=True)).")
+    ap.add_argument("--refine", action="store_true",
+                    help="Also score each network mode with the map's edge-aware refinement (Predictor(refine=True)).")
     ap.add_argument("--uniform", action=argparse.BooleanOptionalAction, default=True,
                     help="Also score the uniform crops (blurred everywhere / sharp almost everywhere).")
     ap.add_argument("--json", type=Path, help="Write the rows as JSON.")

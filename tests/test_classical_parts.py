@@ -178,7 +178,7 @@ def test_multiscale_beliefs_are_exact_on_a_tree():
 
 def test_matting_follows_colour_edges():
     pytest.importorskip("pymatting")
-    from defocus.classical._matting import matte_from_constraints
+    from defocus.matting import matte_from_constraints
 
     rgb = np.zeros((30, 40, 3))
     rgb[:, :20] = [0.8, 0.2, 0.1]

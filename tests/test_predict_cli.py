@@ -353,3 +353,15 @@ def test_flip_tta_is_recorded_and_refused_for_classical_methods(tmp_path, tiny_c
         assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["flip_tta"] is bool(extra)
     r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", "--flip-tta")
     assert r.exit_code == 2 and "flip_tta" in r.stderr
+
+
+def test_refine_is_recorded_and_refused_for_classical_methods(tmp_path, tiny_ckpt):
+    """--refine (the refinement itself: test_refine.py) is recorded in summary.json; a classical method refuses
+    it with the set-up exit status."""
+    p = photo(tmp_path / "p.png", size=(48, 32))
+    for name, extra in (("plain", []), ("refined", ["--refine"])):
+        r = run(p, "-o", tmp_path / name, "--model", tiny_ckpt, "--save", "prob", *extra)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["refine"] is bool(extra)
+    r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", "--refine")
+    assert r.exit_code == 2 and "refine" in r.stderr

@@ -91,7 +91,7 @@ def test_health_ready_models_and_docs(client):
     models = client.get("/v1/models").json()
     assert models["models"][0]["source"].startswith("bundled")
     assert models["defaults"] == {"size": 512, "keep_aspect": False, "upscale": False, "threshold": 0.5,
-                                  "upsample": "bilinear", "flip_tta": False}
+                                  "upsample": "bilinear", "flip_tta": False, "refine": False}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/readyz"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/predict"]["post"]["requestBody"]["content"]

@@ -31,7 +31,7 @@ import numpy as np
 from ._filters import box_mean, guided_upsample, resize
 from ._image import to_gray, to_rgb
 from ._inference import multiscale_beliefs
-from ._matting import matte_from_constraints
+from ..matting import matte_from_constraints
 
 logger = logging.getLogger(__name__)
 

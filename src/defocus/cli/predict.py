@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         flip_tta: bool = typer.Option(False, "--flip-tta", help="Also run each image mirrored and average the two "
                                       "maps (not in the paper; networks only): twice the time, slightly better "
                                       "maps."),
+        refine: bool = typer.Option(False, "--refine", help="Refine each map along the photo's colour edges "
+                                    "(closed-form matting: fills grey insides of sharp subjects, snaps fringes to "
+                                    "edges; not in the paper; networks only): a few seconds an image on a CPU."),
         precision: str = typer.Option(PRECISIONS[0], "--precision", help="fp32; bf16 (CUDA, or a CPU with native "
                                       "bf16 instructions); fp16 (CUDA). Not exact."),
         compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
@@ -102,7 +105,7 @@ def register(app: typer.Typer) -> None:
                                       device=device, size=size, backend=backend, method=method,
                                       keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
                                       batch_size=batch_size, max_pixels=max_pixels or None, upsample=upsample,
-                                      fast_decode=fast_decode, flip_tta=flip_tta,
+                                      fast_decode=fast_decode, flip_tta=flip_tta, refine=refine,
                                       precision=precision, compile=compile_model, workers=workers)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
                 typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
@@ -126,7 +129,8 @@ def register(app: typer.Typer) -> None:
                                           keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
                                           batch_size=batch_size, max_pixels=max_pixels or None, upsample=upsample,
                                           fast_decode=fast_decode, draft_pixels=draft_pixels or None,
-                                          flip_tta=flip_tta, precision=precision, compile=compile_model,
+                                          flip_tta=flip_tta, refine=refine, precision=precision,
+                                          compile=compile_model,
                                           workers=workers)
                 summary = run_batch(predictor, plan, progress=progress, on_error=report_error)
             except (ValueError, OSError, ImportError) as e:

@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         upsample: str = typer.Option("bilinear", "--upsample", help="bilinear, or nearest (the paper's)."),
         flip_tta: bool = typer.Option(False, "--flip-tta", help="Also run each image mirrored and average the two "
                                       "maps (not in the paper): twice the time per request."),
+        refine: bool = typer.Option(False, "--refine", help="Refine every map along the photo's colour edges "
+                                    "(closed-form matting; not in the paper): a few seconds an image on a CPU."),
         max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file."),
         max_pixels: int = typer.Option(SERVE_MAX_PIXELS, "--max-pixels", min=1, help="Largest accepted image "
                                        "(width x height; a guard against decompression bombs)."),
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
         try:
             settings = ServeSettings(model=model, device=device, size=size, keep_aspect=keep_aspect,
                                      upscale=upscale, threshold=threshold, upsample=upsample, flip_tta=flip_tta,
-                                     workers=workers, queue_size=queue, max_upload_bytes=int(max_upload_mb * 2**20),
+                                     refine=refine, workers=workers, queue_size=queue, max_upload_bytes=int(max_upload_mb * 2**20),
                                      max_pixels=max_pixels,
                                      request_timeout=timeout, api_key=api_key or None, threads=threads)
             predictor = build_predictor(settings)

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 
 from .. import imageio
 from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
+from ..matting import refine_map
 from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
 from .runners import CLASSICAL_MAX_SIDE, Runner, RuntimeOptions, make_runner
 
@@ -70,6 +71,11 @@ class PredictOptions:
         flip_tta: also run each image mirrored left to right and average the two maps (test-time augmentation,
             not in the paper; networks only). Twice the network's time; on the real benchmark's val split it
             lowers the bundled model's MAE a little (benchmarks/RESULTS_pairs.md, "Mirrored second pass").
+        refine: refine each map along the colour edges of the network's input image before it is resized to the
+            photo (:func:`defocus.matting.refine_map`: closed-form matting that carries the network's confident
+            calls into its unsure pixels; not in the paper; networks only). Fills grey insides of sharp subjects
+            and snaps grey fringes to edges; a few seconds an image on a CPU (benchmarks/RESULTS_pairs.md,
+            "Edge-aware refinement").
     """
 
     size: int | None = None
@@ -81,6 +87,7 @@ class PredictOptions:
     draft_pixels: int | None = DRAFT_PIXELS
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     flip_tta: bool = False
+    refine: bool = False
 
     def __post_init__(self):
         if self.size is not None and self.size < 1:
@@ -218,7 +225,8 @@ class Predictor:
         return {"size": o.size, "keep_aspect": o.keep_aspect, "upscale": o.upscale, "threshold": o.threshold,
                 "upsample": o.upsample, "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels,
                 "backend": self.backend, "device": str(self.device),
-                "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels, "flip_tta": o.flip_tta}
+                "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels, "flip_tta": o.flip_tta,
+                "refine": o.refine}
 
     def with_options(self, **changes) -> "Predictor":
         """A predictor that runs this one's loaded model (nothing is loaded again) with the named
@@ -242,6 +250,8 @@ class Predictor:
         info = self.runner.info
         if options.flip_tta and info.kind == "classical":
             raise ValueError("flip_tta applies to networks; a classical method's map is computed once per image")
+        if options.refine and info.kind == "classical":
+            raise ValueError("refine applies to networks; the classical methods refine their maps their own way")
         return dataclasses.replace(options, size=info.size if options.size is None else options.size,
                                    upscale=info.upscale if options.upscale is None else options.upscale)
 
@@ -350,6 +360,8 @@ class Predictor:
         probs = self.runner.run(batch)
         if self.options.flip_tta:               # N x C x H x W: mirror the width, and the maps back
             probs = (probs + self.runner.run(np.ascontiguousarray(batch[..., ::-1]))[..., ::-1]) * np.float32(0.5)
+        if self.options.refine:
+            probs = np.stack([refine_map(self.runner.input_rgb(it.array), p) for it, p in zip(items, probs)])
         share = (time.perf_counter() - t0) / len(items)
         o = self.options
         return [Prediction(it.source, it.size, p, upsample=o.upsample,

@@ -109,6 +109,10 @@ class Runner:
         """N prepared inputs of one shape (stacked) -> NxHxW float32 in-focus probabilities."""
         raise NotImplementedError
 
+    def input_rgb(self, prepared: np.ndarray) -> np.ndarray:
+        """The image a prepared network input shows: HxWx3 float32 in [0, 1] (:meth:`prepare` undone)."""
+        return np.clip(prepared.transpose(1, 2, 0) * self.std + self.mean, 0.0, 1.0)
+
     def _set_normalisation(self, mean, std):
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 

@@ -216,7 +216,7 @@ def _api_router(state: ServerState) -> APIRouter:
         return {"models": [{**predictor.info.to_dict(), "default": True}],
                 "defaults": {"size": predictor.options.size, "keep_aspect": s.keep_aspect,
                              "upscale": predictor.options.upscale, "threshold": s.threshold, "upsample": s.upsample,
-                             "flip_tta": s.flip_tta},
+                             "flip_tta": s.flip_tta, "refine": s.refine},
                 "limits": {"max_upload_bytes": s.max_upload_bytes, "max_pixels": s.max_pixels,
                            "max_batch_files": s.max_batch_files, "request_timeout": s.request_timeout,
                            "size_range": [MIN_SIZE, MAX_SIZE]}}

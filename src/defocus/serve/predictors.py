@@ -11,7 +11,8 @@ def build_predictor(settings: ServeSettings) -> Predictor:
     """The predictor a server with ``settings`` runs by default (loads the model)."""
     s = settings
     return Predictor(model=s.model, device=s.device, size=s.size, keep_aspect=s.keep_aspect, upscale=s.upscale,
-                     threshold=s.threshold, upsample=s.upsample, flip_tta=s.flip_tta, max_pixels=s.max_pixels,
+                     threshold=s.threshold, upsample=s.upsample, flip_tta=s.flip_tta, refine=s.refine,
+                     max_pixels=s.max_pixels,
                      batch_size=s.max_batch_files, workers=1)
 
 

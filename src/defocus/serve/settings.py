@@ -26,6 +26,8 @@ class ServeSettings:
             ``upscale`` and ``threshold`` can be overridden per request. ``size=None`` and ``upscale=None``: the
             model's own (:class:`~defocus.inference.PredictOptions`).
         flip_tta: every request also runs its images mirrored and averages the two maps (not in the paper).
+        refine: every map is refined along its photo's colour edges (:func:`defocus.matting.refine_map`; not in
+            the paper).
         workers: inference threads; the network itself runs one batch at a time, the threads overlap decoding
             and encoding with it.
         queue_size: requests that may wait for a free worker; beyond ``workers + queue_size`` requests in
@@ -48,6 +50,7 @@ class ServeSettings:
     threshold: float = 0.5
     upsample: str = "bilinear"
     flip_tta: bool = False
+    refine: bool = False
     workers: int = 2
     queue_size: int = 8
     max_upload_bytes: int = 40 * 1024 * 1024
