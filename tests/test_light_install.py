@@ -66,6 +66,23 @@ def test_predict_runs_the_bundled_onnx_model_without_torch(no_torch_env, example
     assert np.array_equal(np.load(tmp_path / "prob.npy"), Predictor().predict(image).prob_lowres)
 
 
+def test_refine_runs_without_torch(no_torch_env, examples_dir, tmp_path):
+    """--refine needs only the light install (pymatting): the refined map differs from the plain one."""
+    from defocus.bundled import bundled_onnx
+
+    if bundled_onnx() is None:
+        pytest.skip("no bundled ONNX model in this installation")
+    image = examples_dir / "cat_chelsea.png"
+    maps = {}
+    for name, extra in (("plain", []), ("refined", ["--refine"])):
+        r = run(no_torch_env, "predict", str(image), "-o", str(tmp_path / name), "--save", "prob", "--no-progress",
+                *extra)
+        assert r.returncode == 0, r.stderr
+        maps[name] = np.asarray(Image.open(tmp_path / name / "cat_chelsea_prob.png"), np.float32) / 255
+    assert maps["plain"].shape == maps["refined"].shape
+    assert 0.005 < np.abs(maps["plain"] - maps["refined"]).mean() < 0.1
+
+
 def test_classical_methods_and_scoring_run_without_torch(no_torch_env, tmp_path):
     rng = np.random.default_rng(0)
     images, masks = tmp_path / "images", tmp_path / "masks"
