@@ -343,25 +343,14 @@ def test_size_defaults_to_the_models_own(tmp_path, tiny_ckpt):
         assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["size"] == size, name
 
 
-def test_flip_tta_is_recorded_and_refused_for_classical_methods(tmp_path, tiny_ckpt):
-    """--flip-tta (the averaging itself: test_inference.py) is recorded in summary.json; a classical method,
-    whose map is computed once per image, refuses it with the set-up exit status."""
+@pytest.mark.parametrize("flag,setting", [("--flip-tta", "flip_tta"), ("--refine", "refine")])
+def test_network_only_options_are_recorded_and_refused_for_classical_methods(tmp_path, tiny_ckpt, flag, setting):
+    """--flip-tta and --refine (what they do: test_inference.py, test_refine.py) are recorded in summary.json; a
+    classical method, whose map is computed its own way, refuses them with the set-up exit status."""
     p = photo(tmp_path / "p.png", size=(48, 32))
-    for name, extra in (("plain", []), ("tta", ["--flip-tta"])):
+    for name, extra in (("plain", []), ("with", [flag])):
         r = run(p, "-o", tmp_path / name, "--model", tiny_ckpt, "--save", "prob", *extra)
         assert r.exit_code == 0, r.stderr
-        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["flip_tta"] is bool(extra)
-    r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", "--flip-tta")
-    assert r.exit_code == 2 and "flip_tta" in r.stderr
-
-
-def test_refine_is_recorded_and_refused_for_classical_methods(tmp_path, tiny_ckpt):
-    """--refine (the refinement itself: test_refine.py) is recorded in summary.json; a classical method refuses
-    it with the set-up exit status."""
-    p = photo(tmp_path / "p.png", size=(48, 32))
-    for name, extra in (("plain", []), ("refined", ["--refine"])):
-        r = run(p, "-o", tmp_path / name, "--model", tiny_ckpt, "--save", "prob", *extra)
-        assert r.exit_code == 0, r.stderr
-        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"]["refine"] is bool(extra)
-    r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", "--refine")
-    assert r.exit_code == 2 and "refine" in r.stderr
+        assert json.loads((tmp_path / name / "summary.json").read_text())["settings"][setting] is bool(extra)
+    r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", flag)
+    assert r.exit_code == 2 and setting in r.stderr
