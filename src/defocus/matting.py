@@ -15,22 +15,21 @@ logger = logging.getLogger(__name__)
 
 def _import_pymatting():
     try:
-        from pymatting import cf_laplacian, cg, ichol, jacobi
+        import pymatting
     except ImportError as exc:
         raise ImportError(
             "closed-form matting (the LBP method's refinement, a network map's --refine) needs pymatting: "
             "`pip install defocus[matting]` (or pass refine=False to skip the refinement)"
         ) from exc
-    return cf_laplacian, cg, ichol, jacobi
+    return pymatting
 
 
-def _preconditioner(matrix, ichol, jacobi, nnz_per_row: int = 60):
-    """Incomplete Cholesky with at most ``nnz_per_row`` entries a row on average, else Jacobi (pymatting prints
-    its retries with larger diagonal shifts: kept out of stdout)."""
+def _preconditioner(matrix, ichol, jacobi):
+    """Incomplete Cholesky (pymatting prints its retries with larger diagonal shifts: kept out of stdout)."""
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
-            return ichol(matrix.tocsc(), max_nnz=nnz_per_row * matrix.shape[0] + 1024)
+            return ichol(matrix.tocsc(), max_nnz=60 * matrix.shape[0] + 1024)
     except ValueError:
         logger.debug("incomplete Cholesky failed, Jacobi preconditioner used instead")
         return jacobi(matrix)
@@ -48,7 +47,8 @@ def matte_from_constraints(rgb: np.ndarray, values: np.ndarray, known: np.ndarra
     constraint weight). The Laplacian L (window ``radius``, regulariser ``epsilon``) is built once for all maps.
     A map with no constrained pixel is returned unchanged; the result is clipped to [0, 1]. Returns float32.
     """
-    cf_laplacian, cg, ichol, jacobi = _import_pymatting()
+    pm = _import_pymatting()
+    cf_laplacian, cg, ichol, jacobi = pm.cf_laplacian, pm.cg, pm.ichol, pm.jacobi
     h, w = rgb.shape[:2]
     out = np.asarray(values, dtype=np.float32).copy()
     if min(h, w) < 2 * radius + 1:
@@ -90,27 +90,28 @@ def refine_map(rgb: np.ndarray, prob: np.ndarray, *, strength: float = REFINE_ST
 
     Minimises ``a^T L a + strength * sum_i c_i (a_i - p_i)^2`` over the map ``a``: ``L`` is the matting
     Laplacian of ``rgb`` (hxwx3, [0, 1]; window ``radius``, regulariser ``epsilon``), ``p`` = ``prob`` (hxw, [0,
-    1]) and ``c = (2p - 1)^2`` its confidence. Confident pixels keep their value; unsure ones (``p`` near 0.5)
-    take the values of the pixels they are colour-connected to, so a grey inside of a sharp subject fills in and
-    a grey fringe snaps to the subject's edge. Returns float32 in [0, 1]; the map unchanged when the image is
+    1]) and ``c = (2p - 1)^2`` its confidence; solved by multigrid-preconditioned conjugate gradients. Confident
+    pixels keep their value; unsure ones (``p`` near 0.5) take the values of the pixels they are colour-connected
+    to, so a grey inside of a sharp subject fills in and a grey fringe snaps to the subject's edge. Returns float32 in [0, 1]; the map unchanged when the image is
     smaller than the matting window or the solve does not converge.
     """
     import scipy.sparse
 
-    cf_laplacian, cg, ichol, jacobi = _import_pymatting()
+    pm = _import_pymatting()
     p = np.clip(np.asarray(prob, dtype=np.float64), 0.0, 1.0)
     h, w = p.shape
     if rgb.shape[:2] != (h, w):
         raise ValueError(f"image {rgb.shape[:2]} and map {(h, w)} differ in size")
     if min(h, w) < 2 * radius + 1:
         return p.astype(np.float32)
-    lap = cf_laplacian(np.ascontiguousarray(rgb, dtype=np.float64), epsilon, radius)
+    lap = pm.cf_laplacian(np.ascontiguousarray(rgb, dtype=np.float64), epsilon, radius)
     weight = strength * (2.0 * p.ravel() - 1.0) ** 2
     system = (lap + scipy.sparse.diags(weight)).tocsr()
-    # a weak data term leaves the system close to the Laplacian's, whose factor fills in more than the LBP solves'
-    precondition = _preconditioner(system, ichol, jacobi, nnz_per_row=120)
+    # multigrid: a weak data term leaves the system close to the Laplacian's, whose incomplete Cholesky factor
+    # fills in far more than the LBP solves' (and takes longer than the whole solve with this preconditioner)
     try:
-        a = cg(system, weight * p.ravel(), x0=p.ravel().copy(), M=precondition, rtol=rtol, maxiter=maxiter)
+        a = pm.cg(system, weight * p.ravel(), x0=p.ravel().copy(), M=pm.vcycle(system, (h, w)), rtol=rtol,
+                  maxiter=maxiter)
     except ValueError as exc:  # no convergence
         logger.warning("map refinement did not converge (%s); the network's map is kept", exc)
         return p.astype(np.float32)
