@@ -1,6 +1,7 @@
 """Acceptance checks (`--require`): parsing, verdicts on real evaluation reports, the CLI's exit status."""
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -116,3 +117,20 @@ def test_release_check_script_on_the_cuhk_samples(shared_dir, tmp_path):
     assert "1 photos blurred everywhere" in report
     assert len((tmp_path / "out" / "per_image.csv").read_text().strip().splitlines()) == 6
     assert Image.open(tmp_path / "out" / "worst.png").height == 5 * 160 + 4 * 4   # five rows, four gaps
+
+
+def test_release_check_script_checks_the_refined_maps_with_refine(shared_dir, tmp_path):
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "release_check.py"
+    mae = {}
+    for name, extra in (("plain", []), ("refined", ["--refine"])):
+        run = subprocess.run([sys.executable, str(script), "--images", str(data / "images"), "--gt",
+                              str(data / "masks"), "--out", str(tmp_path / name), "--baselines", "--bootstrap", "0",
+                              "--require", "mae<=0.5", *extra], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        report = (tmp_path / name / "report.md").read_text()
+        assert ("maps refined" in report) is bool(extra)
+        rows = list(csv.DictReader((tmp_path / name / "per_image.csv").open()))
+        assert len(rows) == 5
+        mae[name] = np.mean([float(r["mae"]) for r in rows])
+    assert abs(mae["plain"] - mae["refined"]) > 1e-3

@@ -523,6 +523,26 @@ def test_cli_model_mode(tiny_checkpoint, tmp_path, shared_dir):
     assert res.exit_code != 0 and "model mode" in res.output
 
 
+def test_cli_model_mode_refine_scores_the_maps_predict_refine_writes(tmp_path, shared_dir):
+    """--inference model --refine scores the maps that 'defocus predict --refine' writes (8-bit there, so to
+    within their rounding), and they differ from the unrefined maps' score; --refine needs --inference model."""
+    from defocus.cli import app
+
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    common = ["--model", "default", "--images", data / "images", "--gt", data / "masks", "--device", "cpu",
+              "--inference", "model", "--size", "96", "--json"]
+    plain, refined = (json.loads(run_cli(*common, *extra).stdout)["mae"] for extra in ([], ["--refine"]))
+    assert abs(plain - refined) > 1e-3
+    r = CliRunner().invoke(app, ["predict", str(data / "images"), "-o", str(tmp_path / "maps"), "--save", "prob",
+                                 "--size", "96", "--refine", "--no-progress", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    written = json.loads(run_cli("--pred", tmp_path / "maps", "--pred-suffix", "_prob", "--gt", data / "masks",
+                                 "--json").stdout)["mae"]
+    assert written == pytest.approx(refined, abs=2e-3)
+    res = run_cli("--model", "default", "--images", data / "images", "--gt", data / "masks", "--refine")
+    assert res.exit_code == 2 and "--inference model" in res.output
+
+
 def test_cli_model_mode_default_and_missing_checkpoint(tmp_path, shared_dir):
     data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
     res = run_cli("--model", "default", "--images", data / "images", "--gt", data / "masks", "--device", "cpu",

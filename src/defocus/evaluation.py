@@ -490,15 +490,15 @@ def _paper_inference(model_or_path, device, size: int):
     return lambda image: paper_inference(model, image, dev, size)
 
 
-def _predictor_inference(model_or_path, device, size: int | None):
+def _predictor_inference(model_or_path, device, size: int | None, refine: bool = False):
     """image -> (map, image size), running ``model_or_path`` as :class:`~defocus.inference.Predictor` does with
-    its own input defaults (``size`` overrides the input size)."""
+    its own input defaults (``size`` overrides the input size; ``refine``: the map's edge-aware refinement)."""
     from .imageio import ImageDecodeError
     from .inference import Predictor
 
     if isinstance(model_or_path, Path):  # the command line passes its --model as a Path, 'default' too
         model_or_path = str(model_or_path)
-    predictor = Predictor(model_or_path, device=device, **({} if size is None else {"size": size}))
+    predictor = Predictor(model_or_path, device=device, refine=refine, **({} if size is None else {"size": size}))
 
     def infer(image):
         try:
@@ -512,7 +512,8 @@ def _predictor_inference(model_or_path, device, size: int | None):
 
 def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
                    skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
-                   method: str | None = None, size: int | None = None, inference: str = "paper") -> ReportTable:
+                   method: str | None = None, size: int | None = None, inference: str = "paper",
+                   refine: bool = False) -> ReportTable:
     """Run a model on datasets and score it (one :class:`Report` per dataset).
 
     Args:
@@ -534,13 +535,17 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
             runs as ``defocus predict`` and :class:`~defocus.inference.Predictor` run it, with the input size and
             enlarging its file records (the bundled model: squash 512, smaller sides not enlarged; docs
             evaluation.md), its backend, and the map returned at the image's own size.
+        refine: with ``inference="model"``, refine each map along its image's colour edges as ``defocus predict
+            --refine`` does (:func:`defocus.matting.refine_map`; not in the paper).
     """
     if inference not in INFERENCE_MODES:
         raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}")
+    if refine and inference != "model":
+        raise ValueError("refine applies to inference='model' (the map as defocus predict makes it)")
     proto = get_protocol(protocol)
     label = method or _model_label(model_or_path)
     if inference == "model":
-        infer = _predictor_inference(model_or_path, device, size)
+        infer = _predictor_inference(model_or_path, device, size, refine)
     else:
         infer = _paper_inference(model_or_path, device, size or PAPER_SIZE)
     if isinstance(datasets, (str, FolderDataset)):
@@ -611,7 +616,7 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
     ``pred`` may also be a list of folders (several methods on one mask folder): the result is then a
     :class:`ReportTable`, and ``method`` may be one label per folder (default: the folders' distinguishing names,
     :func:`default_labels`). Other keyword ``options`` go to :func:`evaluate_maps` (``dataset``, ``method``) or
-    :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``, ``inference``).
+    :func:`evaluate_model` (``drop_mismatched``, ``method``, ``size``, ``inference``, ``refine``).
     """
     if (pred is None) == (model is None):
         raise ValueError("give exactly one of pred= (a folder of maps) or model= (a model or checkpoint)")

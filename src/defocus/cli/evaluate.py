@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
                                             "paper's 320x320 squash) or model (the model's own input, as "
                                             "'defocus predict' runs it; the bundled model: 512, small photos "
                                             "not enlarged)."),
+        refine: bool = typer.Option(False, "--refine", help="Model mode with --inference model: refine each map "
+                                    "along its image's colour edges, as 'defocus predict --refine' does."),
         size: Optional[int] = typer.Option(None, "--size", min=1, help="Model mode: input size (default: 320 "
                                            "with --inference paper, the model's own with --inference model)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, "
@@ -106,8 +108,8 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 if gt is None:
                     raise typer.BadParameter("--pred needs --gt")
-                if size is not None or inference is not Inference.paper:
-                    raise typer.BadParameter("--inference and --size apply to model mode (--model)")
+                if size is not None or inference is not Inference.paper or refine:
+                    raise typer.BadParameter("--inference, --size and --refine apply to model mode (--model)")
                 if dataset and len(dataset) > 1:
                     raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
                 if labels and len(labels) != len(pred):
@@ -118,6 +120,9 @@ def register(app: typer.Typer) -> None:
                                  dataset=dataset[0] if dataset else None, method=labels or None,
                                  pred_suffix=pred_suffix, ignore_dir=ignore)
             else:
+                if refine and inference is not Inference.model:
+                    raise typer.BadParameter("--refine goes with --inference model (the map as defocus predict "
+                                             "makes it)")
                 sets = list(dataset or [])
                 if images is not None:
                     if gt is None:
@@ -128,7 +133,8 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
                                  skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
-                                 method=labels[0] if labels else None, size=size, inference=inference.value)
+                                 method=labels[0] if labels else None, size=size, inference=inference.value,
+                                 refine=refine)
             intervals = []
             if bootstrap:
                 from ..bootstrap import bootstrap_table
