@@ -141,6 +141,7 @@ def test_raw_body_and_multipart_give_the_same_map(client):
     {},
     {"keep_aspect": True, "size": 256, "threshold": 0.3},
     {"upscale": False, "size": 640},
+    {"refine": True, "size": 256},
 ])
 def test_server_maps_equal_cli_maps(predictor, tmp_path, options):
     args = ["predict", str(PHOTO), "-o", str(tmp_path), "--device", "cpu", "--save", "prob,mask", "--no-progress"]
@@ -148,6 +149,8 @@ def test_server_maps_equal_cli_maps(predictor, tmp_path, options):
         args.append("--keep-aspect")
     if options.get("upscale") is False:
         args.append("--no-upscale")
+    if options.get("refine"):
+        args.append("--refine")
     for key in ("size", "threshold"):
         if key in options:
             args += [f"--{key}", str(options[key])]
@@ -173,6 +176,8 @@ def test_request_options_run_the_one_loaded_model():
     other = predictors.get(96, True, False)
     assert other.runner is default.runner
     assert (other.options.size, other.options.keep_aspect, other.options.upscale) == (96, True, False)
+    refined = predictors.get(64, False, True, refine=True)
+    assert refined.runner is default.runner and refined.options.refine and not default.options.refine
     assert other.input_size((200, 100)) == (96, 48) and other.input_size((40, 20)) == (40, 20)
 
 

@@ -141,7 +141,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool], upscale: Optional[bool],
-             threshold: Optional[float], include: str) -> jobs.Options:
+             refine: Optional[bool], threshold: Optional[float], include: str) -> jobs.Options:
     wanted = tuple(dict.fromkeys(k.strip() for k in include.split(",") if k.strip()))
     bad = [k for k in wanted if k not in jobs.OUTPUTS]
     if bad:
@@ -150,6 +150,7 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
     return jobs.Options(size=default.size if size is None else size,
                         keep_aspect=s.keep_aspect if keep_aspect is None else keep_aspect,
                         upscale=default.upscale if upscale is None else upscale,
+                        refine=s.refine if refine is None else refine,
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
 
 
@@ -166,13 +167,16 @@ def _api_router(state: ServerState) -> APIRouter:
     keep_q = Query(None, description="Keep the aspect ratio (long side = size) instead of the square resize.")
     upscale_q = Query(None, description="Enlarge images smaller than the input size (false: run them at their own "
                                         "size).")
+    refine_q = Query(None, description="Refine the map along the image's colour edges (closed-form matting; a few "
+                                       "seconds an image on a CPU; default: the server's).")
     threshold_q = Query(None, ge=0.0, le=1.0, description="Mask threshold on the in-focus probability.")
     include_q = Query(",".join(jobs.OUTPUTS), description="Outputs inlined as data: URLs: any of prob,mask,overlay "
                                                           "(empty: none).")
 
     @router.post("/predict", openapi_extra=_IMAGE_BODY, summary="In-focus map of one image")
     async def predict(request: Request, size: Optional[int] = size_q, keep_aspect: Optional[bool] = keep_q,
-                      upscale: Optional[bool] = upscale_q, threshold: Optional[float] = threshold_q,
+                      upscale: Optional[bool] = upscale_q, refine: Optional[bool] = refine_q,
+                      threshold: Optional[float] = threshold_q,
                       include: str = include_q,
                       output: Literal["json", "prob", "mask", "overlay"] = Query(
                           "json", description="json, or one output returned as the image itself.")):
@@ -180,7 +184,7 @@ def _api_router(state: ServerState) -> APIRouter:
         the probability map (PNG, 255 = in focus), mask (PNG) and overlay (JPEG)."""
         t0 = time.perf_counter()
         state.require_ready()
-        options = _options(state, size, keep_aspect, upscale, threshold, include)
+        options = _options(state, size, keep_aspect, upscale, refine, threshold, include)
         state.pool.check_free()
         uploads = await read_uploads(request, 1, state.settings.max_upload_bytes)
         kind = None if output == "json" else output
@@ -194,13 +198,14 @@ def _api_router(state: ServerState) -> APIRouter:
 
     @router.post("/predict/batch", openapi_extra=_IMAGE_BODY, summary="In-focus maps of several images")
     async def predict_batch(request: Request, size: Optional[int] = size_q, keep_aspect: Optional[bool] = keep_q,
-                            upscale: Optional[bool] = upscale_q, threshold: Optional[float] = threshold_q,
+                            upscale: Optional[bool] = upscale_q, refine: Optional[bool] = refine_q,
+                            threshold: Optional[float] = threshold_q,
                             include: str = include_q):
         """Several images (repeated multipart field ``file``) -> ``results`` in upload order; an unusable image
         gets an ``error`` and the others are still predicted."""
         t0 = time.perf_counter()
         state.require_ready()
-        options = _options(state, size, keep_aspect, upscale, threshold, include)
+        options = _options(state, size, keep_aspect, upscale, refine, threshold, include)
         state.pool.check_free()
         uploads = await read_uploads(request, state.settings.max_batch_files, state.settings.max_upload_bytes)
         results = await state.pool.run(jobs.predict_batch, state.predictors, uploads, options,

@@ -37,6 +37,7 @@ class Options:
     keep_aspect: bool
     threshold: float
     upscale: bool = True
+    refine: bool = False
     include: tuple[str, ...] = tuple(OUTPUTS)
 
 
@@ -101,6 +102,7 @@ def describe(filename: str, pred: Prediction, options: Options, predict_seconds:
         "size": options.size,
         "keep_aspect": options.keep_aspect,
         "upscale": options.upscale,
+        "refine": options.refine,
         "model": pred.model.to_dict() if pred.model else None,
         "timings": {"predict_seconds": round(predict_seconds, 4),
                     "encode_seconds": round(time.perf_counter() - t0, 4)},
@@ -112,7 +114,7 @@ def describe(filename: str, pred: Prediction, options: Options, predict_seconds:
 def predict_one(predictors: ServerPredictors, upload: Upload, options: Options, output: str | None = None):
     """Predict one upload; returns its JSON dict, or ``(bytes, media_type)`` of one output when ``output`` is
     given. Raises :class:`ServeError` for an unusable image."""
-    predictor = predictors.get(options.size, options.keep_aspect, options.upscale)
+    predictor = predictors.get(options.size, options.keep_aspect, options.upscale, options.refine)
     with temporary_files([upload]) as (path,):
         check_pixels(path, upload.filename, predictors.settings.max_pixels)
         try:
@@ -127,7 +129,7 @@ def predict_one(predictors: ServerPredictors, upload: Upload, options: Options, 
 def predict_batch(predictors: ServerPredictors, uploads: list[Upload], options: Options) -> list[dict]:
     """Predict several uploads in batches (the predictor's ``predict_many``); an unusable image gets an entry
     with its ``error`` and the others go on."""
-    predictor = predictors.get(options.size, options.keep_aspect, options.upscale)
+    predictor = predictors.get(options.size, options.keep_aspect, options.upscale, options.refine)
     results: list[dict | None] = [None] * len(uploads)
     with temporary_files(uploads) as paths:
         usable = []

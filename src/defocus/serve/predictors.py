@@ -17,8 +17,8 @@ def build_predictor(settings: ServeSettings) -> Predictor:
 
 
 class ServerPredictors:
-    """One loaded model; a request's (size, keep_aspect, upscale) gets a predictor that shares it
-    (:meth:`Predictor.with_options`: only the preprocessing differs, so nothing is loaded again).
+    """One loaded model; a request's (size, keep_aspect, upscale, refine) gets a predictor that shares it
+    (:meth:`Predictor.with_options`: only the pre- and post-processing differ, so nothing is loaded again).
 
     The default predictor (the settings' options) is built by :meth:`load_default` or given.
     """
@@ -36,10 +36,11 @@ class ServerPredictors:
                 self.default = build_predictor(self.settings)
             return self.default
 
-    def get(self, size: int, keep_aspect: bool, upscale: bool = True) -> Predictor:
+    def get(self, size: int, keep_aspect: bool, upscale: bool = True, refine: bool = False) -> Predictor:
         """The predictor for these options, on the loaded model (loading it first if it is not yet)."""
         default = self.default or self.load_default()
         o = default.options
-        if (o.size, o.keep_aspect, o.upscale) == (int(size), bool(keep_aspect), bool(upscale)):
+        wanted = (int(size), bool(keep_aspect), bool(upscale), bool(refine))
+        if (o.size, o.keep_aspect, o.upscale, o.refine) == wanted:
             return default
-        return default.with_options(size=int(size), keep_aspect=bool(keep_aspect), upscale=bool(upscale))
+        return default.with_options(**dict(zip(("size", "keep_aspect", "upscale", "refine"), wanted)))
