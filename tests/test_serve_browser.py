@@ -148,3 +148,27 @@ def test_bad_file_shows_its_error_and_the_grid_sorts_by_fraction(page, tmp_path)
     assert names == ["coffee_cup.png", PHOTO.name, "notes.jpg"]   # sharpest first, failures last
     assert fractions == sorted(fractions, reverse=True)
     assert "2 of 3 photo(s) done, 1 failed" in page.locator("#summary").inner_text()
+
+
+def test_refine_box_predicts_the_photos_again_with_refined_maps(page, server_url):
+    """Ticking "Refine edges" predicts every photo again with refine=true: the card's fraction is then the
+    server's refined map's."""
+    maps = {}
+    for refine in (False, True):
+        served = httpx.post(f"{server_url}/v1/predict", files={"file": (PHOTO.name, PHOTO.read_bytes())},
+                            params={"output": "prob", "refine": str(refine).lower()}, timeout=120)
+        maps[refine] = np.asarray(Image.open(io.BytesIO(served.content)))
+    f_plain, f_refined = page_fraction(maps[False], 0.5), page_fraction(maps[True], 0.5)
+    assert f_plain != f_refined
+
+    page.wait_for_function("document.querySelector('#model-info').textContent.includes('dffnet')")
+    assert not page.locator("#refine").is_checked()                 # the server's default
+    page.set_input_files("#file-input", str(PHOTO))
+    card = page.locator(".card[data-state=done][data-refine=false]")
+    card.wait_for(timeout=60_000)
+    assert float(card.get_attribute("data-fraction")) == pytest.approx(f_plain, abs=1e-6)
+    page.locator("#refine").check()
+    refined = page.locator(".card[data-state=done][data-refine=true]")
+    refined.wait_for(timeout=60_000)
+    assert float(refined.get_attribute("data-fraction")) == pytest.approx(f_refined, abs=1e-6)
+    assert page.locator(".card").count() == 1

@@ -34,6 +34,7 @@ async function loadModelInfo() {
   const m = body.models[0];
   $("#model-info").textContent = `model: ${m.name}${m.backbone ? " (" + m.backbone + ")" : ""}, ${m.source}`;
   $("#threshold").value = body.defaults.threshold;
+  $("#refine").checked = Boolean(body.defaults.refine);
   showSliderValues();
 }
 
@@ -83,7 +84,10 @@ async function requestMap(photo) {
   for (let attempt = 0; ; attempt++) {
     const form = new FormData();
     form.append("file", photo.file, photo.name);
-    const res = await fetch("/v1/predict?include=prob", {method: "POST", body: form, headers: apiHeaders()});
+    const refine = $("#refine").checked;
+    photo.card.dataset.refine = String(refine);
+    const res = await fetch(`/v1/predict?include=prob&refine=${refine}`,
+                            {method: "POST", body: form, headers: apiHeaders()});
     if (res.status === 503 && attempt < MAX_RETRIES) {
       const wait = Number(res.headers.get("Retry-After") || "1");
       setStatus(photo, `server busy, retrying in ${wait} s ...`);
@@ -232,6 +236,20 @@ function updateSummary() {
     : "No photos yet.";
 }
 
+// The refine box changes the maps themselves: every photo that has one is predicted again.
+function requestAgain() {
+  for (const p of photos) {
+    const state = p.card.dataset.state;
+    if (state === "done" || state === "error") {
+      p.card.dataset.state = "pending";
+      p.error = undefined;
+      waiting.push(p);
+    }
+  }
+  updateSummary();
+  pump();
+}
+
 function rerenderAll() {
   showSliderValues();
   for (const p of photos) if (p.card.dataset.state === "done") render(p);
@@ -246,6 +264,7 @@ function setUp() {
   zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); addFiles(e.dataTransfer.files); });
   $("#threshold").addEventListener("input", rerenderAll);
   $("#opacity").addEventListener("input", rerenderAll);
+  $("#refine").addEventListener("change", requestAgain);
   $("#api-key").addEventListener("change", loadModelInfo);
   showSliderValues();
   loadModelInfo();
