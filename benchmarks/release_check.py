@@ -3,8 +3,9 @@
     python benchmarks/release_check.py --images PHOTOS --gt MASKS --out OUT [--blurred BLURRED_PHOTOS]
 
 * Runs the model as ``defocus predict`` runs it (the bundled model: 512, small photos not enlarged; ``--refine``:
-  with the map's edge-aware refinement, as ``defocus predict --refine``) and the training-free baselines (HiFST, LBP) on every photo with a mask, writing ``OUT/maps/<label>/<stem>_prob.png``
-  (maps already there are reused, so an interrupted check resumes).
+  with the map's edge-aware refinement, as ``defocus predict --refine``) and the training-free baselines (HiFST,
+  LBP) on every photo with a mask, writing ``OUT/maps/<label>/<stem>_prob.png`` (maps already there are reused,
+  so an interrupted check resumes).
 * Scores them under the paper protocol (human masks, no ignore masks), checks the model against the release
   bounds (``--require``, default ``mae<=0.08`` and ``iou>=0.92``) and gives each baseline's paired bootstrap
   difference to the model.

@@ -39,8 +39,8 @@ class ServerPredictors:
     def get(self, size: int, keep_aspect: bool, upscale: bool = True, refine: bool = False) -> Predictor:
         """The predictor for these options, on the loaded model (loading it first if it is not yet)."""
         default = self.default or self.load_default()
+        size, keep_aspect, upscale, refine = int(size), bool(keep_aspect), bool(upscale), bool(refine)
         o = default.options
-        wanted = (int(size), bool(keep_aspect), bool(upscale), bool(refine))
-        if (o.size, o.keep_aspect, o.upscale, o.refine) == wanted:
+        if (o.size, o.keep_aspect, o.upscale, o.refine) == (size, keep_aspect, upscale, refine):
             return default
-        return default.with_options(**dict(zip(("size", "keep_aspect", "upscale", "refine"), wanted)))
+        return default.with_options(size=size, keep_aspect=keep_aspect, upscale=upscale, refine=refine)

@@ -151,6 +151,10 @@ async function process(photo) {
     setStatus(photo, `${photo.width}x${photo.height}`);
     photo.card.dataset.state = "done";
     render(photo);
+    if (photo.card.dataset.refine !== String($("#refine").checked)) {   // the box changed while it ran
+      photo.card.dataset.state = "pending";
+      waiting.push(photo);
+    }
   } catch (e) {
     photo.error = e.message;
     photo.card.dataset.state = "error";
