@@ -228,9 +228,11 @@ def _open_bytes(data) -> tuple[Image.Image | None, str | None]:
     if data is None or len(data) == 0:
         return None, "empty file (0 bytes)"
     try:
-        return Image.open(BytesIO(bytes(data))), None
+        return imageio.open_pil(BytesIO(bytes(data))), None
     except Image.DecompressionBombError as e:
         return None, f"image too large ({e})"
+    except ValueError as e:
+        return None, str(e)
     except Exception:
         return None, "not an image, or a format Pillow cannot read"
 

@@ -39,7 +39,15 @@ OUTPUT_TAG = "defocus-output"
 
 #: Suffixes taken from folders and globs (explicitly named files are always tried, whatever their suffix).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp",
-                            ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k"})
+                            ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".avif",
+                            ".heic", ".heif", ".hif"})
+
+#: HEIF photos (the default of many phones) are read through the optional pillow-heif package.
+HEIF_INSTALL = "pip install 'defocus[heif]'"
+#: Major brands of the ISO base media file's ``ftyp`` box: HEIF stills and sequences (HEVC or any codec),
+#: and AVIF, which Pillow reads itself from version 11.3.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 #: Background that transparent pixels are composited onto (neutral grey: neither sharp nor textured).
 ALPHA_BACKGROUND = (128, 128, 128)
@@ -63,6 +71,57 @@ def _pixel_limit_message(w: int, h: int, max_pixels: int) -> str:
             f"(0 disables the limit)")
 
 
+def container_brand(head: bytes) -> str | None:
+    """``"heif"`` or ``"avif"`` when ``head`` (a file's first 12 bytes or more) starts an ISO base media file of
+    that kind (its ``ftyp`` box's major brand), else ``None``."""
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return None
+    brand = head[8:12]
+    return "heif" if brand in _HEIF_BRANDS else "avif" if brand in _AVIF_BRANDS else None
+
+
+def _register_heif_opener() -> bool:
+    """Teach Pillow to open HEIF files (pillow-heif); ``False`` when pillow-heif is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _unreadable_reason(head: bytes) -> str:
+    """Why Pillow could not identify a file that starts with ``head``."""
+    kind = container_brand(head)
+    if kind == "heif":
+        return f"HEIF image: reading it needs pillow-heif ({HEIF_INSTALL})"
+    if kind == "avif":
+        return f"AVIF image: this Pillow ({Image.__version__}) cannot read it; Pillow >= 11.3 can"
+    return "not an image, or a format Pillow cannot read"
+
+
+def open_pil(fp) -> Image.Image:
+    """``Image.open(fp)`` (a path or a seekable binary file), with HEIF files opened through pillow-heif when
+    it is installed. Raises ``ValueError`` with the reason when the file cannot be identified as an image."""
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        pass
+    if isinstance(fp, (str, os.PathLike)):
+        with open(fp, "rb") as f:
+            head = f.read(16)
+    else:
+        fp.seek(0)
+        head = fp.read(16)
+        fp.seek(0)
+    if container_brand(head) == "heif" and _register_heif_opener():
+        try:
+            return Image.open(fp)
+        except UnidentifiedImageError:
+            pass
+    raise ValueError(_unreadable_reason(head))
+
+
 def open_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open ``path`` lazily (header only) and check it against ``max_pixels``.
 
@@ -82,9 +141,9 @@ def open_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            im = Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageDecodeError(path, "not an image, or a format Pillow cannot read") from None
+            im = open_pil(path)
+        except ValueError as e:
+            raise ImageDecodeError(path, str(e)) from None
         except OSError as e:
             raise ImageDecodeError(path, f"cannot open: {e}") from None
         finally:
