@@ -381,7 +381,9 @@ def test_collect_inputs(tmp_path):
     assert [e[1] for e in got.errors] == ["no image files match this pattern", "no such file or directory"]
     assert [p.name for p in imageio.collect_inputs([str(d / "**" / "*.jpg")], recursive=True).files] == [
         "b.jpg", "c.jpg"]
-    assert [p.name for p in imageio.collect_inputs([d / "b_mask.png"]).files] == ["b_mask.png"]  # explicit
+    named = imageio.collect_inputs([d / "b_mask.png", d / "a_prob.png"])  # as a shell expands in/*.png
+    assert [p.name for p in named.files] == ["a_prob.png"] and [p.name for p in named.outputs] == ["b_mask.png"]
+    assert [p.name for p in imageio.collect_inputs(str(d / "b.jpg")).files] == ["b.jpg"]  # one path, not a list
     (tmp_path / "empty").mkdir()
     assert imageio.collect_inputs([tmp_path / "empty"]).errors[0][1].startswith("no image files in this folder")
 
@@ -403,6 +405,29 @@ def test_options_group_the_keywords_and_refuse_unknown_ones():
                 dict(precision="int8")):
         with pytest.raises(ValueError):
             Predictor(BrightNet(), device="cpu", **bad)
+
+
+def test_unusable_objects_and_empty_images(bright):
+    # no image type at all: a programming error (TypeError), also where image failures are returned
+    for call in (lambda: bright.predict(None), lambda: bright.predict(b"\xff\xd8"),
+                 lambda: list(bright.predict_many([halves(), None], on_error="return")),
+                 lambda: list(bright.predict_many("photo.jpg")), lambda: list(bright.predict_many(Path("x")))):
+        with pytest.raises(TypeError):
+            call()
+    # an empty PIL image (an empty crop) is one image's failure; the batch goes on
+    res = list(bright.predict_many([halves(), Image.new("RGB", (0, 5)), halves(10, 8)], on_error="return"))
+    assert [r.ok for r in res] == [True, False, True] and "no pixels" in res[1].error
+    # float arrays are taken in [0, 1]: one in 0-255 is refused, not clipped to white
+    with pytest.raises(ImageDecodeError, match="expected \\[0, 1\\]"):
+        bright.predict(np.full((8, 8, 3), 200.0, np.float32))
+    assert bright.predict(np.full((8, 8, 3), 1.0004, np.float32)).ok
+
+
+def test_settings_record_what_is_used():
+    assert Predictor(BrightNet(), device="cpu", size=32).settings()["threshold"] == 0.5
+    assert Predictor(BrightNet(), device="cpu", size=32, threshold=0.7).settings()["threshold"] == 0.7
+    lbp = Predictor(method="lbp").settings()
+    assert (lbp["size"], lbp["upscale"], lbp["threshold"]) == (None, None, None)  # the method's own, per map
 
 
 def test_with_options_shares_the_loaded_model_and_matches_a_fresh_predictor():

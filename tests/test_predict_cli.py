@@ -228,6 +228,63 @@ def test_skip_existing_resumes(tmp_path, tiny_ckpt, monkeypatch):
     assert r.exit_code == 0 and "3 skipped" in r.stderr
 
 
+def test_skip_existing_redoes_outputs_recorded_for_another_file(tmp_path, tiny_ckpt, monkeypatch):
+    photo(tmp_path / "a" / "x.png", 0, size=(48, 32))
+    photo(tmp_path / "b" / "x.png", 1, size=(20, 30))
+    out = tmp_path / "out"
+    assert run(tmp_path / "a" / "x.png", "-o", out, "--model", tiny_ckpt).exit_code == 0
+    r = run(tmp_path / "b" / "x.png", "-o", out, "--model", tiny_ckpt, "--skip-existing")
+    assert r.exit_code == 0 and "1 image(s) done" in r.stderr
+    with Image.open(out / "x_prob.png") as m:
+        assert m.size == (20, 30)  # b's map, not a's kept under b's name
+    # the same file spelled another way (absolute, then relative) is done: its entry is kept, with numbers
+    monkeypatch.chdir(tmp_path)
+    r = run("b/x.png", "-o", out, "--model", tiny_ckpt, "--skip-existing")
+    assert r.exit_code == 0 and "1 skipped" in r.stderr
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert entry["skipped"] and entry["path"] == "b/x.png" and entry["width"] == 20 and entry["in_focus_fraction"] is not None
+
+
+def test_outputs_named_one_by_one_are_not_inputs(tmp_path, tiny_ckpt):
+    d = tmp_path / "io"
+    photo(d / "cat.jpg", 0)
+    photo(d / "dog.jpg", 1)
+    for _ in range(2):  # as `defocus predict io/*.jpg -o io` twice: the shell names the overlays too
+        r = run(*sorted(d.glob("*.jpg")), "-o", d, "--model", tiny_ckpt)
+        assert r.exit_code == 0 and "2 image(s) done" in r.stderr
+    assert "note: 2 input(s) not taken: outputs of defocus predict" in r.stderr
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        ["cat.jpg", "dog.jpg", "summary.json"] + [f"{s}_{k}" for s in ("cat", "dog")
+                                                 for k in ("prob.png", "mask.png", "overlay.jpg")])
+
+
+def test_a_file_name_in_another_encoding_keeps_the_summary(tmp_path, tiny_ckpt):
+    import os
+
+    d = tmp_path / "in"
+    photo(d / "ok.png", 0)
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: no valid UTF-8
+    try:
+        photo(d / name, 1)
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system takes UTF-8 names only")
+    out = tmp_path / "out"
+    r = run(d, "-o", out, "--model", tiny_ckpt, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["n_images"] == 2 and summary["failed"] == 0
+    assert {Path(e["path"]).name for e in summary["images"]} == {"ok.png", name}
+    assert json.loads(r.stdout)["n_images"] == 2
+
+
+def test_output_folder_expands_home(tmp_path, tiny_ckpt, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # where a literal "~" folder would appear
+    photo(tmp_path / "p.png")
+    assert run(tmp_path / "p.png", "--output=~/maps", "--model", tiny_ckpt).exit_code == 0
+    assert (tmp_path / "home" / "maps" / "p_prob.png").is_file()
+
+
 SLOW_RUN = """
 import sys, time
 import numpy as np

@@ -49,6 +49,9 @@ HEIF_INSTALL = "pip install 'defocus[heif]'"
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
+#: Float image arrays may exceed 1 by this much (rounding of earlier processing) and are then clipped.
+FLOAT_TOLERANCE = 1e-3
+
 #: Background that transparent pixels are composited onto (neutral grey: neither sharp nor textured).
 ALPHA_BACKGROUND = (128, 128, 128)
 
@@ -264,7 +267,11 @@ def image_from_array(array) -> Image.Image:
     if a.dtype == np.uint16:
         a = np.rint(a / 257.0).astype(np.uint8)
     elif a.dtype.kind == "f":
-        a = np.clip(np.rint(np.nan_to_num(a) * 255.0), 0, 255).astype(np.uint8)
+        a = np.nan_to_num(a)
+        if a.max(initial=0.0) > 1.0 + FLOAT_TOLERANCE:
+            raise ValueError(f"float image array has values up to {a.max():g}; expected [0, 1] (divide by 255, "
+                             f"or pass uint8)")
+        a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
@@ -371,7 +378,7 @@ def is_tagged_output(path) -> bool:
 def check_writable_dir(folder) -> Path:
     """Create ``folder`` if needed and check that files can be created in it; raise ``OSError`` with a clear
     message otherwise."""
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(b"", folder / ".defocus-write-test")
@@ -390,6 +397,7 @@ class InputList:
 
     files: list[Path] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (input as given, reason)
+    outputs: list[Path] = field(default_factory=list)  # this tool's own outputs named as inputs: not taken
 
 
 def _is_our_output(p: Path) -> bool:
@@ -434,10 +442,13 @@ def collect_inputs(inputs, recursive: bool = False) -> InputList:
 
     Each input is a file (used whatever its suffix), a folder (its image files; sub-folders with
     ``recursive``), a glob pattern (``*``, ``?``, ``[...]``; ``**`` with ``recursive``), or a ``.txt`` file
-    listing such inputs (one per line). Files are de-duplicated (first occurrence kept). Folders and globs
-    skip hidden files and this tool's own (tagged) outputs, so that a run writing into its own input folder
-    never re-reads its outputs.
+    listing such inputs (one per line); a single path may be given instead of a list. Files are de-duplicated
+    (first occurrence kept). This tool's own (tagged) outputs are never taken, also when named one by one (as a
+    shell expands ``photos/*.jpg``): they are listed in ``outputs``, so that a run writing into its own input
+    folder never re-reads its outputs. Folders and globs also skip hidden files.
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     result = InputList()
     seen: set[Path] = set()
 
@@ -469,6 +480,8 @@ def collect_inputs(inputs, recursive: bool = False) -> InputList:
                     return
                 for entry in entries:
                     expand(entry, allow_lists=False)
+            elif _is_our_output(p):
+                result.outputs.append(p)
             else:
                 add(p)
         elif glob.has_magic(item):

@@ -89,11 +89,10 @@ def register(app: typer.Typer) -> None:
         """Predict which parts of each image are in focus. Writes OUT/<stem>_prob.png (255 = in focus),
         <stem>_mask.png, <stem>_overlay.jpg and OUT/summary.json. Exit status 1 if any input failed, 2 for a
         set-up error, 130 / 143 when interrupted (Ctrl-C / SIGTERM; summary.json lists what was done)."""
-        import json
         import signal
 
         from ..inference import (Predictor, check_model_spec, interrupt_signal, plan_batch, run_batch,
-                                 sigterm_interrupts)
+                                 sigterm_interrupts, summary_json)
 
         if use_ray or ray_address:  # the same Predictor as Ray Data actors: defocus.distributed
             from ..distributed import predict_dataset
@@ -111,7 +110,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
                 raise typer.Exit(2)
             if as_json:
-                typer.echo(json.dumps(run.to_dict(), indent=2, ensure_ascii=False))
+                typer.echo(summary_json(run.to_dict()))
             typer.echo(f"{run.processed - run.failed} image(s) done, {run.failed} failed, {run.skipped} skipped "
                        f"(done before); table {run.table} (model: {run.model})", err=True)
             if run.failed or not (run.processed or run.skipped):
@@ -124,6 +123,9 @@ def register(app: typer.Typer) -> None:
                 # everything that needs no model is checked first: a wrong path fails at once
                 check_model_spec(model)
                 plan = plan_batch(inputs, out, save, recursive=recursive, skip_existing=skip_existing)
+                if plan.outputs_named:
+                    typer.echo(f"note: {len(plan.outputs_named)} input(s) not taken: outputs of defocus predict "
+                               f"(e.g. {plan.outputs_named[0]})", err=True)
                 if plan.jobs:
                     predictor = Predictor(model, method=method, device=device, backend=backend, size=size,
                                           keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
@@ -143,7 +145,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"interrupted ({signal.Signals(signum).name}){where}", err=True)
                 raise typer.Exit(128 + signum)
         if as_json:
-            typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+            typer.echo(summary_json(summary))
         done = summary["n_images"] - summary["failed"] - summary["skipped"]
         skipped = f", {summary['skipped']} skipped (outputs exist)" if summary["skipped"] else ""
         model_used = f" (model: {predictor.info})" if predictor is not None else ""

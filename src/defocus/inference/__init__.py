@@ -22,13 +22,13 @@ from __future__ import annotations
 from ..bundled import BUNDLED_WEIGHTS, bundled_weights
 from ..imageio import DEFAULT_MAX_PIXELS, OUTPUT_SUFFIXES, ImageDecodeError
 from .batch import (BatchInterrupted, BatchPlan, Job, interrupt_signal, make_summary, output_stem, outputs_done,
-                    plan_batch, predict_files, raise_interrupt, run_batch, sigterm_interrupts, write_entry,
-                    write_summary)
+                    plan_batch, predict_files, raise_interrupt, run_batch, sigterm_interrupts, summary_json,
+                    write_entry, write_summary)
 from .loading import ModelInfo, check_model_spec, classical_methods, load_network, resolve_device
 from .predictor import DRAFT_FACTOR, DRAFT_PIXELS, KEEP_IMAGE_PIXELS, PredictOptions, Predictor
 from .result import (BOUNDARY_COLOUR, OVERLAY_DIM, OVERLAY_TINT, SAVE_CHOICES, STRIP_PIXELS, UPSAMPLE_CHOICES,
                      FailedPrediction, MapResizer, Prediction, check_save, draw_overlay_in_place, expected_outputs,
-                     focus_boundary, make_overlay, prob_to_uint8, write_outputs)
+                     focus_boundary, make_overlay, prob_to_uint8, write_output, write_outputs)
 from .runners import (BACKENDS, CLASSICAL_MAX_SIDE, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, PRECISIONS,
                       ClassicalRunner, OnnxRunner, Runner, RuntimeOptions, TorchRunner, make_runner)
 
@@ -39,11 +39,11 @@ __all__ = [
     "ModelInfo", "load_network", "check_model_spec", "resolve_device", "classical_methods", "bundled_weights",
     "make_runner", "Runner", "TorchRunner", "OnnxRunner", "ClassicalRunner",
     # pictures and files of one result
-    "make_overlay", "draw_overlay_in_place", "focus_boundary", "prob_to_uint8", "write_outputs",
+    "make_overlay", "draw_overlay_in_place", "focus_boundary", "prob_to_uint8", "write_output", "write_outputs",
     "expected_outputs", "check_save", "MapResizer",
     # batches
     "predict_files", "plan_batch", "run_batch", "BatchPlan", "Job", "output_stem", "outputs_done", "write_entry",
-    "make_summary", "write_summary", "BatchInterrupted", "raise_interrupt", "sigterm_interrupts",
+    "make_summary", "summary_json", "write_summary", "BatchInterrupted", "raise_interrupt", "sigterm_interrupts",
     "interrupt_signal",
     # constants
     "BUNDLED_WEIGHTS", "BACKENDS", "BOUNDARY_COLOUR", "CLASSICAL_MAX_SIDE", "DEFAULT_BATCH_SIZE",

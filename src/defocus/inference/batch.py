@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -126,14 +127,16 @@ class Job:
 
 @dataclass
 class BatchPlan:
-    """What a batch will do: ``jobs`` to predict, ``skipped`` ones whose outputs exist, and ``errors``
-    (inputs that named nothing usable, as ``(input, reason)``)."""
+    """What a batch will do: ``jobs`` to predict, ``skipped`` ones whose outputs exist, ``errors`` (inputs
+    that named nothing usable, as ``(input, reason)``) and ``outputs_named`` (this tool's own outputs among the
+    inputs, not taken)."""
 
     out_dir: Path
     save: tuple[str, ...]
     jobs: list[Job] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    outputs_named: list[Path] = field(default_factory=list)
 
 
 def folder_roots(inputs, files) -> list[Path | None]:
@@ -168,15 +171,19 @@ def plan_batch(inputs, out_dir="outputs", save=SAVE_CHOICES, recursive: bool = F
     """Check and plan a batch without any model: ``ValueError`` for an unknown output in ``save``, ``OSError``
     when ``out_dir`` cannot be written; inputs are expanded (see :func:`defocus.imageio.collect_inputs`), a
     folder's sub-folder layout is kept under ``out_dir``, and with ``skip_existing`` the images whose outputs
-    all exist are skipped."""
+    all exist are skipped - unless the earlier ``summary.json`` says those outputs are another file's."""
     save = check_save(save)
     out_dir = imageio.check_writable_dir(out_dir)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     found = imageio.collect_inputs(inputs, recursive=recursive)
-    plan = BatchPlan(out_dir, save, errors=list(found.errors))
+    plan = BatchPlan(out_dir, save, errors=list(found.errors), outputs_named=list(found.outputs))
     stems = unique_stems(found.files, folder_roots(inputs, found.files), out_dir)
+    earlier = previous_entries(out_dir) if skip_existing else {}
     for path, stem in zip(found.files, stems):
         job = Job(path, stem)
-        if skip_existing and outputs_done(out_dir, stem, save):
+        done_before = stem not in earlier or same_file(earlier[stem]["path"], path)
+        if skip_existing and done_before and outputs_done(out_dir, stem, save):
             plan.skipped.append(job)
         else:
             plan.jobs.append(job)
@@ -237,10 +244,21 @@ def previous_entries(out_dir) -> dict[str, dict]:
         return {}
 
 
+def same_file(a, b) -> bool:
+    """Whether two paths name the same file (relative paths taken from the current folder)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def skipped_entry(job: Job, plan: BatchPlan, earlier: dict[str, dict]) -> dict:
-    """The summary entry of a skipped image: its earlier entry when there is one for the same file."""
+    """The summary entry of a skipped image: its earlier entry (with the path as given now) when there is one for
+    the same file."""
     entry = earlier.get(job.stem)
-    if entry is None or entry.get("path") != str(job.path):
+    if entry is not None and same_file(entry.get("path"), job.path):
+        entry = {**entry, "path": str(job.path)}
+    else:
         entry = {"path": str(job.path), "output": job.stem, "width": None, "height": None,
                  "in_focus_fraction": None, "seconds": 0.0, "error": None}
     outputs = relative_outputs(expected_outputs(plan.out_dir, job.stem, plan.save), plan.out_dir)
@@ -266,9 +284,20 @@ def make_summary(plan: BatchPlan, entries: list[dict], predictor=None, seconds: 
     }
 
 
+def summary_json(summary: dict) -> str:
+    """``summary`` as indented JSON text that encodes as UTF-8: non-ASCII names as they are, unless a name is no
+    valid Unicode (a file name in another encoding): then every non-ASCII character is escaped (``\\udce9``)."""
+    text = json.dumps(summary, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(summary, indent=2, ensure_ascii=True)
+    return text
+
+
 def write_summary(summary: dict, out_dir) -> Path:
     """Write ``summary.json`` into ``out_dir`` atomically."""
-    data = json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8")
+    data = summary_json(summary).encode("utf-8")
     return imageio.write_bytes_atomic(data, Path(out_dir) / imageio.SUMMARY_NAME)
 
 

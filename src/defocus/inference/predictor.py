@@ -29,7 +29,7 @@ from .. import imageio
 from ..imageio import DEFAULT_MAX_PIXELS, ImageDecodeError
 from ..matting import refine_map
 from .result import UPSAMPLE_CHOICES, FailedPrediction, Prediction
-from .runners import CLASSICAL_MAX_SIDE, Runner, RuntimeOptions, make_runner
+from .runners import CLASSICAL_MAX_SIDE, NETWORK_THRESHOLD, Runner, RuntimeOptions, make_runner
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,16 @@ def tensor_to_array(t: "torch.Tensor") -> np.ndarray:
     return t.permute(1, 2, 0).numpy()
 
 
+def _not_an_image(x) -> TypeError:
+    return TypeError(f"cannot predict on {type(x).__name__}: pass a path, PIL image, numpy array or tensor")
+
+
+def _check_input_type(x) -> None:
+    """``TypeError`` for what is not an image input at all (a programming error, never one image's failure)."""
+    if not isinstance(x, (str, os.PathLike, Image.Image, np.ndarray)) and not _is_tensor(x):
+        raise _not_an_image(x)
+
+
 class _FileLoader:
     """Decodes a file again at full size (for overlays of images that were not kept)."""
 
@@ -220,9 +230,14 @@ class Predictor:
         return self.runtime.workers
 
     def settings(self) -> dict:
-        """The settings that shape the outputs (recorded in ``summary.json``)."""
+        """The settings that shape the outputs (recorded in ``summary.json``). A classical method has no input
+        size (``size`` and ``upscale`` are ``None``); its own threshold (``None``: per map, see each image's
+        ``threshold``)."""
         o = self.options
-        return {"size": o.size, "keep_aspect": o.keep_aspect, "upscale": o.upscale, "threshold": o.threshold,
+        classical = self.info.kind == "classical"
+        threshold = o.threshold if o.threshold is not None or classical else NETWORK_THRESHOLD
+        return {"size": None if classical else o.size, "keep_aspect": o.keep_aspect,
+                "upscale": None if classical else o.upscale, "threshold": threshold,
                 "upsample": o.upsample, "fast_decode": o.fast_decode, "draft_pixels": o.draft_pixels,
                 "backend": self.backend, "device": str(self.device),
                 "batch_size": self.runtime.batch_size, "max_pixels": o.max_pixels, "flip_tta": o.flip_tta,
@@ -278,6 +293,8 @@ class Predictor:
             img, native = imageio.decode_rgb(path, max_pixels, self.draft_size)
             return img, native, _FileLoader(path, max_pixels)
         if isinstance(x, Image.Image):
+            if x.size[0] < 1 or x.size[1] < 1:
+                raise ImageDecodeError(describe_input(x), f"image has no pixels ({x.size[0]}x{x.size[1]})")
             if max_pixels and x.size[0] * x.size[1] > max_pixels:
                 raise ImageDecodeError(describe_input(x), imageio._pixel_limit_message(*x.size, max_pixels))
             img = imageio.to_rgb(ImageOps.exif_transpose(x))
@@ -289,10 +306,11 @@ class Predictor:
             if max_pixels and img.size[0] * img.size[1] > max_pixels:
                 raise ImageDecodeError(describe_input(x), imageio._pixel_limit_message(*img.size, max_pixels))
             return img, img.size, None
-        raise TypeError(f"cannot predict on {type(x).__name__}: pass a path, PIL image, numpy array or tensor")
+        raise _not_an_image(x)
 
     def _prepare(self, x, keep_image: bool) -> _Item:
         t0 = time.perf_counter()
+        _check_input_type(x)
         source = describe_input(x)
         try:
             img, native, loader = self._decode(x)
@@ -323,9 +341,12 @@ class Predictor:
         """Predict an iterable of inputs, in order, batching the network and decoding in a thread pool while
         the network computes. ``on_error="return"`` yields a :class:`FailedPrediction` for each unusable input
         and carries on; ``"raise"`` raises on the first one. ``keep_images`` keeps each decoded image (up to
-        :data:`KEEP_IMAGE_PIXELS`) on its result for :meth:`Prediction.overlay` instead of decoding it again."""
+        :data:`KEEP_IMAGE_PIXELS`) on its result for :meth:`Prediction.overlay` instead of decoding it again.
+        An input that is no image type at all raises ``TypeError`` in either case."""
         if on_error not in ("raise", "return"):
             raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        if isinstance(inputs, (str, os.PathLike, Image.Image)):
+            raise TypeError("predict_many takes an iterable of inputs; for one image use predict()")
         pool = ThreadPoolExecutor(self.runtime.workers, thread_name_prefix="defocus-decode")
         try:
             prepared = _Prefetcher(pool, self._prepare, iter(inputs), keep_images,
@@ -335,7 +356,7 @@ class Predictor:
                 try:
                     item = fut.result()
                 except Exception as e:  # one unusable input: report it in its place and go on
-                    if on_error == "raise":
+                    if on_error == "raise" or isinstance(e, TypeError):
                         raise
                     yield from self._run(batch)
                     batch = []
