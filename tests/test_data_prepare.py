@@ -169,6 +169,26 @@ def test_prepare_dut_pairs_by_sorted_order(shared_dir, tmp_path):
     assert 0.3 < np.mean(report.blur_fractions) < 0.9
 
 
+def test_prepare_test_half_alone_and_changed_masks_of_the_same_size(shared_dir, tmp_path):
+    from defocus.data import DataError
+
+    base = tmp_path / "dl/DUT-DBD_Dataset"
+    (base / "image").mkdir(parents=True)
+    (base / "gt").mkdir()
+    for k, m in enumerate(sorted((shared_dir / "data/DUT/test_samples/masks").iterdir())[:2]):
+        with Image.open(m) as mm:
+            mm.convert("L").resize((40, 40), Image.NEAREST).save(base / "gt" / f"{k + 1}.bmp")
+        _fake_image(base / "image" / f"{k + 1}.jpg", (40, 40))
+    root = tmp_path / "root"
+    assert prepare_dataset("dut-te", tmp_path / "dl", root).ok  # the train half is not needed for the test set
+    assert not prepare_dataset("dut", tmp_path / "dl", root).ok  # ... but is for the whole family
+    with Image.open(base / "gt" / "1.bmp") as m:  # a corrected mask: same size in bytes, other content
+        Image.eval(m, lambda v: 255 - v).save(base / "gt" / "1.bmp")
+    with pytest.raises(DataError, match="exists with different content"):
+        prepare_dataset("dut-te", tmp_path / "dl", root)
+    assert prepare_dataset("dut-te", tmp_path / "dl", root, overwrite=True).ok
+
+
 def test_prepare_reports_unpaired_and_missing_layout(tmp_path):
     src = tmp_path / "dl/EBD"
     (src / "image").mkdir(parents=True)

@@ -503,6 +503,47 @@ def test_cli_options_tables_and_errors(shared_dir, tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)["skipped"][0]["stem"] == "9"
 
 
+def test_cli_results_survive_a_wrong_requirement_and_new_output_folders(shared_dir, tmp_path):
+    a, gt = published(shared_dir, "AENet", "DUT")
+    res = run_cli("--pred", a, "--gt", gt, "--dataset", "DUT-5", "--require", "dut_5:mae<=0.08",
+                  "--markdown", tmp_path / "new" / "deep" / "t.md")  # the label as the registry reads names
+    assert res.exit_code == 0, res.output
+    assert "requirements: 1 of 1 met" in res.output and (tmp_path / "new" / "deep" / "t.md").is_file()
+    res = run_cli("--pred", a, "--gt", gt, "--dataset", "DUT-5", "--require", "CUHK-5:mae<=0.08")
+    assert res.exit_code == 1 and "0.0719 | 0.9272" in res.stdout  # the results, then what was wrong
+    assert "no result on dataset 'CUHK-5'" in res.stderr
+
+
+def test_cli_refuses_options_of_the_other_mode(shared_dir, tmp_path):
+    a, gt = published(shared_dir, "AENet", "DUT")
+    e, _ = published(shared_dir, "EFENet", "DUT")
+    stems = tmp_path / "stems.txt"
+    stems.write_text("1\n")
+    for args in (("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--list", stems),
+                 ("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--pred-suffix", "_prob"),
+                 ("--pred", a, "--gt", gt, "--drop-mismatched"),
+                 ("--pred", a, "--pred", e, "--label", "X", "--label", "X", "--gt", gt),
+                 ("--pred", a, "--gt", gt, "--reference", "AENet"),
+                 ("--pred", a, "--gt", gt, "--plot", tmp_path / "pr.xyz")):
+        res = run_cli(*args)
+        assert res.exit_code == 2, (args, res.output)
+
+
+def test_hidden_files_and_repeated_list_entries(shared_dir, tmp_path):
+    a, gt = published(shared_dir, "AENet", "DUT")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for m in gt.iterdir():
+        (masks / m.name).write_bytes(m.read_bytes())
+    (masks / "._1.png").write_bytes(b"\0\5\x16\7")  # a macOS resource-fork companion
+    stems = tmp_path / "stems.txt"
+    stems.write_text("1\n1.png\n1.jpg\n2\n")
+    assert evaluate_maps(a, masks, list_file=stems).n == 2
+    assert evaluate_maps(a, masks).n == 5
+    with pytest.raises(EvaluationInputError, match="not a folder"):
+        evaluate_maps(next(a.iterdir()), masks)
+
+
 def test_cli_model_mode(tiny_checkpoint, tmp_path, shared_dir):
     data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
     res = run_cli("--model", tiny_checkpoint, "--images", data / "images", "--gt", data / "masks",

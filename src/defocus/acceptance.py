@@ -92,18 +92,27 @@ def needs_curves(requirements: Iterable[Requirement]) -> bool:
     return any(r.metric in CURVE_METRICS for r in requirements)
 
 
+def same_dataset(a: str | None, b: str | None) -> bool:
+    """Whether two dataset labels name the same set, as the registry reads names: case, ``-`` and ``_`` aside
+    (``dut-te``, ``DUT_TE`` and ``DUT-TE`` are one)."""
+    if a is None or b is None:
+        return a is b
+    canon = (lambda s: re.sub(r"[-_\s]", "", s).casefold())
+    return canon(a) == canon(b)
+
+
 def check_requirements(reports, requirements) -> list[RequirementResult]:
     """Check every requirement on every report it applies to (a ``Report``, a ``ReportTable`` or a list of them).
 
     ``requirements`` may be :class:`Requirement` objects or their text. A requirement naming a dataset that no
-    report has raises ``ValueError`` (a typo would otherwise pass silently), as does a curve metric on reports
-    scored without curves.
+    report has (compared as :func:`same_dataset` does) raises ``ValueError`` (a typo would otherwise pass
+    silently), as does a curve metric on reports scored without curves.
     """
     reports = [reports] if hasattr(reports, "metrics") else list(reports)
     results = []
     for req in requirements:
         req = parse_requirement(req) if isinstance(req, str) else req
-        matching = [r for r in reports if req.dataset is None or r.dataset == req.dataset]
+        matching = [r for r in reports if req.dataset is None or same_dataset(r.dataset, req.dataset)]
         if not matching:
             known = sorted({r.dataset for r in reports if r.dataset})
             have = f"datasets: {', '.join(known)}" if known else "the results carry no dataset label"

@@ -43,17 +43,20 @@ EvaluationInputError = MapInputError
 # --------------------------------------------------------------------------------------------------------------
 
 def index_folder(folder, suffix: str = "") -> dict[str, Path]:
-    """Map file stem -> path for the image files of ``folder`` (an error if two files share a stem).
+    """Map file stem -> path for the image files of ``folder`` (an error if two files share a stem); hidden files
+    (``.*``, such as macOS's ``._name`` companions) are not taken.
 
     With ``suffix`` (e.g. ``"_prob"`` for ``defocus predict`` outputs), only files whose stem ends with it are
     taken, and it is removed from the key.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise EvaluationInputError(folder, "folder not found")
+        raise EvaluationInputError(folder, "not a folder (give the folder of files)" if folder.exists() else
+                                   "folder not found")
     index: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in MAP_SUFFIXES or not path.stem.endswith(suffix):
+        if (path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in MAP_SUFFIXES
+                or not path.stem.endswith(suffix)):
             continue
         stem = path.stem[:len(path.stem) - len(suffix)]
         if stem in index:
@@ -68,7 +71,11 @@ def read_stem_list(path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise EvaluationInputError(path, "list file not found")
-    return read_list_stems(path, MAP_SUFFIXES)
+    stems = read_list_stems(path, MAP_SUFFIXES)
+    unique = list(dict.fromkeys(stems))
+    if len(unique) < len(stems):
+        log.warning("%s: %d repeated stem(s) scored once", path, len(stems) - len(unique))
+    return unique
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,6 +269,7 @@ class ReportTable:
         """The table as CSV: ``method``, then ``<dataset> n``, ``MAE``, ``Fbeta``, ``IoU`` columns per dataset."""
         header = ["method"]
         for d in self.datasets:
+            d = d or "dataset"
             header += [f"{d} n", f"{d} MAE", f"{d} Fbeta", f"{d} IoU"]
         rows = [header]
         rnd = (lambda v: v) if digits is None else (lambda v: round(v, digits))

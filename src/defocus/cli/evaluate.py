@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import typer
 
+#: Figure formats of --plot (matplotlib picks the format from the suffix).
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
 
 class ProtocolName(str, Enum):
     """--protocol: the evaluation protocols (docs/evaluation.md)."""
@@ -102,6 +105,14 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--require")
         want_curves = curves is not None or plot is not None or needs_curves(requirements)
         labels = list(label or [])
+        if len(set(labels)) < len(labels):
+            raise typer.BadParameter("give each method its own --label", param_hint="--label")
+        if reference is not None and not bootstrap:
+            raise typer.BadParameter("--reference chooses the method the bootstrap compares with: add --bootstrap N",
+                                     param_hint="--reference")
+        if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise typer.BadParameter(f"the figure's format follows its suffix: one of {', '.join(PLOT_SUFFIXES)}",
+                                     param_hint="--plot")
         try:
             if (model is None) == (not pred):
                 raise typer.BadParameter("give --pred (maps mode) or --model (model mode)")
@@ -110,6 +121,9 @@ def register(app: typer.Typer) -> None:
                     raise typer.BadParameter("--pred needs --gt")
                 if size is not None or inference is not Inference.paper or refine:
                     raise typer.BadParameter("--inference, --size and --refine apply to model mode (--model)")
+                if drop_mismatched:
+                    raise typer.BadParameter("--drop-mismatched applies to model mode (--model); in maps mode a "
+                                             "map of another size than its mask is resized, and reported")
                 if dataset and len(dataset) > 1:
                     raise typer.BadParameter("maps mode takes at most one --dataset (a label)")
                 if labels and len(labels) != len(pred):
@@ -120,6 +134,9 @@ def register(app: typer.Typer) -> None:
                                  dataset=dataset[0] if dataset else None, method=labels or None,
                                  pred_suffix=pred_suffix, ignore_dir=ignore)
             else:
+                if list_file is not None or pred_suffix or pred_polarity is not Polarity.in_focus:
+                    raise typer.BadParameter("--list, --pred-suffix and --pred-polarity apply to maps mode (--pred); "
+                                             "in model mode, give a folder with the images to score")
                 if refine and inference is not Inference.model:
                     raise typer.BadParameter("--refine goes with --inference model (the map as defocus predict "
                                              "makes it)")
@@ -140,30 +157,20 @@ def register(app: typer.Typer) -> None:
                 from ..bootstrap import bootstrap_table
 
                 intervals = bootstrap_table(table, reference=reference, n_resamples=bootstrap, level=confidence)
-            verdicts = check_requirements(table, requirements)
         except (EvaluationInputError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)
+        try:  # a requirement naming no dataset of the results: said after the results, not instead of them
+            verdicts, requirement_error = check_requirements(table, requirements), None
+        except ValueError as e:
+            verdicts, requirement_error = [], e
 
-        if curves is not None:
-            write_curves(table, curves)
-        if plot is not None:
-            from ..evaluation import curves_of
-            from ..plots import plot_curves
-
-            plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
         single = len(table) == 1
         text = table[0].to_markdown() if single else table.to_markdown()
         if intervals:
             from ..bootstrap import bootstrap_markdown
 
             text += "\n" + bootstrap_markdown(intervals)
-        if markdown is not None:
-            write_bytes_atomic(text.encode("utf-8"), markdown)
-        if csv is not None:
-            write_bytes_atomic(table.to_csv().encode("utf-8"), csv)
-        if per_image is not None:
-            write_bytes_atomic(table.images_to_csv().encode("utf-8"), per_image)
         if as_json:
             obj = table[0].to_dict() if single else table.to_dict()
             if intervals:
@@ -173,6 +180,25 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(obj, indent=2))
         else:
             typer.echo(text)
+        try:
+            if curves is not None:
+                write_curves(table, curves)
+            if plot is not None:
+                from ..evaluation import curves_of
+                from ..plots import plot_curves
+
+                plot.parent.mkdir(parents=True, exist_ok=True)
+                plot_curves(curves_of(table.reports), plot, title=f"protocol: {protocol.value}")
+            for path, content in ((markdown, text), (csv, table.to_csv()), (per_image, table.images_to_csv())):
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_bytes_atomic(content.encode("utf-8"), path)
+        except (OSError, ImportError) as e:
+            typer.echo(f"error: cannot write the results ({e})", err=True)
+            raise typer.Exit(1)
+        if requirement_error is not None:
+            typer.echo(f"error: {requirement_error}", err=True)
+            raise typer.Exit(1)
         if any(r.skipped for r in table):
             typer.echo(f"warning: {sum(len(r.skipped) for r in table)} image(s) skipped (listed in the report)",
                        err=True)

@@ -17,6 +17,7 @@ code's rule) and the mask is stored under the image's stem. Files are copied (or
 """
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -141,9 +142,9 @@ def _pair(images: list[Path], masks: list[Path]) -> tuple[Pairing, bool]:
 
 
 def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
-    """Put ``src`` at ``dst``; returns False when an identical-size file was already there."""
+    """Put ``src`` at ``dst``; returns False when the same file (or one of the same content) was already there."""
     if dst.exists() or dst.is_symlink():
-        if dst.resolve() == src.resolve() or (not overwrite and dst.stat().st_size == src.stat().st_size):
+        if dst.resolve() == src.resolve() or (not overwrite and filecmp.cmp(dst, src, shallow=False)):
             return False
         if not overwrite:
             raise DataError(f"{dst}: exists with different content (use overwrite)")
@@ -154,6 +155,16 @@ def _place(src: Path, dst: Path, mode: str, overwrite: bool) -> bool:
     else:
         atomic_create(dst, lambda tmp: tmp.symlink_to(src.resolve()))
     return True
+
+
+def _parts_wanted(name: str, family: str) -> set[str]:
+    """The destination folders of ``family``'s parts that ``name`` needs: all of them for a family name, the
+    dataset's own for a dataset name (``dut-te``: the DUT test part only)."""
+    dests = {part.dest for part in LAYOUTS[family]}
+    if name.strip().lower() in LAYOUTS:
+        return dests
+    folders = {Path(part.images).parent.as_posix() for part in get_spec(name).parts}
+    return dests & folders or dests
 
 
 def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = False,
@@ -175,11 +186,16 @@ def prepare_dataset(name: str, src, root, mode: str = "copy", overwrite: bool = 
     if not src.is_dir():
         raise DataError(f"{src}: download folder not found")
     report = PrepareReport(family, root)
+    wanted = _parts_wanted(name, family)
     for part in LAYOUTS[family]:
         located = _locate(src, part)
         if located is None:
-            report.problems.append(f"{part.label}: no {'/'.join(part.image_dirs)} + {'/'.join(part.mask_dirs)} "
-                                   f"folders found under {src}")
+            missing = (f"{part.label}: no {'/'.join(part.image_dirs)} + {'/'.join(part.mask_dirs)} folders found "
+                       f"under {src}")
+            if part.dest in wanted:
+                report.problems.append(missing)
+            else:
+                log.info("%s (not needed for %s)", missing, name)
             continue
         img_dir, mask_dir = located
         images, masks = list_images(img_dir), list_images(mask_dir)
