@@ -144,6 +144,10 @@ def test_verify_flags_inverted_polarity(shared_dir, tmp_path):
     assert "polarity" in {i.kind for i in report.warnings}
     good = verify_dataset("folder", image_dir=imgs, mask_dir=masks, mask_white="in-focus", progress=False)
     assert good.ok and not good.issues
+    (tmp_path / "e/i").mkdir(parents=True)
+    (tmp_path / "e/m").mkdir()
+    empty = verify_dataset("folder", image_dir=tmp_path / "e/i", mask_dir=tmp_path / "e/m", progress=False)
+    assert not empty.ok and [i.detail for i in empty.errors] == ["no image and mask pairs found"]
 
 
 def test_prepare_dut_pairs_by_sorted_order(shared_dir, tmp_path):

@@ -142,6 +142,18 @@ def test_read_mask_binarises_at_half_and_reads_01_masks(tmp_path):
     assert read_mask(save(tmp_path / "z.png", np.array([[0, 1]], np.uint8))).tolist() == [[False, True]]
     l16 = np.array([[32767, 32768]], np.uint16)
     assert read_mask(save(tmp_path / "m16.png", l16)).tolist() == [[False, True]]
+    eight_in_16 = np.array([[0, 255]], np.uint16)  # 0 / 255 saved in a 16-bit file
+    assert read_mask(save(tmp_path / "m16b.png", eight_in_16)).tolist() == [[False, True]]
+
+
+def test_integer_numpy_maps_of_any_width(tmp_path):
+    levels = np.array([[0, 51, 255]])
+    np.save(tmp_path / "i64.npy", levels.astype(np.int64))  # 8-bit values in a wide integer type
+    np.testing.assert_allclose(read_map(tmp_path / "i64.npy"), [[0, 0.2, 1]])
+    np.save(tmp_path / "u16.npy", np.array([[0, 255, 65535]], np.uint16))  # uint16: always 16-bit
+    np.testing.assert_allclose(read_map(tmp_path / "u16.npy"), [[0, 255 / 65535, 1]])
+    np.save(tmp_path / "i32.npy", np.array([[0, 1000, 65535]], np.int32))
+    np.testing.assert_allclose(read_map(tmp_path / "i32.npy"), [[0, 1000 / 65535, 1]])
 
 
 def test_missing_and_unreadable_files_name_the_file(tmp_path):

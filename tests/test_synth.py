@@ -388,6 +388,14 @@ def test_cli_synth_writes_loadable_pairs(sources, tmp_path):
         assert m.shape == (40, 40) and set(np.unique(m)) <= {0, 255}
         assert p.image.read_bytes() == (outs[1] / "images" / p.image.name).read_bytes()  # same seed, same bytes
     assert len((outs[0] / "samples.jsonl").read_text().splitlines()) == 3
+    args = ["data", "synth", "-n", "1", "-o", str(outs[0]), "--seed", "8", "--size", "40"]
+    assert runner.invoke(app, args + ["--src", str(srcs[0][0]), "--masks", str(srcs[0][1])]).exit_code == 0
+    assert [p.name for p in sorted((outs[0] / "images").iterdir())] == ["000000.png"]  # the earlier run's 2 gone
+    assert len(load_pairs("folder", image_dir=outs[0] / "images", mask_dir=outs[0] / "masks")) == 1
+    for bad in (["-n", "0"], ["--size", "0"], ["--seed", "-1"]):
+        res = runner.invoke(app, ["data", "synth", "-n", "2", "-o", str(tmp_path / "y"), *bad,
+                                  "--src", str(srcs[0][0]), "--masks", str(srcs[0][1])])
+        assert res.exit_code == 2 and not (tmp_path / "y").exists()
     res = runner.invoke(app, ["data", "synth", "-n", "1", "-o", str(tmp_path / "x")])
     assert res.exit_code == 2
 

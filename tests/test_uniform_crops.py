@@ -113,6 +113,17 @@ def test_crops_written_as_a_prepared_set_at_full_resolution(tmp_path):
         assert np.all(mask == (255 if c.kind == "sharp" else 0))
 
 
+def test_a_second_run_into_the_same_folder_leaves_only_its_own_crops(tmp_path):
+    write_set(tmp_path / "set")
+    write_set(tmp_path / "set", stem="scene_B")
+    uniform_crops(tmp_path / "set", ["scene_A", "scene_B"], tmp_path / "out")
+    (tmp_path / "out" / "images" / "notes.png").write_bytes(b"someone else's")
+    uniform_crops(tmp_path / "set", ["scene_A"], tmp_path / "out")
+    for sub in ("images", "masks", "ignore"):
+        names = sorted(p.name for p in (tmp_path / "out" / sub).iterdir())
+        assert names == (["notes.png"] if sub == "images" else []) + ["scene_A_blurred.png", "scene_A_sharp.png"]
+
+
 def test_whole_label_crops_label_every_pixel_as_their_kind(tmp_path):
     in_focus, undetermined = half_layout()
     undetermined[::3, :] = True                  # every third row undetermined (flat parts)

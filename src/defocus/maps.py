@@ -74,7 +74,9 @@ def _pil_array(im) -> np.ndarray:
     return arr
 
 
-def _full_scale(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
+def _full_scale(arr: np.ndarray, any_integer_width: bool = False) -> tuple[np.ndarray, int | None]:
+    """``any_integer_width``: ``arr`` comes from a file whose integer type says nothing of its range (``.npy``
+    int32 / int64 ...): values up to 255 are then 8-bit values, larger ones 16-bit values; uint16 is 16-bit."""
     if arr.dtype == bool:
         return arr, 1
     if arr.dtype == np.uint8:
@@ -82,6 +84,8 @@ def _full_scale(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError("integer values outside the 16-bit range [0, 65535]")
+        if any_integer_width and arr.dtype != np.uint16 and (not arr.size or arr.max() <= 255):
+            return arr.astype(np.int64), 255
         return arr.astype(np.int64), 65535
     arr = arr.astype(np.float64)
     if arr.size and (not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
@@ -114,7 +118,7 @@ def read_stored(path) -> tuple[np.ndarray, int | None]:
     if arr.ndim != 2:
         raise MapInputError(path, f"expected a single-channel map, got an array of shape {arr.shape}")
     try:
-        return _full_scale(arr)
+        return _full_scale(arr, any_integer_width=path.suffix.lower() in NUMPY_SUFFIXES)
     except ValueError as e:
         raise MapInputError(path, str(e)) from None
 
@@ -135,9 +139,12 @@ def decode_map(arr: np.ndarray, full_scale: int | None, polarity: str = IN_FOCUS
 
 
 def mask_full_scale(arr: np.ndarray, full_scale: int | None) -> int | None:
-    """The full scale to read a stored mask with: 1 for an integer mask holding only 0 and 1."""
+    """The full scale to read a stored mask with: 1 for an integer mask holding only 0 and 1; 255 for a 16-bit
+    mask holding only 8-bit values (0 / 255 saved in a 16-bit file: at 16-bit scale it would be all black)."""
     if full_scale is not None and full_scale > 1 and arr.size and arr.max() == 1:
         return 1
+    if full_scale == 65535 and arr.size and arr.max() <= 255:
+        return 255
     return full_scale
 
 

@@ -221,10 +221,10 @@ def register(app: typer.Typer) -> None:
         masks: Optional[List[Path]] = typer.Option(None, "--masks", help="Matching folder of foreground masks."),
         natural: Optional[Path] = typer.Option(None, "--natural",
                                                help="Use every <set>/{images,masks} under this root."),
-        n: int = typer.Option(..., "-n", help="Number of samples."),
+        n: int = typer.Option(..., "-n", min=1, help="Number of samples."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, samples.jsonl)."),
-        seed: int = typer.Option(0, "--seed", help="Same seed, same samples."),
-        size: int = typer.Option(PAPER_SIZE, "--size", help="Output side in pixels."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same samples."),
+        size: int = typer.Option(PAPER_SIZE, "--size", min=8, help="Output side in pixels."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON of SynthConfig fields to override."),
     ):
         """Render N synthetic defocus image/mask pairs (mask 255 = in focus)."""

@@ -1040,14 +1040,34 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
         return dict(image=img_t, target=target, valid=valid, stem=stem)
 
 
+def _remove_earlier_samples(out_dir: Path, keep: int) -> None:
+    """Remove the files of samples ``keep`` and above that an earlier :func:`write_synthetic` left in ``out_dir``
+    (only where its ``samples.jsonl`` says a run wrote there)."""
+    if not (out_dir / "samples.jsonl").is_file():
+        return
+    for sub in ("images", "masks", "ignore", "depth"):
+        folder = out_dir / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.stem.isdigit() and len(path.stem) == 6 and int(path.stem) >= keep and \
+                    path.suffix in (".png", ".npy"):
+                path.unlink()
+
+
 def write_synthetic(sources: Sequence, out_dir, n: int, seed: int = 0, size: int = 320,
                     cfg: Optional[SynthConfig] = None, progress: bool = True) -> Path:
     """Render ``n`` samples to ``out_dir/images/NNNNNN.png`` and ``out_dir/masks/NNNNNN.png`` (255 = in
     focus), with one JSON line of render info per sample in ``out_dir/samples.jsonl``; files are written
     atomically. With depth-aware scenes (``cfg.depth_prob`` > 0) every sample also gets ``out_dir/ignore/NNNNNN.png``
-    (255 = undetermined) and each depth scene ``out_dir/depth/NNNNNN.npy`` (float32 depth of the visible surface). The result loads as ``load_pairs("folder", image_dir=..., mask_dir=..., mask_white="in-focus")``."""
+    (255 = undetermined) and each depth scene ``out_dir/depth/NNNNNN.npy`` (float32 depth of the visible surface). The result loads as ``load_pairs("folder", image_dir=..., mask_dir=..., mask_white="in-focus")``.
+    Written into the folder of an earlier run, the samples of that run beyond ``n`` are removed, so that the
+    folder holds this run's samples only."""
+    if n < 1 or size < 1:
+        raise ValueError(f"need at least one sample of at least 1x1 pixels, got n={n}, size={size}")
     ds = SyntheticDefocusDataset(sources, size=size, length=n, seed=seed, cfg=cfg)
     out_dir = Path(out_dir)
+    _remove_earlier_samples(out_dir, n)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
     lines = []

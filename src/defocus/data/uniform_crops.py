@@ -139,6 +139,19 @@ def _set_files(set_dir: Path, stem: str) -> tuple[Path, Path, Path]:
     return images[0], mask, ignore
 
 
+def _remove_earlier_crops(out: Path, keep: set) -> None:
+    """Remove the crops an earlier run listed in ``out/crops.tsv`` that this run does not write again."""
+    try:
+        rows = (out / "crops.tsv").read_text().splitlines()[1:]
+    except OSError:
+        return
+    for stem in {row.split("\t")[0] for row in rows if row.strip()} - keep:
+        if "/" in stem or "\\" in stem or stem.startswith("."):
+            continue
+        for sub in ("images", "masks", "ignore"):
+            (out / sub / f"{stem}.png").unlink(missing_ok=True)
+
+
 def _save_png(arr: np.ndarray, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(arr).save(tmp, format="PNG")
@@ -184,6 +197,7 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
                 x, y, s, share, pure = found[kind]
                 crops.append(UniformCrop(f"{stem}_{kind}", kind, stem, x, y, s, share, pure))
                 pending.append((image_path, in_focus, undetermined))
+    _remove_earlier_crops(out, {c.stem for c in crops})
     for sub in ("images", "masks", "ignore"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for c, (image_path, in_focus, undetermined) in zip(crops, pending):

@@ -265,6 +265,8 @@ def verify_dataset(name: str, root=None, list_file=None, image_dir=None, mask_di
     report.n_pairs = len(pairs)
     if spec.expected is not None and len(pairs) != spec.expected:
         report.issues.append(Issue("count", None, f"{len(pairs)} pairs, expected {spec.expected}"))
+    elif not pairs:
+        report.issues.append(Issue("count", None, "no image and mask pairs found"))
     for img, mask, pol, ignore in tqdm(pairs, desc=f"verify {spec.name}", unit="pair", disable=not progress,
                                        leave=False):
         _check_pair(img, mask, pol, report, ignore)
