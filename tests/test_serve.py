@@ -332,9 +332,74 @@ def test_request_timeout_gives_504_and_frees_its_slot(predictor):
         assert c.get("/v1/models").status_code == 200
 
 
+def test_a_slot_is_taken_before_the_upload_is_read_and_freed_when_no_job_comes_of_it():
+    from defocus.serve.pool import BoundedPool, PoolFull
+
+    pool = BoundedPool(workers=1, queue_size=0)
+    try:
+        slot = pool.reserve()  # an upload being read holds the only slot
+        with pytest.raises(PoolFull):
+            pool.reserve()
+        slot.release()  # a bad upload: no job, the slot is free again
+        slot.release()
+        assert pool.in_flight == 0
+        slot = pool.reserve()
+        assert pool.submit(lambda: 7, slot=slot).result() == 7  # the job took the reserved slot over ...
+        slot.release()  # ... so the request's own release frees nothing twice
+        for _ in range(100):
+            if pool.in_flight == 0:
+                break
+            threading.Event().wait(0.01)
+        assert pool.in_flight == 0
+    finally:
+        pool.shutdown()
+
+
+def test_a_request_holding_the_only_slot_refuses_others_before_their_upload(predictor, monkeypatch):
+    import asyncio
+
+    from defocus.serve import app as serve_app
+
+    started, release = threading.Event(), threading.Event()
+    real = serve_app.read_uploads
+
+    async def slow_upload(*args):  # a client still sending its photo
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.02)
+        return await real(*args)
+
+    monkeypatch.setattr(serve_app, "read_uploads", slow_upload)
+    with make_client(predictor, workers=1, queue_size=0) as c, ThreadPoolExecutor(1) as ex:
+        first = ex.submit(post_file, c, PHOTO_PNG, include="")
+        assert started.wait(30)
+        assert "busy" in assert_one_line_error(post_file(c, PHOTO_PNG), 503)
+        release.set()
+        assert first.result().status_code == 200
+
+
+def test_file_names_and_methods_clients_send(client):
+    photo = PHOTO_PNG.read_bytes()
+    r = client.post("/v1/predict", files={"file": ("x.pn\x00g", photo)}, params={"include": ""})
+    assert r.status_code == 200, r.text  # a NUL in the name is no reason to fail the image
+    for header in ("f%C3%B6t%C3%B6.png", "fötö.png".encode("utf-8")):  # percent-encoded, or UTF-8 bytes
+        r = client.post("/v1/predict", content=photo, headers={"X-Filename": header}, params={"include": ""})
+        assert r.status_code == 200 and r.json()["filename"] == "fötö.png"
+    assert client.head("/healthz").status_code == 200 and client.head("/").status_code == 200
+    responses = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"400", "401", "408", "413", "422", "503", "504"} <= set(responses)
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_small_pixel_limits_are_said_in_pixels(predictor):
+    with make_client(predictor, max_pixels=20_000) as c:
+        message = assert_one_line_error(post_file(c, PHOTO_PNG), 413)
+        assert "451x300 = 135300 pixels" not in message and "0.1 MP" in message and "20000 pixels" in message
+
+
 def test_model_loading_failure_reported_by_readyz(predictor):
     with TestClient(create_app(ServeSettings(model="no-such-model.safetensors", device="cpu"))) as c:
-        for _ in range(200):
+        for _ in range(1500):  # the loading thread may wait long for a busy CPU
             if c.app.state.defocus.load_error:
                 break
             threading.Event().wait(0.02)
@@ -400,6 +465,17 @@ def test_cli_serve_bad_model_is_one_line_error():
     assert r.exit_code == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "no-such-model" in lines[0]
+
+
+def test_cli_serve_on_a_taken_port_is_one_line_error():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(cli_app, ["serve", "--device", "cpu", "--port", str(port)])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot serve on 127.0.0.1:{port}")
 
 
 def test_cli_serve_without_the_extra_says_how_to_install(monkeypatch):

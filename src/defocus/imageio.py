@@ -68,8 +68,14 @@ class ImageDecodeError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
+def pixel_count(n: float) -> str:
+    """A pixel count in words: ``"12.2 MP"``, ``"250 MP"``, or ``"26600 pixels"`` below a tenth of a
+    megapixel."""
+    return f"{round(n / 1e6, 1):g} MP" if n >= 100_000 else f"{int(n)} pixels"
+
+
 def _pixel_limit_message(w: int, h: int, max_pixels: int) -> str:
-    return (f"image is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels / 1e6:g} MP "
+    return (f"image is {w}x{h} = {pixel_count(w * h)}, above the limit of {pixel_count(max_pixels)} "
             f"(a guard against decompression bombs); raise it with --max-pixels / max_pixels=N "
             f"(0 disables the limit)")
 

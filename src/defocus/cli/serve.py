@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Serve in-focus maps over HTTP: the /v1 API (documented at /docs) and a web page at /."""
         import logging
+        import socket
 
         missing = _missing_extra()
         if missing:
@@ -83,9 +84,14 @@ def register(app: typer.Typer) -> None:
         if host not in LOOPBACK_HOSTS and not api_key:
             logging.getLogger("defocus.serve").warning(
                 "binding %s without --api-key: anyone who can reach this address can use the server", host)
+        try:  # uvicorn reports a taken port in a multi-line log and exits with its own status: check first
+            socket.create_server((host, port)).close()
+        except OSError as e:
+            typer.echo(f"error: cannot serve on {host}:{port} ({e.strerror or e})", err=True)
+            raise typer.Exit(2)
         typer.echo(f"defocus serve: http://{host}:{port}/ (API docs at /docs); model: {predictor.info}", err=True)
         try:
             uvicorn.run(create_app(settings, predictor), host=host, port=port, log_level="info")
-        except OSError as e:  # e.g. the port is taken
+        except OSError as e:  # e.g. the port was taken since the check
             typer.echo(f"error: cannot serve on {host}:{port} ({e})", err=True)
             raise typer.Exit(2)

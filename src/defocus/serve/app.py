@@ -1,12 +1,13 @@
 """The FastAPI application of ``defocus serve``: the ``/v1`` API, health checks and the static page."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import sys
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Literal, Optional
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -41,6 +43,24 @@ _IMAGE_BODY = {
         },
     }
 }
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API: one line saying what was wrong."""
+
+    error: str
+
+
+#: The error answers of the /v1 routes, for the OpenAPI reference (each has the body ``{"error": "..."}``).
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": text} for status, text in (
+    (400, "a malformed upload, or the client disconnected during it"),
+    (401, "missing or wrong API key (when the server has one)"),
+    (408, "the upload did not arrive within the request timeout"),
+    (413, "an upload or image above the server's limits"),
+    (422, "an invalid parameter, or a file that is no usable image"),
+    (503, "every worker busy (see Retry-After), or the model not loaded yet"),
+    (504, "no result within the request timeout"),
+)}
 
 
 class ServerState:
@@ -154,6 +174,27 @@ def _options(state: ServerState, size: Optional[int], keep_aspect: Optional[bool
                         threshold=s.threshold if threshold is None else threshold, include=wanted)
 
 
+@contextmanager
+def _reserved(state: ServerState):
+    """A worker slot for one request, taken before its upload is read (503 when none is free) and freed when no
+    job came of it (a bad upload); a job frees it when it finishes."""
+    slot = state.pool.reserve()
+    try:
+        yield slot
+    finally:
+        slot.release()
+
+
+async def _read_in_time(state: ServerState, request: Request, max_files: int):
+    """The request's uploads, received within the request timeout (408 otherwise: a slow sender must not hold
+    a slot for ever)."""
+    timeout = state.settings.request_timeout
+    try:
+        return await asyncio.wait_for(read_uploads(request, max_files, state.settings.max_upload_bytes), timeout)
+    except asyncio.TimeoutError:
+        raise ServeError(408, f"the upload did not arrive within the request timeout of {timeout:g} s") from None
+
+
 def _api_router(state: ServerState) -> APIRouter:
     def check_key(request: Request):
         key = state.settings.api_key
@@ -162,7 +203,7 @@ def _api_router(state: ServerState) -> APIRouter:
             if not hmac.compare_digest(given.encode(), key.encode()):
                 raise ServeError(401, f"missing or wrong API key (header {API_KEY_HEADER})")
 
-    router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)], responses=ERROR_RESPONSES)
     size_q = Query(None, ge=MIN_SIZE, le=MAX_SIZE, description="Network input size (default: the server's).")
     keep_q = Query(None, description="Keep the aspect ratio (long side = size) instead of the square resize.")
     upscale_q = Query(None, description="Enlarge images smaller than the input size (false: run them at their own "
@@ -185,11 +226,11 @@ def _api_router(state: ServerState) -> APIRouter:
         t0 = time.perf_counter()
         state.require_ready()
         options = _options(state, size, keep_aspect, upscale, refine, threshold, include)
-        state.pool.check_free()
-        uploads = await read_uploads(request, 1, state.settings.max_upload_bytes)
         kind = None if output == "json" else output
-        result = await state.pool.run(jobs.predict_one, state.predictors, uploads[0], options, kind,
-                                      timeout=state.settings.request_timeout)
+        with _reserved(state) as slot:
+            uploads = await _read_in_time(state, request, 1)
+            result = await state.pool.run(jobs.predict_one, state.predictors, uploads[0], options, kind,
+                                          timeout=state.settings.request_timeout, slot=slot)
         if kind is not None:
             data, media_type = result
             return Response(data, media_type=media_type)
@@ -206,10 +247,10 @@ def _api_router(state: ServerState) -> APIRouter:
         t0 = time.perf_counter()
         state.require_ready()
         options = _options(state, size, keep_aspect, upscale, refine, threshold, include)
-        state.pool.check_free()
-        uploads = await read_uploads(request, state.settings.max_batch_files, state.settings.max_upload_bytes)
-        results = await state.pool.run(jobs.predict_batch, state.predictors, uploads, options,
-                                       timeout=state.settings.request_timeout)
+        with _reserved(state) as slot:
+            uploads = await _read_in_time(state, request, state.settings.max_batch_files)
+            results = await state.pool.run(jobs.predict_batch, state.predictors, uploads, options,
+                                           timeout=state.settings.request_timeout, slot=slot)
         return {"results": results, "failed": sum(1 for r in results if r["error"]),
                 "request_seconds": round(time.perf_counter() - t0, 4)}
 
@@ -249,6 +290,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
     app.include_router(_api_router(state))
 
     @app.get("/healthz", summary="The process is up")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz():
         """Always 200 while the server runs."""
         return {"status": "ok"}
@@ -260,7 +302,7 @@ def create_app(settings: ServeSettings | None = None, predictor: Predictor | Non
             return {"status": "ready", "model": state.predictors.default.info.to_dict()}
         return _error(503, state.load_error or "the model is still loading")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
         return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
 

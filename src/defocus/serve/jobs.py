@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import tempfile
 import time
@@ -48,7 +49,8 @@ def temporary_files(uploads: list[Upload]) -> Iterator[list[Path]]:
     paths: list[Path] = []
     try:
         for i, up in enumerate(uploads):
-            path = Path(folder) / f"{i}{Path(up.filename).suffix.lower()[:8]}"
+            suffix = re.sub(r"[^a-z0-9.]", "", Path(up.filename).suffix.lower())[:8]  # a hint for Pillow only
+            path = Path(folder) / f"{i}{suffix}"
             path.write_bytes(up.data)
             paths.append(path)
         yield paths
@@ -64,8 +66,8 @@ def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
     except imageio.ImageDecodeError as e:
         raise ServeError(422, f"{filename}: {e.reason}") from None
     if w * h > max_pixels:
-        raise ServeError(413, f"{filename}: image is {w}x{h} = {w * h / 1e6:.1f} MP, above this server's limit of "
-                              f"{max_pixels / 1e6:g} MP")
+        raise ServeError(413, f"{filename}: image is {w}x{h} = {imageio.pixel_count(w * h)}, above this server's "
+                              f"limit of {imageio.pixel_count(max_pixels)}")
 
 
 def mask_at(pred: Prediction, threshold: float) -> np.ndarray:

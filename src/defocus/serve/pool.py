@@ -23,12 +23,30 @@ class PoolTimeout(Exception):
     """A job did not finish within the request timeout."""
 
 
+class Slot:
+    """A place in a :class:`BoundedPool` taken before the job exists (while its upload is read): handed to
+    :meth:`BoundedPool.run`, it becomes the job's slot; :meth:`release` frees it when no job came of it."""
+
+    def __init__(self, pool: "BoundedPool"):
+        self._pool, self._open = pool, True
+
+    def hand_over(self) -> None:
+        """The slot now belongs to a job, which frees it when it finishes."""
+        self._open = False
+
+    def release(self) -> None:
+        """Free the slot unless a job took it over (safe to call more than once)."""
+        if self._open:
+            self._open = False
+            self._pool._free()
+
+
 class BoundedPool:
     """``workers`` threads and at most ``workers + queue_size`` jobs in flight.
 
-    ``initializer`` runs once in each worker thread before its first job. A slot stays taken until its job has
-    really finished, also when the request that submitted it timed out, so
-    the number of images held in memory is bounded by the capacity.
+    ``initializer`` runs once in each worker thread before its first job. A slot is taken before a request's
+    upload is read (:meth:`reserve`) and stays taken until its job has really finished, also when the request
+    that submitted it timed out, so the number of uploads and images held in memory is bounded by the capacity.
     """
 
     def __init__(self, workers: int, queue_size: int, initializer: Callable[[], None] | None = None):
@@ -47,17 +65,22 @@ class BoundedPool:
         """Seconds until a slot is likely free: the jobs ahead divided among the workers, at least 1."""
         return max(1, math.ceil(self._mean_seconds * max(1, self._in_flight) / self.workers))
 
-    def check_free(self) -> None:
-        """Raise :class:`PoolFull` when no slot is free (lets a request be refused before its body is read)."""
-        if self._in_flight >= self.capacity:
-            raise PoolFull(self.retry_after())
-
-    def submit(self, fn: Callable[..., T], *args) -> Future:
-        """Start ``fn(*args)`` on a worker or raise :class:`PoolFull`."""
+    def reserve(self) -> Slot:
+        """Take a slot now or raise :class:`PoolFull` (a request is refused before its body is read)."""
         with self._lock:
             if self._in_flight >= self.capacity:
                 raise PoolFull(self.retry_after())
             self._in_flight += 1
+        return Slot(self)
+
+    def _free(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def submit(self, fn: Callable[..., T], *args, slot: Slot | None = None) -> Future:
+        """Start ``fn(*args)`` on a worker in ``slot`` (default: a slot taken now, or :class:`PoolFull`)."""
+        slot = slot or self.reserve()
+        slot.hand_over()
         t0 = time.perf_counter()
         try:
             future = self._executor.submit(fn, *args)
@@ -72,9 +95,10 @@ class BoundedPool:
             self._in_flight -= 1
             self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - t0)
 
-    async def run(self, fn: Callable[..., T], *args, timeout: float) -> T:
-        """Run ``fn(*args)`` on a worker and await its result; :class:`PoolTimeout` after ``timeout`` seconds."""
-        future = self.submit(fn, *args)
+    async def run(self, fn: Callable[..., T], *args, timeout: float, slot: Slot | None = None) -> T:
+        """Run ``fn(*args)`` on a worker (in ``slot`` when one was reserved) and await its result;
+        :class:`PoolTimeout` after ``timeout`` seconds."""
+        future = self.submit(fn, *args, slot=slot)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except asyncio.TimeoutError:

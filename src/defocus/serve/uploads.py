@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -53,12 +54,24 @@ def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
+def header_filename(value: str | None) -> str:
+    """The name given in an ``X-Filename`` header: percent-decoded (``f%C3%B6t%C3%B6.jpg``), and UTF-8 sent as
+    is (HTTP hands header bytes over as Latin-1) read as UTF-8; ``"upload"`` when there is none."""
+    if not value:
+        return "upload"
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return unquote(value) or "upload"
+
+
 async def read_uploads(request: Request, max_files: int, max_bytes: int) -> list[Upload]:
     """The images of a request: every multipart field named ``file``, or else the whole body as one image
     (its name from the ``X-Filename`` header). Each must be non-empty and at most ``max_bytes``."""
     if not _is_multipart(request):
         body = await read_body(request, max_bytes)
-        uploads = [Upload(request.headers.get("x-filename") or "upload", body)]
+        uploads = [Upload(header_filename(request.headers.get("x-filename")), body)]
     else:
         body = await read_body(request, max_files * (max_bytes + MULTIPART_OVERHEAD))
         form = await Request(request.scope, receive=_replaying(body)).form(max_files=max_files, max_fields=16)

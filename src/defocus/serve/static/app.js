@@ -19,14 +19,19 @@ function apiHeaders() {
 }
 
 async function loadModelInfo() {
-  const res = await fetch("/v1/models", {headers: apiHeaders()});
-  if (res.status === 401) {
-    $("#key-box").hidden = false;
-    $("#model-info").textContent = "This server needs an API key.";
-    return;
+  let res, body;
+  try {
+    res = await fetch("/v1/models", {headers: apiHeaders()});
+    if (res.status === 401) {
+      $("#key-box").hidden = false;
+      $("#model-info").textContent = "This server needs an API key.";
+      return;
+    }
+    try { body = await res.json(); } catch (e) { body = {error: `server answered ${res.status}`}; }
+  } catch (e) {  // the server cannot be reached (yet)
+    body = {error: "cannot reach the server; retrying ..."};
   }
-  const body = await res.json();
-  if (!res.ok) {
+  if (!res || !res.ok) {
     $("#model-info").textContent = body.error || `server answered ${res.status}`;
     setTimeout(loadModelInfo, 2000);
     return;
@@ -240,11 +245,12 @@ function updateSummary() {
     : "No photos yet.";
 }
 
-// The refine box changes the maps themselves: every photo that has one is predicted again.
-function requestAgain() {
+// Every photo predicted again (the Refine box changes the maps themselves), or only those that failed (a new
+// API key).
+function requestAgain(failedOnly = false) {
   for (const p of photos) {
     const state = p.card.dataset.state;
-    if (state === "done" || state === "error") {
+    if ((state === "done" && !failedOnly) || state === "error") {
       p.card.dataset.state = "pending";
       p.error = undefined;
       waiting.push(p);
@@ -268,8 +274,8 @@ function setUp() {
   zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); addFiles(e.dataTransfer.files); });
   $("#threshold").addEventListener("input", rerenderAll);
   $("#opacity").addEventListener("input", rerenderAll);
-  $("#refine").addEventListener("change", requestAgain);
-  $("#api-key").addEventListener("change", loadModelInfo);
+  $("#refine").addEventListener("change", () => requestAgain());
+  $("#api-key").addEventListener("change", () => { loadModelInfo(); requestAgain(true); });
   showSliderValues();
   loadModelInfo();
 }
