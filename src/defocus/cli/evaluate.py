@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
 
             text += "\n" + bootstrap_markdown(intervals)
         if as_json:
-            obj = table[0].to_dict() if single else table.to_dict()
+            obj = table[0].to_dict() if single else table.to_dict(images=True)
             if intervals:
                 obj["bootstrap"] = [r.to_dict() for r in intervals]
             if verdicts:
