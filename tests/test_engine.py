@@ -194,7 +194,7 @@ def test_validation_keeps_the_best_model_and_a_budget_stops_cleanly(tmp_path):
     val = (tmp_path / "val.csv").read_text().strip().splitlines()
     assert len(val) == 3 and val[0].startswith("step,epoch,n,mae,fbeta,iou")
     maes = [float(line.split(",")[3]) for line in val[1:]]
-    assert result.best["metric"] == "mae" and result.best["value"] == min(maes)
+    assert result.best["metric"] == "mae" and result.best["value"] == pytest.approx(min(maes), rel=1e-5)
     assert defocus.load_model(tmp_path / "model_best.safetensors") is not None
 
     budget = make_cfg(tmp_path / "budget", "stage1", ["max_minutes=0"])
@@ -202,6 +202,45 @@ def test_validation_keeps_the_best_model_and_a_budget_stops_cleanly(tmp_path):
     assert not short.complete and short.step == 1
     assert defocus.load_model(short.model_path) is not None
     assert load_checkpoint(short.checkpoint_path)["step"] == 1
+
+
+def test_a_run_folder_is_not_overwritten_and_a_resume_keeps_its_settings(tmp_path):
+    Trainer(make_cfg(tmp_path, "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4)).fit()
+    with pytest.raises(ValueError, match="holds another run"):  # a new run into the same folder
+        Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2"]), train_dataset=ToyDefocus(4))
+    with pytest.raises(ValueError, match=r"optim.lr: 0.0001 -> 0.5"):
+        Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2", "lr=0.5", "resume=auto"]), train_dataset=ToyDefocus(4))
+    resumed = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2", f"resume={tmp_path}"]),  # longer: allowed
+                      train_dataset=ToyDefocus(4))
+    assert resumed.step == 1 and resumed.fit().step == 2
+
+
+def test_iteration_mode_validates_the_epoch_that_ends_the_run(tmp_path):
+    # 4 samples, batch 2: 2 batches an epoch; max_iters 4 ends exactly at the end of epoch 2
+    cfg = make_cfg(tmp_path, "stage1", ["max_iters=4", "val_every=1"])
+    result = Trainer(cfg, train_dataset=ToyDefocus(4), val_dataset=ToyDefocus(2)).fit()
+    rows = (tmp_path / "val.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"] and result.epoch == 2
+
+
+def test_a_signal_stops_after_the_step_and_checkpoints(tmp_path):
+    import os
+    import signal
+
+    trainer = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=50"]), train_dataset=ToyDefocus(4))
+    real_step = trainer.train_step
+
+    def step_then_signal(batch):
+        out = real_step(batch)
+        if trainer.step == 2:  # the third step is running when Ctrl-C arrives
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    trainer.train_step = step_then_signal
+    result = trainer.fit()
+    assert result.interrupted == "SIGINT" and not result.complete and result.step == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
 class SmallPhotos(torch.utils.data.Dataset):

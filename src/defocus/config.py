@@ -173,6 +173,10 @@ class DataConfig:
     shuffle: bool = True
 
     def __post_init__(self):
+        if self.batch_size < 1:
+            raise FieldError("batch_size", f"expected a positive number of samples, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise FieldError("num_workers", f"expected 0 or more loader processes, got {self.num_workers}")
         if self.zoom is not None and not 0 < self.zoom[0] <= self.zoom[1] <= 1:
             raise FieldError("zoom", f"expected [low, high] with 0 < low <= high <= 1, got {list(self.zoom)}")
         if not 0 <= self.zoom_prob <= 1:
@@ -204,6 +208,13 @@ class OptimConfig:
     poly_offset: int = 5
     grad_clamp: Optional[float] = 0.5             # element-wise value clamp (reference); null = off
     grad_clip_norm: Optional[float] = None        # optional global-norm clipping (not in the reference)
+
+    def __post_init__(self):
+        if self.max_iters is not None and self.max_iters < 1:
+            raise FieldError("max_iters", f"expected at least 1 (or null: epoch mode), got {self.max_iters}")
+        if self.max_iters is None and self.epochs - int(self.skip_last_epoch) < 1:
+            raise FieldError("epochs", f"{self.epochs} trains no epoch"
+                             + (" (skip_last_epoch runs epochs - 1)" if self.skip_last_epoch else ""))
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,10 @@ class DistillConfig:
     teacher_mode: str = "train"                   # train (reference: batch-statistics BN, no grad) | eval
 
 
+#: Validation numbers a run can keep its best model by (``engine.val_metric``; MAE lower is better).
+VAL_METRICS = ("mae", "fbeta", "iou", "iou_mean", "precision", "recall")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Devices, precision, checkpoints, logging and validation."""
@@ -274,6 +289,16 @@ class EngineConfig:
     tensorboard: bool = True
     cudnn_benchmark: bool = True
     resume: Optional[str] = None                  # a training checkpoint, or "auto" (output_dir/checkpoint.pt)
+
+    def __post_init__(self):
+        if self.val_metric not in VAL_METRICS:
+            raise FieldError("val_metric", f"expected one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}")
+        if self.log_every < 1:
+            raise FieldError("log_every", f"expected a positive number of steps, got {self.log_every}")
+        if self.val_every < 0:
+            raise FieldError("val_every", f"expected epochs between validations (0: never), got {self.val_every}")
+        if self.checkpoint_minutes <= 0:
+            raise FieldError("checkpoint_minutes", f"expected a positive time, got {self.checkpoint_minutes}")
 
 
 @dataclass(frozen=True)
@@ -451,11 +476,16 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_yaml(path) -> dict:
+def read_yaml(path, _chain: tuple = ()) -> dict:
     """Read a config file, resolving its ``base:`` chain (paths relative to the including file)."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f) or {}
+    if path.resolve() in _chain:
+        raise ValueError(f"{path}: its base: chain includes itself")
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     base = d.pop("base", None)
@@ -463,7 +493,7 @@ def read_yaml(path) -> dict:
         base_path = Path(base)
         if not base_path.is_absolute():
             base_path = path.parent / base_path
-        d = deep_merge(read_yaml(base_path), d)
+        d = deep_merge(read_yaml(base_path, _chain + (path.resolve(),)), d)
     return d
 
 
@@ -489,7 +519,10 @@ def apply_overrides(d: dict, overrides) -> dict:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ValueError(f"override {item!r}: the value is not valid YAML") from None
         if "." in key:
             path = key.split(".")
         elif dataclasses.is_dataclass(typing.get_type_hints(TrainConfig).get(key)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import List, Optional
 
 import typer
@@ -59,5 +60,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         if os.environ.get("RANK", "0") != "0":   # under torchrun only the first process reports
             return
+        if result.interrupted:
+            typer.echo(f"interrupted ({result.interrupted}) at step {result.step}: checkpoint {result.checkpoint_path}; "
+                       f"continue with --resume auto", err=True)
+            raise typer.Exit(128 + int(signal.Signals[result.interrupted]))
         state = "finished" if result.complete else "stopped early (resume with --resume auto)"
         typer.echo(f"{state} at step {result.step}: model {result.model_path}, checkpoint {result.checkpoint_path}")

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,13 +42,18 @@ BEST_NAME = "model_best.safetensors"
 LOWER_IS_BETTER = {"mae"}
 
 
+class RunSetupError(ValueError):
+    """Building the run failed before any step (a device or backbone that does not exist, an unusable folder)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped before the update (checkpoints stay as they were)."""
 
 
 @dataclass
 class TrainResult:
-    """Where a run left its files and how far it got (``complete`` is False after a budget or step-limit stop)."""
+    """Where a run left its files and how far it got (``complete`` is False after a budget, step-limit or signal
+    stop)."""
 
     output_dir: Path
     model_path: Path
@@ -56,6 +63,7 @@ class TrainResult:
     complete: bool
     last_loss: float
     best: Optional[dict] = None
+    interrupted: Optional[str] = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
 
 def seed_everything(seed: int) -> None:
@@ -77,9 +85,15 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, train_dataset=None, val_dataset=None):
         self.cfg = cfg
         eng = cfg.engine
+        self.out = Path(cfg.output_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"output_dir {self.out} is a file")
+        resume = resume_path(eng.resume, self.out)
+        if resume is None and (self.out / CHECKPOINT_NAME).exists():
+            raise ValueError(f"{self.out} holds another run (its {CHECKPOINT_NAME}): continue it with --resume auto, "
+                             f"or train into another folder (--set output_dir=...)")
         self.device = resolve_device(eng.device, local_rank_from_env())
         self.dist = init_distributed(self.device)
-        self.out = Path(cfg.output_dir)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = eng.cudnn_benchmark
 
@@ -128,11 +142,9 @@ class Trainer:
         self.elapsed = 0.0         # training seconds over all sessions
         self.best: Optional[dict] = None
         self.last_loss = math.nan
+        self.interrupted: Optional[str] = None  # the signal that asked the running fit() to stop
         self.checkpoint_path = self.out / CHECKPOINT_NAME
 
-        resume = eng.resume
-        if resume == "auto":
-            resume = self.checkpoint_path if self.checkpoint_path.exists() else None
         if resume:
             self.load_state(load_checkpoint(resume, map_location="cpu"))
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, self.step, self.epoch + 1,
@@ -235,50 +247,84 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.out / "config.yaml")
         csv = CSVLog(self.out / "log.csv", self._resumed_step) if self.is_main else None
+        self._val_log = CSVLog(self.out / "val.csv", self._resumed_step) if self.is_main else None
         tb = TensorBoardLog(self.out / "tb", cfg.engine.tensorboard and self.is_main)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.stage, dynamic_ncols=True,
                    disable=not (cfg.engine.progress and self.is_main))
         start = time.monotonic()
+        self.interrupted = None
+        try:
+            with self._stop_on_signals():
+                stop = self._loop(max_steps, csv, tb, bar, start)
+        finally:
+            bar.close()
+            tb.close()
+        return self._finish(stop, start)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Within the loop (main thread), Ctrl-C or SIGTERM stops training after the running step, which is then
+        checkpointed like a budget stop; a second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted is not None:
+                raise KeyboardInterrupt
+            self.interrupted = signal.Signals(signum).name
+            log.warning("%s: stopping after this step and writing a checkpoint (again to stop at once)",
+                        self.interrupted)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _loop(self, max_steps, csv, tb, bar, start) -> Optional[str]:
+        """Train until the schedule ends or a stop; returns the stop's reason (``None``: the schedule ended)."""
+        cfg = self.cfg
         last_ckpt = start
         window: dict = {}
         window_t = time.monotonic()
         stop = None
-        try:
-            while stop is None and not self._done():
-                self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.data.batch_size)
-                finished_epoch = True
-                for batch in self.loader:
-                    parts = self.train_step(batch)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    for k, v in parts.items():
-                        window.setdefault(k, []).append(v)
-                    bar.update(1)
-                    if self.step % cfg.engine.log_every == 0 or self.step == self.total_steps:
-                        row = self._log_row(window, time.monotonic() - window_t)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                        if csv is not None:
-                            csv.write(row)
-                        tb.write(row, self.step)
-                        window, window_t = {}, time.monotonic()
-                    now = time.monotonic()
-                    stop = self._stop_reason(max_steps, now - start)
-                    if stop is None and self.is_main and now - last_ckpt >= cfg.engine.checkpoint_minutes * 60:
-                        self._save_state(now - start)
-                        last_ckpt = now
-                    if stop is not None:
-                        finished_epoch = False
-                        break
-                if finished_epoch:
-                    self._end_epoch()
-            if window:   # the steps since the last logged row
-                row = self._log_row(window, time.monotonic() - window_t)
-                if csv is not None:
-                    csv.write(row)
-                tb.write(row, self.step)
-        finally:
-            bar.close()
-            tb.close()
+        while stop is None and not self._done():
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.data.batch_size)
+            finished_epoch = True
+            for batch in self.loader:
+                parts = self.train_step(batch)
+                self.step += 1
+                self.batch_in_epoch += 1
+                for k, v in parts.items():
+                    window.setdefault(k, []).append(v)
+                bar.update(1)
+                if self.step % cfg.engine.log_every == 0 or self.step == self.total_steps:
+                    row = self._log_row(window, time.monotonic() - window_t)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                    if csv is not None:
+                        csv.write(row)
+                    tb.write(row, self.step)
+                    window, window_t = {}, time.monotonic()
+                now = time.monotonic()
+                stop = self._stop_reason(max_steps, now - start)
+                if stop is None and self.is_main and now - last_ckpt >= cfg.engine.checkpoint_minutes * 60:
+                    self._save_state(now - start)
+                    last_ckpt = now
+                if stop is not None:
+                    finished_epoch = self.batch_in_epoch >= self.batches_per_epoch  # its last batch done
+                    break
+            if finished_epoch:
+                self._end_epoch()
+        if window:   # the steps since the last logged row
+            row = self._log_row(window, time.monotonic() - window_t)
+            if csv is not None:
+                csv.write(row)
+            tb.write(row, self.step)
+        return stop
+
+    def _finish(self, stop: Optional[str], start: float) -> TrainResult:
         complete = self._done()
         self._sync_buffers()
         if stop is not None:
@@ -289,7 +335,7 @@ class Trainer:
             self._save_model(self.out / MODEL_NAME, complete)
         barrier(self.dist)
         return TrainResult(self.out, self.out / MODEL_NAME, self.checkpoint_path, self.step, self.epoch, complete,
-                           self.last_loss, self.best)
+                           self.last_loss, self.best, self.interrupted)
 
     def _sync_buffers(self) -> None:
         """Copy rank 0's buffers (BatchNorm running statistics) to every replica, as DDP does before each forward,
@@ -317,6 +363,8 @@ class Trainer:
         budget = self.cfg.engine.max_minutes
         if budget is not None and any_true(seconds >= budget * 60, self.dist, self.device):
             return f"time budget of {budget} min spent"
+        if any_true(self.interrupted is not None, self.dist, self.device):
+            return f"interrupted ({self.interrupted or 'another process'})"
         return None
 
     def _end_epoch(self) -> None:
@@ -375,10 +423,8 @@ class Trainer:
         if better and math.isfinite(value):
             self.best = {"metric": key, "value": value, "step": self.step, "epoch": self.epoch}
             self._save_model(self.out / BEST_NAME, False, {f"val_{key}": value})
-        with open(self.out / "val.csv", "a", encoding="utf-8") as f:
-            if f.tell() == 0:
-                f.write("step,epoch," + ",".join(summary) + "\n")
-            f.write(f"{self.step},{self.epoch}," + ",".join(f"{v}" for v in summary.values()) + "\n")
+        val_log = getattr(self, "_val_log", None) or CSVLog(self.out / "val.csv", self.step)
+        val_log.write({"step": self.step, "epoch": self.epoch, **summary})
         return summary
 
     # ------------------------------------------------------------------------------------------------ state
@@ -402,9 +448,16 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position)."""
+        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position). The run's
+        config must be the checkpoint's, except for the settings a resume may change (see
+        :data:`RESUMABLE_CHANGES`): a ``ValueError`` lists the others that differ."""
         if state["stage"] != self.cfg.stage:
             raise ValueError(f"checkpoint is from {state['stage']}, this run is {self.cfg.stage}")
+        changed = config_changes(state.get("config"), self.cfg.to_dict())
+        if changed:
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise ValueError("resuming with other settings than the checkpoint's: " + "; ".join(changed[:3]) + more
+                             + ". Resume with the run's own config, or start a new run in another folder")
         if (state["world"], state["batch_size"]) != (self.dist.world, self.cfg.data.batch_size) \
                 and state["batch_in_epoch"]:
             log.warning("resuming mid-epoch with a different process count or batch size (%s x %s -> %s x %s): "
@@ -441,6 +494,52 @@ class Trainer:
         return distill_weight(self.cfg.distill, self.cfg.optim, self.running_epoch, self.step)
 
 
+#: Config keys (dotted; a trailing ``.`` covers a section) that may differ between a checkpoint and its resume:
+#: where and how the run executes, and how long it goes on.
+RESUMABLE_CHANGES = ("output_dir", "config_dir", "engine.", "optim.max_iters", "optim.epochs", "data.num_workers",
+                     "data.batch_size")
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: dict | None, now: dict) -> list[str]:
+    """``"key: old -> new"`` for every setting of ``now`` that differs from the checkpoint's ``saved`` config,
+    except :data:`RESUMABLE_CHANGES` (nothing when the checkpoint has no config)."""
+    if not saved:
+        return []
+    old, new = _flatten(saved), _flatten(now)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE_CHANGES):
+            continue
+        if old.get(key) != new.get(key):
+            changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changed
+
+
+def resume_path(resume: str | None, out: Path) -> Path | None:
+    """The checkpoint a run continues from: ``resume`` itself (a run folder: its checkpoint), ``"auto"``: the
+    output folder's checkpoint when there is one, else ``None`` (a new run)."""
+    if not resume:
+        return None
+    if resume == "auto":
+        path = out / CHECKPOINT_NAME
+        if not path.exists():
+            log.info("no %s in %s yet: starting a new run", CHECKPOINT_NAME, out)
+            return None
+        return path
+    path = Path(resume)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def resolve_teacher(cfg: TrainConfig) -> Path | None:
     """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint``, else the model trained (or found)
     by running ``distill.teacher_bootstrap`` (a stage-1 config, relative to the config's folder) into
@@ -470,7 +569,13 @@ def train(cfg: TrainConfig, train_dataset=None, val_dataset=None, max_steps: Opt
     import torch.distributed as dist
 
     created = not (dist.is_available() and dist.is_initialized())
-    trainer = Trainer(cfg, train_dataset, val_dataset)
+    try:
+        trainer = Trainer(cfg, train_dataset, val_dataset)
+    except (RuntimeError, OSError) as e:  # an unknown device or backbone, an output folder that is a file ...
+        if isinstance(e, FileNotFoundError):
+            raise
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise RunSetupError(f"the run cannot start: {lines[0]}") from e
     try:
         return trainer.fit(max_steps=max_steps)
     finally:
