@@ -243,3 +243,11 @@ def test_cli_convert(authors_files, tmp_path):
     result = runner.invoke(app, ["convert", str(bad), str(tmp_path / "bad.safetensors")])
     assert result.exit_code == 1 and "bad.pth: cannot read" in result.output
     assert not (tmp_path / "bad.safetensors").exists()
+    import stat
+
+    from defocus.atomic import UMASK
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~UMASK  # as open() makes files, not private
+    for dst in (tmp_path, tmp_path / "x.onnx"):  # a folder, or a name that says another format
+        result = runner.invoke(app, ["convert", str(path), str(dst)])
+        assert result.exit_code == 2 and not (tmp_path / "x.onnx").exists()

@@ -11,6 +11,22 @@ from pathlib import Path
 from typing import Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import (reading it means setting it, which is not thread-safe later).
+UMASK = _read_umask()
+
+
+def give_usual_permissions(path) -> None:
+    """Give a file the permissions ``open()`` would have (``0o666`` less the umask): for files that a library
+    creates private (``0o600``) but that others, a service account say, must be able to read."""
+    os.chmod(path, 0o666 & ~UMASK)
+
+
 def temp_path(path: Path) -> Path:
     """A hidden, unique temporary name beside ``path`` (``os.replace`` must not cross file systems)."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")

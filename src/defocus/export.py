@@ -168,8 +168,17 @@ def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = T
     """Export ``net`` to ``path`` (atomically) and, with ``check``, validate it against the unfused PyTorch
     model (see :func:`validate_onnx`); ``fp16_weights``: see :func:`store_fp16_weights`. Raises
     ``AssertionError`` when the probability difference exceeds ``tolerance``, leaving no file behind. Returns
-    the validation report (empty without ``check``)."""
-    data = export_onnx_bytes(net, opset=opset, fuse=fuse, fp16_weights=fp16_weights)
+    the validation report (empty without ``check``). A missing check image or an output folder that cannot be
+    made fails before the export."""
+    missing = [str(p) for p in check_images if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"check image not found: {', '.join(missing)}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = export_onnx_bytes(net, opset=opset, fuse=fuse, fp16_weights=fp16_weights)
+    except Exception as e:  # the exporter's own errors (an opset it does not support ...) span many lines
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise ValueError(f"ONNX export failed at opset {opset}: {lines[0]}") from e
     report: dict = {}
     if check:
         report = validate_onnx(net, data, images=check_images)

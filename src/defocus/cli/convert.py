@@ -29,9 +29,18 @@ def register(app: typer.Typer) -> None:
 
         if dtype not in _DTYPES:
             raise typer.BadParameter(f"{dtype!r} is not one of {', '.join(_DTYPES)}", param_hint="--dtype")
+        if dst.is_dir():
+            raise typer.BadParameter(f"{dst} is a folder; name the output file (e.g. {dst / 'model.safetensors'})",
+                                     param_hint="DST")
+        if dst.suffix.lower() != ".safetensors":
+            raise typer.BadParameter(f"{dst}: the output is a safetensors file (name it .safetensors; for ONNX, "
+                                     f"defocus export the converted file)", param_hint="DST")
         try:
             report = convert_checkpoint(src, dst, arch=arch, dtype=getattr(torch, dtype))
         except ValueError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+        except OSError as e:
+            typer.echo(f"error: {dst}: cannot write ({e.strerror or e})", err=True)
             raise typer.Exit(1)
         typer.echo(f"{dst}: {report.summary()}")

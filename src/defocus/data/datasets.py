@@ -15,6 +15,9 @@ from .registry import Pair, load_pairs
 
 log = logging.getLogger(__name__)
 
+#: Masks whose size differs from their image's, already reported.
+_SIZE_WARNED: set = set()
+
 
 def load_image(path) -> Image.Image:
     """Open an image file as RGB (pixels as stored; no EXIF rotation, so it stays aligned with its mask)."""
@@ -55,8 +58,10 @@ class DBDDataset(torch.utils.data.Dataset):
         in_focus = read_mask(pair.mask, pair.mask_white)
         if self.blur_everywhere is not None:
             image, in_focus = blurred_everywhere(image, in_focus.shape, *self.blur_everywhere)
-        if in_focus.shape != (image.height, image.width):
-            log.debug("%s: mask %s differs from image %s", pair.stem, in_focus.shape[::-1], image.size)
+        if in_focus.shape != (image.height, image.width) and pair.mask not in _SIZE_WARNED:
+            _SIZE_WARNED.add(pair.mask)  # once per file, not every epoch
+            log.warning("%s: mask %s differs from the image %s in size: resized to the image", pair.mask,
+                        in_focus.shape[::-1], image.size)
         ignore = read_ignore(pair.ignore) if pair.ignore is not None else None
         if ignore is not None and ignore.shape != in_focus.shape:
             raise ValueError(f"{pair.ignore}: ignore mask {ignore.shape[::-1]} differs from the mask "

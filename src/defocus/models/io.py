@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_create
+from ..atomic import atomic_create, give_usual_permissions
 from ..bundled import resolve_default
 from ..defaults import INPUT_DEFAULT_KEYS, INPUT_SIZE_KEY, UPSCALE_KEY
 from .authors import load_authors_checkpoint
@@ -55,7 +55,12 @@ def save_model(model, path, dtype: torch.dtype | None = None, metadata: dict | N
     meta = {CONFIG_KEY: json.dumps(model.config)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_create(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
+
+    def create(tmp):
+        save_file(sd, str(tmp), metadata=meta)
+        give_usual_permissions(tmp)  # safetensors creates its files private
+
+    return atomic_create(path, create)
 
 
 def read_metadata(path) -> dict:
