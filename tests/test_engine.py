@@ -232,15 +232,16 @@ def test_a_signal_stops_after_the_step_and_checkpoints(tmp_path):
 
     def step_then_signal(batch):
         out = real_step(batch)
-        if trainer.step == 2:  # the third step is running when Ctrl-C arrives
-            os.kill(os.getpid(), signal.SIGINT)
+        if trainer.step == 2:  # the third step is running when the signal arrives
+            os.kill(os.getpid(), signal.SIGTERM)
         return out
 
     trainer.train_step = step_then_signal
+    before = signal.getsignal(signal.SIGTERM)
     result = trainer.fit()
-    assert result.interrupted == "SIGINT" and not result.complete and result.step == 3
+    assert result.interrupted == "SIGTERM" and not result.complete and result.step == 3
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
 class SmallPhotos(torch.utils.data.Dataset):

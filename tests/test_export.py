@@ -95,6 +95,8 @@ def test_onnx_export_parity_and_backend(tiny, tiny_ckpt, shared_dir, tmp_path):
     assert (2, 3, 256, 384) in shapes and (1, 3, 200, 296) in shapes and len(shapes) == 4  # dynamic N, H, W
     assert report["max_abs_diff_prob"] <= 1e-4 and report["max_abs_diff_logit"] <= 1e-4
     onnx_pred = Predictor(str(tmp_path / "m.onnx"), device="cpu", size=96, keep_aspect=True).predict(images[0])
+    with pytest.raises(ValueError, match="runs on ONNX Runtime"):  # never a silent switch of backend
+        Predictor(str(tmp_path / "m.onnx"), device="cpu", backend="torch")
     torch_pred = Predictor(tiny_ckpt, device="cpu", size=96, keep_aspect=True).predict(images[0])
     assert onnx_pred.model.kind == "onnx" and onnx_pred.model.backbone == "resnet18"
     assert np.abs(onnx_pred.prob - torch_pred.prob).max() <= 1e-4

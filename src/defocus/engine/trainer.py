@@ -276,7 +276,9 @@ class Trainer:
             log.warning("%s: stopping after this step and writing a checkpoint (again to stop at once)",
                         self.interrupted)
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        # a signal the process ignores (SIGINT of a job started with `&`) stays ignored
+        wanted = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, handler) for s in wanted}
         try:
             yield
         finally:

@@ -306,6 +306,8 @@ def make_runner(model="default", method: str | None = None, backend: str = "auto
             raise ValueError("give either a model or a method, not both")
         return classical_runner(method, backend)
     if onnx_file:
+        if backend == "torch":
+            raise ValueError(f"{model}: an .onnx file runs on ONNX Runtime (backend auto or onnx), not on PyTorch")
         return OnnxRunner.from_file(model, device, options.threads)
     if isinstance(model, str) and model == "default":
         return bundled_runner(backend, device, options)
