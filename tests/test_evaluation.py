@@ -541,6 +541,18 @@ def test_cli_refuses_options_of_the_other_mode(shared_dir, tmp_path):
         assert res.exit_code == 2, (args, res.output)
 
 
+def test_model_mode_refuses_what_only_saved_maps_take(tmp_path):
+    from defocus.metrics import Scorer
+
+    with pytest.raises(ValueError, match="gt_polarity apply to saved maps"):
+        defocus.evaluate(model="default", datasets=["cuhk-te1"], gt_polarity="blur")
+    assert Scorer("standard").protocol.name == "standard"  # a protocol's name, as evaluate() takes it
+    from defocus.metrics import pr_curve
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        pr_curve(np.zeros((2, 3)), np.zeros((3, 2), bool))
+
+
 def test_hidden_files_and_repeated_list_entries(shared_dir, tmp_path):
     a, gt = published(shared_dir, "AENet", "DUT")
     masks = tmp_path / "masks"

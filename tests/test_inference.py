@@ -144,12 +144,23 @@ def test_flip_tta_averages_the_map_of_the_mirrored_photo():
         Predictor(method="lbp", flip_tta=True)
 
 
-def test_registry_name_warns_loudly(caplog):
-    with caplog.at_level(logging.WARNING, logger="defocus.inference"):
+def test_registry_name_warns_loudly():
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):  # a Python warning: shown without any logging set up
         p = Predictor("dffnet:resnet18", device="cpu", size=64)
-    assert "RANDOM WEIGHTS" in caplog.text and "random" in p.info.source
+    assert "random" in p.info.source
     with pytest.raises(ValueError, match="unknown model"):
         Predictor("no_such_model_or_file", device="cpu")
+    with pytest.raises(ValueError, match="unknown backbone 'resnet18x'"):
+        Predictor("dffnet:resnet18x", device="cpu")
+
+
+def test_prediction_leaves_the_callers_denormal_setting_alone():
+    p = Predictor(BrightNet(), device="cpu", size=32)
+    for setting in (True, False):
+        torch.set_flush_denormal(setting)
+        p.predict(halves())
+        assert ((torch.tensor([1e-39]) * 1.0).item() == 0.0) is setting
+    torch.set_flush_denormal(False)
 
 
 def test_default_falls_back_to_lbp_with_a_warning(monkeypatch, caplog):
@@ -405,6 +416,9 @@ def test_options_group_the_keywords_and_refuse_unknown_ones():
                 dict(precision="int8")):
         with pytest.raises(ValueError):
             Predictor(BrightNet(), device="cpu", **bad)
+    for bad in ("256", 200.5):
+        with pytest.raises(TypeError, match="size must be an int"):
+            Predictor(BrightNet(), device="cpu", size=bad)
 
 
 def test_unusable_objects_and_empty_images(bright):

@@ -244,6 +244,8 @@ def test_average_models_is_the_element_wise_mean(tmp_path):
     other = save_model(create_model("dffnet", backbone=TINY), tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="another architecture"):
         average_models([paths[0], other])
+    with pytest.raises(TypeError, match="a list of weight files"):
+        average_models(str(paths[0]))
     marked = save_model(with_input_defaults(load_model(paths[1]), upscale=False), tmp_path / "marked.safetensors")
     with pytest.raises(ValueError, match="other input defaults"):
         average_models([paths[0], marked])

@@ -646,6 +646,12 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         return ReportTable([evaluate_maps(p, gt, method=m, **kwargs) for p, m in zip(pred, labels)])
     if datasets is None:
         raise ValueError("model= needs datasets= (registry names or FolderDataset entries)")
+    maps_only = {"gt": gt is not None, "list_file": list_file is not None, "pred_polarity": pred_polarity != "in-focus",
+                 "gt_polarity": gt_polarity != "in-focus"}
+    if any(maps_only.values()):
+        raise ValueError(f"{', '.join(k for k, v in maps_only.items() if v)} apply to saved maps (pred=); with "
+                         f"model=, a folder's masks and their polarity go in FolderDataset(name, images, masks, "
+                         f"mask_white)")
     return evaluate_model(model, datasets, root=root, protocol=protocol, device=device, skip_missing=skip_missing,
                           curves=curves, **options)
 

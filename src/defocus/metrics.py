@@ -197,6 +197,8 @@ def pr_curve(pred: np.ndarray, gt: np.ndarray, positive: str = "blur", n_thresho
 
     Returns ``(thresholds, precision, recall)`` (the reference's epsilons: 0 where undefined).
     """
+    if np.shape(pred) != np.shape(gt):
+        raise ValueError(f"shape mismatch: prediction {np.shape(pred)} vs ground truth {np.shape(gt)}")
     thresholds, tp, n_pred, n_gt = pr_counts(positive_scores(pred, positive), positive_mask(gt, positive),
                                              n_thresholds)
     return thresholds, tp / (n_pred + _EPS_PR), tp / (n_gt + _EPS_PR)
@@ -471,6 +473,10 @@ class Scorer:
     images: list = field(default_factory=list, init=False)
     _precisions: list = field(default_factory=list, init=False, repr=False)
     _recalls: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.protocol, str):  # a protocol's name, as evaluate() takes it
+            self.protocol = get_protocol(self.protocol)
 
     def add(self, stem: str, pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> ImageScore:
         """Score one image and add it to the dataset totals."""

@@ -104,7 +104,8 @@ def register(app: typer.Typer) -> None:
                                       device=device, size=size, backend=backend, method=method,
                                       keep_aspect=keep_aspect, upscale=upscale, threshold=threshold,
                                       batch_size=batch_size, max_pixels=max_pixels or None, upsample=upsample,
-                                      fast_decode=fast_decode, flip_tta=flip_tta, refine=refine,
+                                      fast_decode=fast_decode, draft_pixels=draft_pixels or None,
+                                      flip_tta=flip_tta, refine=refine,
                                       precision=precision, compile=compile_model, workers=workers)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
                 typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)

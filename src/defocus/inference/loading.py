@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +111,8 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
         name, backbone = _registry_spec(model)
         net = create_model(name, backbone=backbone, pretrained=False).eval()
         cfg, source = net.config, "registry (random initialisation)"
-        log.warning("MODEL %r HAS RANDOM WEIGHTS: its maps are meaningless (useful for speed tests only); pass a "
-                    "checkpoint path for real predictions", model)
+        warnings.warn(f"MODEL {model!r} HAS RANDOM WEIGHTS: its maps are meaningless (useful for speed tests only); "
+                      f"pass a checkpoint path for real predictions", UserWarning, stacklevel=2)
     else:
         raise ValueError(f"unknown model {model!r}: not a file, and not a registered name "
                          f"({', '.join(list_models())}, optionally NAME:BACKBONE)")

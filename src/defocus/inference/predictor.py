@@ -90,6 +90,8 @@ class PredictOptions:
     refine: bool = False
 
     def __post_init__(self):
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer))):
+            raise TypeError(f"size must be an int (pixels), got {self.size!r}")
         if self.size is not None and self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

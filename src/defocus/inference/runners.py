@@ -146,8 +146,10 @@ class TorchRunner(Runner):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        # DFFM's products of small values otherwise hit the CPU's slow denormal path
-        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        # DFFM's products of small values otherwise hit the CPU's slow denormal path; the caller's setting is
+        # put back afterwards (torch has no getter: a denormal that survives a multiplication says it is off)
+        was_flushing = bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+        flush = self.device.type == "cpu" and not was_flushing and torch.set_flush_denormal(True)
         try:
             with self._lock, torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
                                                                      enabled=dtype is not None):

@@ -42,7 +42,13 @@ class TimmBackbone(nn.Module):
     def __init__(self, name: str, pretrained=False):
         super().__init__()
         use_timm_weights = pretrained is True and not is_lite(name)
-        self.body = timm.create_model(name, features_only=True, pretrained=use_timm_weights)
+        try:
+            self.body = timm.create_model(name, features_only=True, pretrained=use_timm_weights)
+        except RuntimeError as e:
+            if "Unknown model" not in str(e):
+                raise
+            raise ValueError(f"unknown backbone {name!r}: not a timm model name (timm.list_models() lists them)"
+                             ) from None
         info = self.body.feature_info
         reductions = info.reduction()
         wanted = [4, 8, 16, 32]

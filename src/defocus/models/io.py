@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -125,6 +126,8 @@ def average_models(paths, device="cpu", *, size: int | None = None, upscale: boo
     :func:`with_input_defaults`), which the mean records instead: e.g. ``upscale=False`` averages runs trained with
     and without enlarging small photos. Returns the first file's model, in eval mode on ``device``, holding the
     mean."""
+    if isinstance(paths, (str, os.PathLike)):
+        raise TypeError("average_models takes a list of weight files, not one path")
     paths = list(paths)
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weight files, got {len(paths)}")
