@@ -553,6 +553,19 @@ def test_model_mode_refuses_what_only_saved_maps_take(tmp_path):
         pr_curve(np.zeros((2, 3)), np.zeros((3, 2), bool))
 
 
+def test_folder_labels_and_a_plot_without_matplotlib(shared_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    from defocus.cli.evaluate import folder_label
+
+    assert folder_label(tmp_path / "CUHK" / "masks") == "CUHK" and folder_label(tmp_path / "gt_v2") == "gt_v2"
+    a, gt = published(shared_dir, "AENet", "DUT")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *r: None if name == "matplotlib" else real(name, *r))
+    res = run_cli("--pred", a, "--gt", gt, "--plot", tmp_path / "pr.png")
+    assert res.exit_code == 2 and "pip install 'defocus[viz]'" in res.stderr  # before scoring, as a set-up error
+
+
 def test_hidden_files_and_repeated_list_entries(shared_dir, tmp_path):
     a, gt = published(shared_dir, "AENet", "DUT")
     masks = tmp_path / "masks"

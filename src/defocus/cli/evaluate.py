@@ -1,6 +1,7 @@
 """`defocus evaluate`: score saved maps of any method, or run a checkpoint on datasets."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from enum import Enum
 from pathlib import Path
@@ -32,6 +33,14 @@ class Polarity(str, Enum):
 
     in_focus = "in-focus"
     blur = "blur"
+
+
+def folder_label(masks: Path) -> str:
+    """A dataset label for a folder of masks: the folder's name, or its parent's when the name only says masks
+    (``data/CUHK/masks`` -> ``CUHK``)."""
+    generic = {"masks", "mask", "gt", "groundtruth", "ground_truth", "labels"}
+    name = masks.resolve().name
+    return masks.resolve().parent.name if name.lower() in generic and masks.resolve().parent.name else name
 
 
 def register(app: typer.Typer) -> None:
@@ -113,6 +122,9 @@ def register(app: typer.Typer) -> None:
         if plot is not None and plot.suffix.lower() not in PLOT_SUFFIXES:
             raise typer.BadParameter(f"the figure's format follows its suffix: one of {', '.join(PLOT_SUFFIXES)}",
                                      param_hint="--plot")
+        if plot is not None and importlib.util.find_spec("matplotlib") is None:
+            typer.echo("error: --plot needs matplotlib, which is not installed: pip install 'defocus[viz]'", err=True)
+            raise typer.Exit(2)
         try:
             if (model is None) == (not pred):
                 raise typer.BadParameter("give --pred (maps mode) or --model (model mode)")
@@ -144,8 +156,8 @@ def register(app: typer.Typer) -> None:
                 if images is not None:
                     if gt is None:
                         raise typer.BadParameter("--images needs --gt")
-                    sets = [FolderDataset(sets.pop(0) if sets else gt.name, images, gt, gt_polarity.value,
-                                          ignore)] + sets
+                    sets = [FolderDataset(sets.pop(0) if sets else folder_label(gt), images, gt,
+                                          gt_polarity.value, ignore)] + sets
                 if not sets:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
