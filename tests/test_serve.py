@@ -363,10 +363,13 @@ def test_a_request_holding_the_only_slot_refuses_others_before_their_upload(pred
     started, release = threading.Event(), threading.Event()
     real = serve_app.read_uploads
 
-    async def slow_upload(*args):  # a client still sending its photo
-        started.set()
-        while not release.is_set():
-            await asyncio.sleep(0.02)
+    async def slow_upload(*args):  # the first client is still sending its photo (at most 20 s), others are quick
+        if not started.is_set():
+            started.set()
+            for _ in range(1000):
+                if release.is_set():
+                    break
+                await asyncio.sleep(0.02)
         return await real(*args)
 
     monkeypatch.setattr(serve_app, "read_uploads", slow_upload)

@@ -93,12 +93,13 @@ def needs_curves(requirements: Iterable[Requirement]) -> bool:
 
 
 def same_dataset(a: str | None, b: str | None) -> bool:
-    """Whether two dataset labels name the same set, as the registry reads names: case, ``-`` and ``_`` aside
-    (``dut-te``, ``DUT_TE`` and ``DUT-TE`` are one)."""
+    """Whether two dataset labels name the same set, as the registry reads names
+    (:func:`defocus.data.registry.canonical_name`: ``dut-te``, ``DUT_TE`` and ``DUT-TE`` are one)."""
+    from .data.registry import canonical_name
+
     if a is None or b is None:
         return a is b
-    canon = (lambda s: re.sub(r"[-_\s]", "", s).casefold())
-    return canon(a) == canon(b)
+    return canonical_name(a) == canonical_name(b)
 
 
 def check_requirements(reports, requirements) -> list[RequirementResult]:

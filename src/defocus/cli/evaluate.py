@@ -38,9 +38,9 @@ class Polarity(str, Enum):
 def folder_label(masks: Path) -> str:
     """A dataset label for a folder of masks: the folder's name, or its parent's when the name only says masks
     (``data/CUHK/masks`` -> ``CUHK``)."""
+    folder = masks.resolve()
     generic = {"masks", "mask", "gt", "groundtruth", "ground_truth", "labels"}
-    name = masks.resolve().name
-    return masks.resolve().parent.name if name.lower() in generic and masks.resolve().parent.name else name
+    return folder.parent.name if folder.name.lower() in generic and folder.parent.name else folder.name
 
 
 def register(app: typer.Typer) -> None:

@@ -126,11 +126,12 @@ def _key(name: str) -> str:
     return str(name).strip().lower().replace("_", "-")
 
 
-def _canon(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """A dataset name as the registry compares names: case, ``-`` and ``_`` aside (``DUT_TE`` -> ``dutte``)."""
     return _key(name).replace("-", "")
 
 
-_ALIASES = {_canon(n): n for n in REGISTRY}
+_ALIASES = {canonical_name(n): n for n in REGISTRY}
 
 
 def list_datasets() -> list[str]:
@@ -140,7 +141,7 @@ def list_datasets() -> list[str]:
 
 def get_spec(name: str) -> DatasetSpec:
     """The registry entry for ``name`` (case, '-' and '_' are ignored: ``CUHK-TE-1`` is ``cuhk-te1``)."""
-    canon = _canon(name)
+    canon = canonical_name(name)
     if canon in _ALIASES:
         return REGISTRY[_ALIASES[canon]]
     raise DataError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
@@ -256,7 +257,7 @@ def load_pairs(name: str, root=None, list_file=None, image_dir=None, mask_dir=No
     missing listed stems raise :class:`DataError`; otherwise they are logged and skipped. ``ignore_dir`` gives a
     ``"folder"`` dataset its ignore masks (white = undetermined, by stem; e.g. ``defocus data pairs`` output)."""
     names = [n for n in str(name).split("+") if n.strip()]
-    if len(names) > 1 and _canon(name) not in _ALIASES:
+    if len(names) > 1 and canonical_name(name) not in _ALIASES:
         return [p for n in names for p in load_pairs(n, root, list_file, image_dir, mask_dir, mask_white,
                                                      strict=strict, pairing=pairing, ignore_dir=ignore_dir)]
     spec = get_spec(name)

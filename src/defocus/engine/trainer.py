@@ -143,6 +143,7 @@ class Trainer:
         self.best: Optional[dict] = None
         self.last_loss = math.nan
         self.interrupted: Optional[str] = None  # the signal that asked the running fit() to stop
+        self._val_log: Optional[CSVLog] = None  # val.csv of the running fit()
         self.checkpoint_path = self.out / CHECKPOINT_NAME
 
         if resume:
@@ -425,7 +426,7 @@ class Trainer:
         if better and math.isfinite(value):
             self.best = {"metric": key, "value": value, "step": self.step, "epoch": self.epoch}
             self._save_model(self.out / BEST_NAME, False, {f"val_{key}": value})
-        val_log = getattr(self, "_val_log", None) or CSVLog(self.out / "val.csv", self.step)
+        val_log = self._val_log or CSVLog(self.out / "val.csv", self.step)
         val_log.write({"step": self.step, "epoch": self.epoch, **summary})
         return summary
 

@@ -162,14 +162,8 @@ def tensor_to_array(t: "torch.Tensor") -> np.ndarray:
     return t.permute(1, 2, 0).numpy()
 
 
-def _not_an_image(x) -> TypeError:
-    return TypeError(f"cannot predict on {type(x).__name__}: pass a path, PIL image, numpy array or tensor")
-
-
-def _check_input_type(x) -> None:
-    """``TypeError`` for what is not an image input at all (a programming error, never one image's failure)."""
-    if not isinstance(x, (str, os.PathLike, Image.Image, np.ndarray)) and not _is_tensor(x):
-        raise _not_an_image(x)
+class NotAnImageInput(TypeError):
+    """An input that is no image type at all: a programming error, never one image's failure."""
 
 
 class _FileLoader:
@@ -308,15 +302,15 @@ class Predictor:
             if max_pixels and img.size[0] * img.size[1] > max_pixels:
                 raise ImageDecodeError(describe_input(x), imageio._pixel_limit_message(*img.size, max_pixels))
             return img, img.size, None
-        raise _not_an_image(x)
+        raise NotAnImageInput(f"cannot predict on {type(x).__name__}: pass a path, PIL image, numpy array or "
+                              f"tensor")
 
     def _prepare(self, x, keep_image: bool) -> _Item:
         t0 = time.perf_counter()
-        _check_input_type(x)
         source = describe_input(x)
         try:
             img, native, loader = self._decode(x)
-        except ImageDecodeError:
+        except (ImageDecodeError, NotAnImageInput):
             raise
         except (ValueError, TypeError) as e:
             raise ImageDecodeError(source, str(e)) from None
@@ -358,7 +352,7 @@ class Predictor:
                 try:
                     item = fut.result()
                 except Exception as e:  # one unusable input: report it in its place and go on
-                    if on_error == "raise" or isinstance(e, TypeError):
+                    if on_error == "raise" or isinstance(e, NotAnImageInput):
                         raise
                     yield from self._run(batch)
                     batch = []
