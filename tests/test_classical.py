@@ -198,3 +198,35 @@ def test_lbp_of_the_transposed_image_is_the_transposed_map(shape):
     a = lbp_map(img)
     b = lbp_map(np.ascontiguousarray(img.transpose(1, 0, 2)))
     np.testing.assert_allclose(a, b.T, atol=1e-4)
+
+
+def test_lbp_calls_an_image_sharp_everywhere_in_focus():
+    # every pixel passes the matting's in-focus threshold: the map is all in focus, not (as a constant) all blurred
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    assert predict_map("lbp", noise).min() == 1.0
+
+
+def test_float_images_must_be_in_zero_one():
+    img, _ = half_blurred()
+    assert img.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):      # 0..255 floats, not clipped to white
+        predict_map("lbp", img.astype(np.float32))
+    np.testing.assert_allclose(predict_map("hifst", img / 255.0), predict_map("hifst", img), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predictor_marks_no_pixel_of_a_flat_photo_in_focus(name):
+    from defocus import Predictor
+
+    for shape in ((1, 1, 3), (40, 60, 3)):
+        r = Predictor(method=name).predict(np.full(shape, 128, np.uint8))
+        assert r.prob.max() == 0.0 and not r.mask.any() and r.in_focus_fraction == 0.0
+
+
+def test_predictor_method_options():
+    from defocus import Predictor
+
+    assert Predictor(method="LBP").info.name == Predictor(method="lbp").info.name
+    for bad in (dict(size=64), dict(upscale=False), dict(backend="torch"), dict(backend="onnx")):
+        with pytest.raises(ValueError, match="networks"):
+            Predictor(method="hifst", **bad)

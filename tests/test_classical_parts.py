@@ -161,7 +161,7 @@ def test_multiscale_beliefs_follow_the_evidence_and_remove_specks():
     assert h[:, 8:12, 10:14].min() > 0.9 and h[:, 0, 0].max() < 0.1
     # the neighbours outvote the speck that its own potential alone would keep
     assert alone[1, 2, 2] > 0.5 > h[1, 2, 2]
-    np.testing.assert_array_equal(multiscale_beliefs(np.full((3, 4, 5), 0.7)), 0.0)
+    np.testing.assert_array_equal(multiscale_beliefs(np.full((3, 4, 5), 0.7)), np.float32(0.7))  # nothing to weigh
 
 
 def test_multiscale_beliefs_are_exact_on_a_tree():

@@ -180,6 +180,25 @@ def test_benchmark_rows(tiny_ckpt):
         benchmark(model=tiny_ckpt, backends=("tensorrt",))
 
 
+def test_benchmark_of_a_classical_method_times_an_image_with_a_focus_contrast():
+    from defocus.bench import benchmark, focus_contrast_image
+    from defocus.classical import predict_map
+
+    img = focus_contrast_image(64, np.random.default_rng(0))
+    prob = predict_map("lbp", img)     # the matting and the inference have something to solve (noise has not)
+    assert prob[:, :28].mean() > 0.8 and prob[:, 36:].mean() < 0.2
+    row = benchmark(method="lbp", size=64, runs=1, warmup=0, isolate=False)["results"][0]
+    assert row["backend"] == "numpy" and row["size"] == 64 and row["batch"] == 1
+
+
+@pytest.mark.parametrize("args, message", [(["--batch-size", "a"], "positive integers"),
+                                           (["--batch-size", "1,,2"], "empty item"),
+                                           (["--device", "tpu"], "unknown device 'tpu'")])
+def test_benchmark_bad_options_are_one_line_errors(args, message):
+    r = CliRunner().invoke(app, ["benchmark", "--model", "dffnet:resnet18", "--runs", "1", *args])
+    assert r.exit_code == 2 and message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
 @pytest.mark.slow
 def test_benchmark_cli_isolated(tiny_ckpt):
     r = CliRunner().invoke(app, ["benchmark", "--model", tiny_ckpt, "--size", "64", "--batch-size", "1",

@@ -176,7 +176,7 @@ def test_cli_pairs_writes_masks_ignore_masks_and_a_sheet(pair_files, tmp_path):
     assert sheet.height > 400 and sheet.width > 3 * 240         # two rows of image | mask | overlay
 
 
-@pytest.mark.parametrize("case", ["missing", "unreadable", "sizes", "unaligned"])
+@pytest.mark.parametrize("case", ["missing", "unreadable", "sizes", "unaligned", "same-photo"])
 def test_cli_pairs_bad_input_is_one_line_and_writes_nothing(pair_files, tmp_path, case):
     a, b = pair_files
     if case == "missing":
@@ -185,6 +185,8 @@ def test_cli_pairs_bad_input_is_one_line_and_writes_nothing(pair_files, tmp_path
         b.write_bytes(b"not an image")
     elif case == "sizes":
         Image.fromarray(u8(texture((100, 100)))).save(b)
+    elif case == "same-photo":  # two names, one photo: no pixel differs in sharpness
+        b.write_bytes(a.read_bytes())
     else:
         Image.fromarray(u8(texture(seed=9))).save(b)
     out = tmp_path / "out"
@@ -366,3 +368,67 @@ def test_own_bracket_output_loads_as_a_folder_dataset_with_ignore_masks(pair_fil
     (out / "ignore" / "far.png").unlink()
     with pytest.raises(Exception, match="without an ignore mask"):
         load_pairs("folder", image_dir=out / "images", mask_dir=out / "masks", ignore_dir=out / "ignore")
+
+
+def test_a_photo_stored_rotated_is_written_upright_and_lines_up_with_its_masks(pair_files, tmp_path):
+    from defocus.data.datasets import DBDDataset
+
+    rotated = []
+    for src in pair_files:  # stored turned a quarter left; EXIF orientation 6 says: turn it right to display
+        dst = tmp_path / f"{src.stem}_phone.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.open(src).transpose(Image.Transpose.ROTATE_90).save(dst, quality=98, exif=exif)
+        rotated.append(dst)
+    out = tmp_path / "labels"
+    res = CliRunner().invoke(app, ["data", "pairs", str(rotated[0]), str(rotated[1]), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["far_phone.png", "near_phone.png"]
+    upright = np.asarray(Image.open(out / "images" / "near_phone.png"))
+    assert upright.shape[:2] == (160, 200)                    # as displayed, like the photos it was made from
+    pairs = load_pairs("folder", image_dir=out / "images", mask_dir=out / "masks", ignore_dir=out / "ignore")
+    sample = DBDDataset(pairs)[0]
+    assert sample["image"].shape[:2] == sample["target"].shape == (160, 200)
+    same = CliRunner().invoke(app, ["data", "pairs", *map(str, pair_files), "-o", str(tmp_path / "plain")])
+    plain = np.asarray(Image.open(tmp_path / "plain" / "masks" / "near.png"))
+    mask = np.asarray(Image.open(out / "masks" / "near_phone.png"))
+    assert same.exit_code == 0 and (mask == plain).mean() > 0.97  # the same labels, up to JPEG noise
+
+
+def test_sixteen_bit_pairs_are_labelled_as_their_eight_bit_copies(pair_files, tmp_path):
+    deep = []
+    for src in pair_files:
+        dst = tmp_path / f"{src.stem}16.png"
+        Image.fromarray(np.asarray(Image.open(src).convert("L")).astype(np.uint16) * 257).save(dst)
+        deep.append(dst)
+    grey = []
+    for src in pair_files:
+        dst = tmp_path / f"{src.stem}8.png"
+        Image.open(src).convert("L").save(dst)
+        grey.append(dst)
+    for files, out in ((deep, "o16"), (grey, "o8")):
+        res = CliRunner().invoke(app, ["data", "pairs", *map(str, files), "-o", str(tmp_path / out)])
+        assert res.exit_code == 0, res.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o16" / "masks" / "near16.png")),
+                          np.asarray(Image.open(tmp_path / "o8" / "masks" / "near8.png")))
+
+
+def test_labelling_a_pair_again_replaces_its_image_of_another_extension(pair_files, tmp_path):
+    out = tmp_path / "labels"
+    jpgs = []
+    for src in pair_files:
+        dst = tmp_path / "jpg" / f"{src.stem}.jpg"
+        dst.parent.mkdir(exist_ok=True)
+        Image.open(src).save(dst, quality=98)
+        jpgs.append(dst)
+    for files in (jpgs, pair_files):
+        res = CliRunner().invoke(app, ["data", "pairs", *map(str, files), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["far.png", "near.png"]
+    assert all(p.is_file() for p in jpgs)                      # the sources are never touched
+
+
+@pytest.mark.parametrize("option", [["--margin", "inf"], ["--window", "nan"], ["--min-region", "2"]])
+def test_thresholds_that_cannot_label_are_refused(pair_files, tmp_path, option):
+    res = CliRunner().invoke(app, ["data", "pairs", *map(str, pair_files), "-o", str(tmp_path / "o"), *option])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and not (tmp_path / "o").exists()

@@ -17,6 +17,8 @@ from functools import partial
 
 import numpy as np
 
+from .defaults import PAPER_SIZE
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "torch-baseline")
@@ -150,9 +152,11 @@ def run_config(model="default", size: int | None = None, batch: int = 1, backend
                 torch.sigmoid(net(x)[0]).cpu()
         desc = str(info)
     else:
-        pred = Predictor(model=model, method=method, device=device, backend=backend, size=size, batch_size=batch,
-                         threads=threads)
-        desc, size = str(pred.info), pred.options.size
+        classical = method is not None
+        pred = Predictor(model=model, method=method, device=device, backend="auto" if classical else backend,
+                         size=None if classical else size, batch_size=batch, threads=threads)
+        desc, backend = str(pred.info), pred.runner.backend
+        size = (size or PAPER_SIZE) if classical else pred.options.size
         fn, batch = _core_call(pred.runner, size, batch, rng)
     seconds, cpu = time_calls(fn, runs, warmup)
     row = {"model": desc, "backend": backend, "batch": batch, "size": size, "runs": runs,
@@ -165,15 +169,28 @@ def run_config(model="default", size: int | None = None, batch: int = 1, backend
 
 
 def _core_call(runner, size: int, batch: int, rng) -> tuple:
-    """The call to time for a runner and its batch size: a classical method on one ``size`` x ``size`` image,
-    else the network on a random ``batch`` x 3 x ``size`` x ``size`` input."""
+    """The call to time for a runner and its batch size: a classical method on one ``size`` x ``size`` image
+    with a focus contrast (:func:`focus_contrast_image`), else the network on a random ``batch`` x 3 x ``size`` x
+    ``size`` input."""
     from .inference import ClassicalRunner
 
     if isinstance(runner, ClassicalRunner):
-        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        return partial(runner.prepare, img), 1
+        return partial(runner.prepare, focus_contrast_image(size, rng)), 1
     x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
     return partial(runner.run, x), batch
+
+
+def focus_contrast_image(size: int, rng) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 RGB test image whose left half is sharp texture and right half the same
+    texture blurred. The classical methods' cost depends on the content: an image of noise alone is sharp
+    everywhere, and their matting and inference then have nothing to solve."""
+    from scipy.ndimage import uniform_filter
+
+    texture = uniform_filter(rng.random((size, size, 3)), size=(3, 3, 1))
+    blurred = uniform_filter(texture, size=(9, 9, 1))
+    img = np.concatenate([texture[:, :size // 2], blurred[:, size // 2:]], axis=1)
+    img = (img - img.min()) / max(float(np.ptp(img)), 1e-12)
+    return np.rint(255 * img).astype(np.uint8)
 
 
 def _run_isolated(kwargs: dict) -> dict:

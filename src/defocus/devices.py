@@ -20,7 +20,7 @@ def resolve_device(device="auto", local_rank: int | None = None):
     process's GPU.
 
     Raises:
-        ValueError: an accelerator was asked for by name but is not available here.
+        ValueError: an unknown device name, or an accelerator asked for by name that is not available here.
         MissingTorchError: PyTorch is not installed (one line with the install command).
     """
     torch = require_torch("the PyTorch backend")
@@ -35,7 +35,10 @@ def resolve_device(device="auto", local_rank: int | None = None):
         else:
             return torch.device("cpu")
     else:
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available (use cpu or auto)")
     if dev.type == "mps" and not mps_available():

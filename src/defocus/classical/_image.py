@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imageio import FLOAT_TOLERANCE
+
 # ITU-R BT.601 luma weights (the usual RGB -> gray conversion of image toolboxes).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
@@ -10,8 +12,9 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 def to_float_image(image) -> np.ndarray:
     """Return ``image`` as float32 in [0, 1], shaped HxW (gray) or HxWx3 (colour).
 
-    Accepts uint8 (0..255), uint16 (0..65535), bool or floating arrays (taken to be in [0, 1] already and clipped);
-    shapes HxW, HxWx1, HxWx3 and HxWx4 (the alpha channel is dropped).
+    Accepts uint8 (0..255), uint16 (0..65535), bool or floating arrays in [0, 1] (values above 1 by more than
+    :data:`FLOAT_TOLERANCE`, e.g. 0..255 floats, are refused rather than clipped to white); shapes HxW, HxWx1,
+    HxWx3 and HxWx4 (the alpha channel is dropped).
     """
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
@@ -31,6 +34,9 @@ def to_float_image(image) -> np.ndarray:
         out = arr.astype(np.float32)
         if not np.all(np.isfinite(out)):
             raise ValueError("image contains NaN or infinite values")
+        if out.max(initial=0.0) > 1.0 + FLOAT_TOLERANCE:
+            raise ValueError(f"float image has values up to {out.max():g}; expected [0, 1] (divide by 255, or "
+                             f"pass uint8)")
         return np.clip(out, 0.0, 1.0)
     raise TypeError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
 

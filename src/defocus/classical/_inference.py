@@ -35,10 +35,11 @@ def multiscale_beliefs(alpha: np.ndarray, beta: float = 0.5, n_iter: int = 100, 
     """In-focus beliefs (S, H, W) float32 in [0, 1] of the multi-scale field of this module over the per-scale maps
     ``alpha`` (S, H, W). ``beta``: cost of a label change between linked nodes (0: no coupling, the beliefs are
     the node potentials alone); at most ``n_iter`` parallel message updates, fewer once no message moves by more
-    than ``tol``. A constant ``alpha`` carries no evidence: all beliefs are 0."""
+    than ``tol``. A constant ``alpha`` leaves the field nothing to weigh: the beliefs are that constant (all in
+    focus when the matting fixed every pixel sharp, all blurred when it fixed every pixel blurred)."""
     x = standardise(alpha)
     if not x.any():
-        return np.zeros(x.shape, dtype=np.float32)
+        return np.full(x.shape, np.clip(float(np.asarray(alpha).flat[0]), 0.0, 1.0), dtype=np.float32)
     unary = np.abs(x) - np.abs(1.0 - x)  # log(potential in focus / potential blurred)
     coupling = np.float32(np.tanh(0.5 * max(float(beta), 0.0)))
     # incoming messages, by the side they come from: previous / next along scale, row and column axes

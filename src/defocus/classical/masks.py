@@ -17,7 +17,8 @@ MASK_THRESHOLDS: dict[str, float | str] = {"lbp": PAPER_T_SEG, "hifst": "adaptiv
 
 def adaptive_threshold(prob: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold of the map ``prob`` (values in [0, 1]): the bin edge that maximises the between-class
-    variance of its ``bins``-bin histogram (a constant map gives its value)."""
+    variance of its ``bins``-bin histogram. A constant map has no two classes: its threshold is half a bin above
+    its value, so that none of its pixels is marked in focus (with ``>`` as with ``>=``)."""
     p = np.clip(np.asarray(prob, dtype=np.float64).ravel(), 0.0, 1.0)
     hist = np.bincount(np.minimum((p * bins).astype(np.int64), bins - 1), minlength=bins).astype(np.float64)
     centres = (np.arange(bins) + 0.5) / bins
@@ -28,7 +29,7 @@ def adaptive_threshold(prob: np.ndarray, bins: int = 256) -> float:
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1.0)
     between = w0 * w1 * (mu0 - mu1) ** 2
     if not between.any():
-        return float(p.max())
+        return float(p.max()) + 0.5 / bins
     return float((np.argmax(between) + 1) / bins)
 
 

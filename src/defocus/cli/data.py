@@ -162,8 +162,9 @@ def register(app: typer.Typer) -> None:
         al = labels.alignment
         typer.echo(f"aligned: shift {al.shift[0]:+.2f}, {al.shift[1]:+.2f} px, scale {1 + al.scale:.4f}")
         for it in items:
-            typer.echo(f"{it.stem}: {it.label.determined_fraction:.1%} determined, "
-                       f"{it.label.in_focus_fraction:.1%} of them in focus -> {out}")
+            share = it.label.determined_fraction
+            focus = f"{it.label.in_focus_fraction:.1%} of them in focus" if share > 0 else "no label"
+            typer.echo(f"{it.stem}: {share:.1%} determined, {focus} -> {out}")
 
     @data.command("uniform-crops")
     def uniform_crops_cmd(

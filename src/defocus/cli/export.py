@@ -8,8 +8,21 @@ import typer
 from ..defaults import DEFAULT_OPSET, EXPORT_TOLERANCE
 
 
-def _csv(value: str, cast=str) -> list:
-    return [cast(v.strip()) for v in value.split(",") if v.strip()]
+def _csv(value: str, option: str) -> list[str]:
+    """The items of a comma-separated option; an empty item is a usage error (exit 2)."""
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise typer.BadParameter(f"{value!r}: an empty item in the comma-separated list", param_hint=option)
+    return items
+
+
+def _batch_sizes(value: str) -> list[int]:
+    """``--batch-size``: comma-separated positive integers."""
+    items = _csv(value, "--batch-size")
+    if not all(v.isdigit() and int(v) > 0 for v in items):
+        raise typer.BadParameter(f"{value!r}: give positive integers separated by commas, e.g. 1,8",
+                                 param_hint="--batch-size")
+    return [int(v) for v in items]
 
 
 def register(app: typer.Typer) -> None:
@@ -81,9 +94,9 @@ def register(app: typer.Typer) -> None:
         from ..bench import benchmark, format_table
 
         try:
-            report = benchmark(model=model, size=size, batch_sizes=_csv(batch_size, int),
-                               backends=_csv(backend), runs=runs, warmup=warmup, threads=threads, device=device,
-                               method=method)
+            report = benchmark(model=model, size=size, batch_sizes=_batch_sizes(batch_size),
+                               backends=_csv(backend, "--backend"), runs=runs, warmup=warmup, threads=threads,
+                               device=device, method=method)
         except (ValueError, OSError, ImportError) as e:
             from ..optional import error_text
 

@@ -9,7 +9,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("models")
     def models_cmd(
-        pretrained: bool = typer.Option(False, "--pretrained", help="Only the names that load trained weights."),
+        pretrained: bool = typer.Option(False, "--pretrained", help="Only the names that load trained weights by "
+                                        "name (--model NAME)."),
         as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON."),
     ):
         """List the models with trained weights (name, architecture, backbone, size, files) and the registered
@@ -37,9 +38,9 @@ def register(app: typer.Typer) -> None:
                 out["architectures"] = [{"name": n, "default_backbone": b, "description": d} for n, b, d in archs]
             typer.echo(json.dumps(out, indent=2))
             return
-        if pretrained:
-            for name in [m.name for m in found] + released:
-                typer.echo(name)
+        if pretrained:  # only names that load weights as they are; the authors' need their files
+            for m in found:
+                typer.echo(m.name)
             return
         typer.echo("With trained weights (--model NAME):")
         if not found:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import imageio
 from .lens import disk_blur, linear_to_srgb, srgb_to_linear
 from .masks import in_focus_to_pil, read_mask
 from .pairs import read_ignore
@@ -20,9 +21,11 @@ _SIZE_WARNED: set = set()
 
 
 def load_image(path) -> Image.Image:
-    """Open an image file as RGB (pixels as stored; no EXIF rotation, so it stays aligned with its mask)."""
+    """Open an image file as 8-bit RGB (pixels as stored: no EXIF rotation, so it stays aligned with its mask;
+    16-bit scaled and alpha composited as for prediction, :func:`defocus.imageio.to_rgb`)."""
     with Image.open(path) as im:
-        return im.convert("RGB")
+        im.load()
+        return imageio.to_rgb(im)
 
 
 class DBDDataset(torch.utils.data.Dataset):

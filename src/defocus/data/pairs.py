@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import ndimage
 
+from .. import imageio
 from ..sheets import panel_sheet
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,13 @@ class PairLabelConfig:
 
     def __post_init__(self):
         for f in fields(self):
-            if getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must not be negative, got {getattr(self, f.name)}")
+            value = getattr(self, f.name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{f.name} must be a finite number, not negative, got {value}")
         if min(self.margin, self.tolerance, self.floor, self.aperture_floor) < 1:
             raise ValueError("margin, tolerance, floor and aperture_floor are ratios of at least 1")
+        if self.min_region > 1:
+            raise ValueError(f"min_region is a fraction of the frame (at most 1), got {self.min_region}")
         if self.grid < 1:
             raise ValueError(f"grid must be at least 1, got {self.grid}")
 
@@ -186,16 +190,24 @@ class PairLabels:
 # ----------------------------------------------------------------------------------------------------------------
 
 def read_rgb(path) -> np.ndarray:
-    """An image file as uint8 HxWx3 (EXIF orientation applied; greyscale repeated). Raises :class:`PairError`."""
+    """An image file as uint8 HxWx3 as it is displayed (EXIF orientation applied; 16-bit scaled to 8 bits, not
+    clipped; greyscale repeated; alpha composited as for prediction). Raises :class:`PairError`."""
     path = Path(path)
     if not path.is_file():
         raise PairError(f"{path}: file not found")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
+        rgb, _ = imageio.decode_rgb(path, max_pixels=None)
+        return np.asarray(rgb)
     except Exception as e:  # any decoder failure: the file is unusable
-        raise PairError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+        reason = e.reason if isinstance(e, imageio.ImageDecodeError) else f"{type(e).__name__}: {e}"
+        raise PairError(f"{path}: cannot read image ({reason})") from None
+
+
+def stored_upright(path) -> bool:
+    """Whether the file's pixels are stored the way they are displayed (no EXIF rotation or mirroring), so that
+    a reader that ignores EXIF, as the dataset loader does, sees what was labelled."""
+    with Image.open(path) as im:
+        return imageio.exif_orientation(im) == 1
 
 
 def luma(img_u8: np.ndarray) -> np.ndarray:
@@ -502,12 +514,18 @@ def label_aperture_pair(wide: np.ndarray, narrow: np.ndarray,
 
 def label_pair(first: np.ndarray, second: np.ndarray, kind: str = FOCUS,
                cfg: PairLabelConfig = PairLabelConfig()) -> PairLabels:
-    """:func:`label_focus_pair` (``kind="focus"``) or :func:`label_aperture_pair` (``kind="aperture"``)."""
+    """:func:`label_focus_pair` (``kind="focus"``) or :func:`label_aperture_pair` (``kind="aperture"``).
+    Raises :class:`PairError` when no pixel of either image gets a label (e.g. the same photo twice)."""
     if kind == FOCUS:
-        return label_focus_pair(first, second, cfg)
-    if kind == APERTURE:
-        return label_aperture_pair(first, second, cfg)
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        labels = label_focus_pair(first, second, cfg)
+    elif kind == APERTURE:
+        labels = label_aperture_pair(first, second, cfg)
+    else:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not any(lab.determined_fraction > 0 for lab in (labels.first, labels.second) if lab is not None):
+        raise PairError("no pixel could be labelled: the two images differ nowhere in sharpness (the same photo "
+                        "twice, or two shots at the same focus and aperture?)")
+    return labels
 
 
 def label_files(first, second, kind: str = FOCUS, cfg: PairLabelConfig = PairLabelConfig()):
@@ -606,19 +624,34 @@ def labelled_images(first, second, labels: PairLabels, stems=None) -> list[Label
 
 def write_labelled(items, out_dir, sheet: Optional[Image.Image] = None, sheet_name: Optional[str] = None,
                    overwrite: bool = True) -> list[Path]:
-    """Write each :class:`LabelledImage` as ``out_dir/images/<stem><ext>`` (the source bytes, unchanged),
-    ``out_dir/masks/<stem>.png`` (255 = in focus) and ``out_dir/ignore/<stem>.png`` (255 = undetermined), and an
-    optional contact sheet as ``out_dir/sheets/<sheet_name>.png``. Files are written atomically; returns them."""
+    """Write each :class:`LabelledImage` as ``out_dir/images/<stem><ext>`` (the source bytes, unchanged; a photo
+    stored rotated, with an EXIF orientation, is written upright as ``<stem>.png``, so that its pixels line up with
+    its masks for every reader), ``out_dir/masks/<stem>.png`` (255 = in focus) and ``out_dir/ignore/<stem>.png``
+    (255 = undetermined), and an optional contact sheet as ``out_dir/sheets/<sheet_name>.png``. An image of the
+    same stem with another extension, left by an earlier run, is removed (never one of the sources). Files are
+    written atomically; returns them."""
     out_dir = Path(out_dir)
     written = []
     for sub in ("images", "masks", "ignore") + (("sheets",) if sheet is not None else ()):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    sources = {item.source.resolve() for item in items}
     for item in items:
-        img_dst = out_dir / "images" / f"{item.stem}{item.source.suffix}"
+        upright = stored_upright(item.source)
+        img_dst = out_dir / "images" / f"{item.stem}{item.source.suffix if upright else '.png'}"
         if not overwrite and img_dst.exists():
             raise PairError(f"{img_dst}: exists (use overwrite)")
-        if not (img_dst.exists() and img_dst.resolve() == item.source.resolve()):
+        if img_dst.exists() and img_dst.resolve() in sources:
+            if not upright:
+                raise PairError(f"{img_dst}: would replace a source photo with its upright copy; write to "
+                                "another folder")
+        elif upright:
             _copy_atomic(item.source, img_dst)
+        else:
+            _save_png_atomic(read_rgb(item.source), img_dst)
+        for old in (out_dir / "images").iterdir():
+            if (old.stem == item.stem and old != img_dst and old.suffix.lower() in imageio.IMAGE_SUFFIXES
+                    and old.resolve() not in sources):
+                old.unlink()
         mask_dst, ignore_dst = out_dir / "masks" / f"{item.stem}.png", out_dir / "ignore" / f"{item.stem}.png"
         _save_png_atomic(item.label.mask_u8(), mask_dst)
         _save_png_atomic(item.label.ignore_u8(), ignore_dst)

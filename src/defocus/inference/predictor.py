@@ -200,6 +200,9 @@ class Predictor:
         options, self.runtime = split_options(options, runtime, overrides)
         self.runner: Runner = make_runner(model, method, backend, device, self.runtime)
         self.options = self._resolved(options)
+        if method is not None and (options.size is not None or options.upscale is not None):
+            raise ValueError(f"size and upscale apply to networks; a classical method sees the image with its "
+                             f"aspect ratio kept and the long side at most {CLASSICAL_MAX_SIDE} px")
         o = self.options
         log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
                  self._input_description())

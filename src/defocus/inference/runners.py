@@ -199,8 +199,8 @@ class ClassicalRunner(Runner):
 
     backend = "numpy"
 
-    def __init__(self, method: str, fn, notes: str = ""):
-        self.method, self.fn = method, fn
+    def __init__(self, method: str, fn, notes: str = "", fallback: bool = False):
+        self.method, self.fn, self.fallback = method, fn, fallback
         self.info = ModelInfo("classical", method, None, "defocus.classical", notes=notes)
 
     def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool,
@@ -232,14 +232,16 @@ class ClassicalRunner(Runner):
 
 def classical_runner(method: str, backend: str = "auto", fallback: bool = False) -> ClassicalRunner:
     """The runner of a training-free ``method``; ``fallback`` marks it as standing in for missing weights."""
-    if backend == "onnx":
-        raise ValueError("classical methods run in NumPy; backend 'onnx' applies to networks only")
+    if backend != "auto":
+        raise ValueError(f"classical methods run in NumPy; backend {backend!r} applies to networks only")
     methods = classical_methods()
+    method = str(method).lower()
     if method not in methods:
         avail = ", ".join(methods) or "none installed"
         what = "no bundled default weights and the LBP baseline" if fallback else f"method {method!r}"
         raise ValueError(f"{what} is not available (classical methods: {avail}); pass a checkpoint path")
-    return ClassicalRunner(method, methods[method], "fallback: no bundled weights installed" if fallback else "")
+    return ClassicalRunner(method, methods[method], "fallback: no bundled weights installed" if fallback else "",
+                           fallback=fallback)
 
 
 def network_runner(model, backend: str = "auto", device="auto", options: RuntimeOptions = RuntimeOptions(),
@@ -287,7 +289,8 @@ def bundled_runner(backend: str, device, options: RuntimeOptions) -> Runner:
                          "use backend 'auto' or 'onnx'")
     log.warning("no bundled default weights in this installation: using the training-free LBP "
                 "baseline (method='lbp'); pass model=PATH for a trained network")
-    return classical_runner(FALLBACK_METHOD, backend, fallback=True)
+    # a PyTorch request falls back like 'auto' (the baseline has no backend); an ONNX one is refused
+    return classical_runner(FALLBACK_METHOD, "auto" if backend == "torch" else backend, fallback=True)
 
 
 def make_runner(model="default", method: str | None = None, backend: str = "auto", device="auto",
