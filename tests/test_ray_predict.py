@@ -218,6 +218,36 @@ predict_dataset([sys.argv[1]], sys.argv[2], address=sys.argv[3], model=sys.argv[
 """
 
 
+@needs_arrow
+def test_a_row_whose_maps_another_path_overwrote_is_dropped(tmp_path):
+    from defocus import prediction_table as pt
+
+    rows = lambda *r: pt.rows_to_table([dict(zip(("path", "output", "error"), x)) for x in r])  # noqa: E731
+    pt.write_part(rows(("/a/x.png", "x", None), ("/a/y.png", "y", None)), tmp_path)
+    pt.write_part(rows(("/b/x.png", "x", None), ("/b/y.png", "y", "unreadable")), tmp_path)
+    assert pt.done_outputs(tmp_path) == {"x": "/b/x.png", "y": "/a/y.png"}  # a failure writes no maps
+    pt.compact_table(tmp_path)
+    assert [(r["path"], r["output"]) for r in read_rows(tmp_path)] == \
+        [("/a/y.png", "y"), ("/b/x.png", "x"), ("/b/y.png", "y")]
+
+
+@needs_ray
+def test_a_rerun_predicts_a_photo_whose_output_names_another_photo_wrote(tmp_path, ray_address, tiny_ckpt):
+    from defocus.distributed import predict_dataset
+
+    first = photos(tmp_path / "a", 1, size=(48, 32))[0]
+    second = photos(tmp_path / "b", 1, size=(40, 30), seed=1)[0]          # another photo of the same name
+    out = tmp_path / "out"
+    kwargs = dict(model=tiny_ckpt, size=64, device="cpu", progress=False, address=ray_address)
+    assert predict_dataset([first], out, **kwargs).processed == 1
+    run = predict_dataset([second, out / "p000_prob.png"], out, **kwargs)  # an output named as an input too
+    assert (run.processed, run.skipped) == (1, 0) and run.outputs_named == (out / "p000_prob.png",)
+    assert [(r["path"], r["width"]) for r in read_rows(out)] == [(str(second), 40)]
+    assert Image.open(out / "p000_mask.png").size == (40, 30)
+    run = predict_dataset([second], out, **kwargs)                        # now it is done
+    assert (run.processed, run.skipped) == (0, 1)
+
+
 @needs_ray
 def test_resume_after_the_job_is_killed(tmp_path, ray_address, tiny_ckpt):
     from defocus.distributed import predict_dataset

@@ -7,9 +7,10 @@ once per actor, on a CPU or a GPU). An actor decodes its batch in the Predictor'
 runs, and writes each image's maps atomically in a second thread pool, exactly as ``defocus predict`` does. The
 driver collects one small row per image into the Parquet table of :mod:`defocus.prediction_table`.
 
-A rerun over the same input and output folder is a resume: images with a successful row in the table are
-skipped, and so are images whose output files are all present (their row is rebuilt from the mask); a job killed
-half way loses at most the images it was working on. Training's multi-GPU helpers are elsewhere
+A rerun over the same input and output folder is a resume: images with a successful row in the table for the
+output name they get now are skipped, and so are images whose output files are all present and that no row gives
+to another image (their row is rebuilt from the mask); a job killed half way loses at most the images it was
+working on. Training's multi-GPU helpers are elsewhere
 (:mod:`defocus.engine.distributed`); this module needs the ``ray`` extra (``pip install "defocus[ray]"``).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import imageio, prediction_table
-from .inference.batch import outputs_done, plan_batch, write_entry
+from .inference.batch import outputs_done, plan_batch, sigterm_interrupts, write_entry
 from .inference.result import SAVE_CHOICES, check_save, expected_outputs
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,13 @@ class DatasetSummary:
     failed: int            #: of which failed
     skipped: int           #: inputs an earlier run had done (found in the table, or by their output files)
     seconds: float
+    outputs_named: tuple = ()  #: local inputs not taken: files that are outputs of ``defocus predict``
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form."""
         return {"out_dir": str(self.out_dir), "table": str(self.table), "model": self.model,
                 "processed": self.processed, "failed": self.failed, "skipped": self.skipped,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "outputs_named": [str(p) for p in self.outputs_named]}
 
 
 # ------------------------------------------------------------------------------------------ output naming
@@ -146,8 +148,9 @@ def _column(batch: dict, name: str):
 
 class PredictBatch:
     """A Ray Data actor: holds one Predictor and turns a batch of rows (``path``; optional ``output``,
-    ``bytes`` or ``image``) into table rows, writing each image's maps into ``out_dir``. ``done``: paths to skip
-    (a set, or a Ray object reference to one)."""
+    ``bytes`` or ``image``) into table rows, writing each image's maps into ``out_dir``. ``done``: the output
+    stems an earlier run's table records, each with the path that wrote them (a dict, or a Ray object reference
+    to one): an input is skipped when it wrote its own stem, and predicted again when another input did."""
 
     def __init__(self, predictor_options: dict, out_dir: str, save: tuple, model: str, roots: tuple = (),
                  done=None, resume: bool = True):
@@ -155,11 +158,11 @@ class PredictBatch:
 
         self.predictor = Predictor(**predictor_options)
         self.out_dir, self.save, self.model = Path(out_dir), tuple(save), model
-        if done is not None and not isinstance(done, (set, frozenset)):  # a Ray object reference to the set
+        if done is not None and not isinstance(done, dict):  # a Ray object reference to the dict
             import ray
 
             done = ray.get(done)
-        self.roots, self.done, self.resume = tuple(roots), done or frozenset(), resume
+        self.roots, self.done, self.resume = tuple(roots), done or {}, resume
         self.writer = ThreadPoolExecutor(self.predictor.workers, thread_name_prefix="defocus-write")
 
     def __call__(self, batch: dict) -> dict:
@@ -174,10 +177,12 @@ class PredictBatch:
                 rows.append(_row(path, stem, self.model, error=f"output name {stem!r} leaves the output folder"))
                 continue
             targets = expected_outputs(self.out_dir, stem, self.save)
-            if path in self.done:
+            writer = self.done.get(stem)
+            if writer == path:
                 rows.append(_row(path, stem, self.model, status=IN_TABLE))
                 continue
-            if self.resume and (row := _row_from_files(self.out_dir, stem, self.save, path, self.model)) is not None:
+            if self.resume and writer is None and \
+                    (row := _row_from_files(self.out_dir, stem, self.save, path, self.model)) is not None:
                 rows.append(row)
                 continue
             other = _taken_by_other_file(targets)
@@ -246,15 +251,15 @@ class _Inputs:
     count: int | None         # rows, when known before running
     roots: tuple = ()
     errors: tuple = ()        # (input, reason) of inputs that named nothing usable
-    filtered_here: bool = False  # finished paths already dropped on the driver
-    skipped: int = 0          # of which (when filtered here)
+    skipped: int = 0          # inputs finished before, already dropped on the driver (local inputs)
+    outputs_named: tuple = ()  # local inputs that are outputs of defocus predict (never predicted)
 
 
 def _is_uri(x) -> bool:
     return isinstance(x, str) and "://" in x
 
 
-def _make_inputs(ray, inputs, out_dir: Path, save, recursive: bool, roots, done: set, batch_size: int) -> _Inputs:
+def _make_inputs(ray, inputs, out_dir: Path, save, recursive: bool, roots, done: dict, batch_size: int) -> _Inputs:
     if isinstance(inputs, ray.data.Dataset):
         return _dataset_inputs(inputs, roots)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -268,15 +273,16 @@ def _make_inputs(ray, inputs, out_dir: Path, save, recursive: bool, roots, done:
     return _local_inputs(ray, items, out_dir, save, recursive, done, batch_size)
 
 
-def _local_inputs(ray, items, out_dir: Path, save, recursive: bool, done: set, batch_size: int) -> _Inputs:
+def _local_inputs(ray, items, out_dir: Path, save, recursive: bool, done: dict, batch_size: int) -> _Inputs:
     """Files listed on the driver with the output stems ``defocus predict`` gives them (a folder's layout kept,
     repeated names made unique, inputs and foreign files never overwritten); finished ones dropped."""
     plan = plan_batch(items, out_dir, save, recursive=recursive)
     jobs = [(os.path.abspath(job.path), job.stem) for job in plan.jobs]
-    rows = [{"path": path, "output": stem} for path, stem in jobs if path not in done]
+    rows = [{"path": path, "output": stem} for path, stem in jobs if done.get(stem) != path]
     blocks = max(1, min(len(rows), -(-len(rows) // batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks) if rows else None
-    return _Inputs(ds, len(rows), (), tuple(plan.errors), filtered_here=True, skipped=len(jobs) - len(rows))
+    return _Inputs(ds, len(rows), (), tuple(plan.errors), skipped=len(jobs) - len(rows),
+                   outputs_named=tuple(plan.outputs_named))
 
 
 def _uri_inputs(ray, uris: list[str], roots) -> _Inputs:
@@ -311,8 +317,9 @@ class _RowCollector:
 
     def add_listing_errors(self, errors, model: str):
         """Rows for inputs that named nothing usable (a missing file, an empty folder)."""
-        if errors:
-            rows = [_row(item, None, model, error=reason) for item, reason in errors]
+        if errors:  # local paths as absolute paths, as the other rows of local files
+            rows = [_row(item if _is_uri(item) else os.path.abspath(item), None, model, error=reason)
+                    for item, reason in errors]
             for row in rows:
                 self.report(row["path"], row["error"])
             self.processed += len(rows)
@@ -409,27 +416,33 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     probe = Predictor(**{**options, "device": "cpu", "precision": "fp32", "compile": False})
     model_name = str(probe.info)
     del probe
-    done = prediction_table.done_paths(out_dir) if resume else set()
+    done = prediction_table.done_outputs(out_dir) if resume else {}
 
     started = _connect(ray, address)
     data_context = ray.data.DataContext.get_current()
     bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # ours: one tqdm bar
     rows = _RowCollector(out_dir, report, flush_rows, flush_seconds)
     try:
-        src = _make_inputs(ray, inputs, out_dir, save, recursive, roots, done, ray_batch_size)
-        rows.add_listing_errors(src.errors, model_name)
-        rows.skipped += src.skipped
-        if src.dataset is not None:
-            ds = src.dataset.map_batches(
-                PredictBatch, batch_size=ray_batch_size, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus, num_gpus=num_gpus,
-                fn_constructor_kwargs={"predictor_options": options, "out_dir": str(out_dir), "save": save,
-                                       "model": model_name, "roots": src.roots, "resume": resume,
-                                       "done": None if src.filtered_here or not done else ray.put(done)})
-            with tqdm(total=src.count, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-                for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    rows.add(table)
-                    bar.update(table.num_rows)
+        # after Ray's start, which installs its own SIGTERM handler: SIGTERM stops the run as Ctrl-C does
+        with sigterm_interrupts():
+            if started and num_gpus > 0 and ray.cluster_resources().get("GPU", 0) < num_gpus:
+                raise ValueError(f"each actor asks for {num_gpus:g} GPU(s) and the local Ray instance has "
+                                 f"{ray.cluster_resources().get('GPU', 0):g}: use num_gpus=0 (--ray-gpus 0) or a "
+                                 f"cluster with GPUs")
+            src = _make_inputs(ray, inputs, out_dir, save, recursive, roots, done, ray_batch_size)
+            rows.add_listing_errors(src.errors, model_name)
+            rows.skipped += src.skipped
+            if src.dataset is not None:
+                ds = src.dataset.map_batches(
+                    PredictBatch, batch_size=ray_batch_size, batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus, num_gpus=num_gpus,
+                    fn_constructor_kwargs={"predictor_options": options, "out_dir": str(out_dir), "save": save,
+                                           "model": model_name, "roots": src.roots, "resume": resume,
+                                           "done": ray.put(done) if done else None})
+                with tqdm(total=src.count, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+                    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                        rows.add(table)
+                        bar.update(table.num_rows)
     finally:
         rows.flush()
         table_path = prediction_table.compact_table(out_dir)
@@ -437,4 +450,4 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
         if started:
             ray.shutdown()
     return DatasetSummary(out_dir, table_path, model_name, rows.processed, rows.failed, rows.skipped,
-                          time.perf_counter() - t_start)
+                          time.perf_counter() - t_start, src.outputs_named)

@@ -79,15 +79,20 @@ def read_table(out_dir):
 
 
 def latest_rows(table):
-    """One row per path, the last occurrence (the newest) kept, sorted by path."""
+    """One row per path, the last occurrence (the newest) kept, sorted by path. A successful row whose output
+    files a later successful row of another path wrote over is dropped: its maps are gone."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
         return table
     paths = table.column("path").to_pylist()
+    outputs, errors = table.column("output").to_pylist(), table.column("error").to_pylist()
     last = {p: i for i, p in enumerate(paths)}
-    table = table.take(pa.array(sorted(last.values()), pa.int64()))
+    writer = {o: i for i, (o, e) in enumerate(zip(outputs, errors)) if o is not None and e is None}
+    keep = [i for i in sorted(last.values())
+            if outputs[i] is None or errors[i] is not None or writer[outputs[i]] == i]
+    table = table.take(pa.array(keep, pa.int64()))
     return table.take(pc.sort_indices(table, sort_keys=[("path", "ascending")]))
 
 
@@ -99,6 +104,16 @@ def done_paths(out_dir, retry_failed: bool = True) -> set[str]:
     if retry_failed:
         table = table.filter(pc.is_null(table.column("error")))
     return set(table.column("path").to_pylist())
+
+
+def done_outputs(out_dir) -> dict[str, str]:
+    """The output stems whose maps a successful row in ``out_dir`` records, each with the path that wrote them."""
+    import pyarrow.compute as pc
+
+    table = latest_rows(read_table(out_dir))
+    table = table.filter(pc.is_null(table.column("error")))
+    return {o: p for p, o in zip(table.column("path").to_pylist(), table.column("output").to_pylist())
+            if o is not None}
 
 
 def compact_table(out_dir) -> Path:

@@ -54,8 +54,9 @@ def register(app: typer.Typer) -> None:
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders (their layout "
                                        "is kept under the output folder)."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume: skip the images whose outputs "
-                                           "all exist in the output folder."),
-        as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+                                           "all exist in the output folder (--ray always resumes)."),
+        as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout (--ray: the run's "
+                                     "counts; the per-image rows are in predictions.parquet)."),
         upsample: str = typer.Option(UPSAMPLE_CHOICES[0], "--upsample", help="Resizing of the map back to the image "
                                      "size: bilinear, or nearest (the paper's)."),
         fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode JPEGs at a reduced DCT scale "
@@ -107,9 +108,17 @@ def register(app: typer.Typer) -> None:
                                       fast_decode=fast_decode, draft_pixels=draft_pixels or None,
                                       flip_tta=flip_tta, refine=refine,
                                       precision=precision, compile=compile_model, workers=workers)
+            except KeyboardInterrupt as e:
+                signum = interrupt_signal(e)
+                typer.echo(f"interrupted ({signal.Signals(signum).name}); run the same command again to resume",
+                           err=True)
+                raise typer.Exit(128 + signum)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
                 typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
                 raise typer.Exit(2)
+            if run.outputs_named:
+                typer.echo(f"note: {len(run.outputs_named)} input(s) not taken: outputs of defocus predict "
+                           f"(e.g. {run.outputs_named[0]})", err=True)
             if as_json:
                 typer.echo(summary_json(run.to_dict()))
             typer.echo(f"{run.processed - run.failed} image(s) done, {run.failed} failed, {run.skipped} skipped "

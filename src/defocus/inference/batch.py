@@ -58,8 +58,8 @@ def sigterm_interrupts():
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler set outside Python (Ray's), which Python cannot put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def interrupt_signal(e: KeyboardInterrupt) -> int:
