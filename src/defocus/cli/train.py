@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         import yaml
 
         from ..config import find_config, load_config
-        from ..engine import NonFiniteLossError, train
+        from ..engine import NonFiniteLossError, TeacherInterrupted, train
 
         sets = list(overrides or [])
         if resume is not None:
@@ -51,6 +51,11 @@ def register(app: typer.Typer) -> None:
         try:
             check_data(cfg)
             result = train(cfg)
+        except TeacherInterrupted as e:
+            t = e.result
+            typer.echo(f"interrupted ({t.interrupted}) while training the stage-2 teacher, at its step {t.step}: "
+                       f"checkpoint {t.checkpoint_path}; continue with --resume auto", err=True)
+            raise typer.Exit(128 + int(signal.Signals[t.interrupted]))
         except NonFiniteLossError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)

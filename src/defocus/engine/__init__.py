@@ -5,6 +5,6 @@
     result = train(load_config("configs/smoke_stage1.yaml", ["output_dir=runs/smoke"]))
     model = defocus.load_model(result.model_path)
 """
-from .trainer import NonFiniteLossError, Trainer, TrainResult, train
+from .trainer import NonFiniteLossError, TeacherInterrupted, Trainer, TrainResult, train
 
-__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "train"]
+__all__ = ["Trainer", "TrainResult", "NonFiniteLossError", "TeacherInterrupted", "train"]

@@ -124,7 +124,10 @@ def build_depth_teacher(cfg: TrainConfig) -> nn.Module:
     from ..models.depth import create_depth_teacher
 
     d = cfg.distill
-    teacher = create_depth_teacher(d.depth_teacher, weights=d.depth_weights, **d.depth_kwargs.as_kwargs())
+    try:
+        teacher = create_depth_teacher(d.depth_teacher, weights=d.depth_weights, **d.depth_kwargs.as_kwargs())
+    except (FileNotFoundError, ValueError) as e:  # name the setting: the file alone may not say what it was for
+        raise type(e)(f"the depth teacher (distill.depth_teacher / depth_weights): {e}") from None
     return set_teacher_mode(teacher, d.teacher_mode)
 
 
@@ -246,10 +249,11 @@ class Stage2(TrainingStage):
     The defocus teacher is the stage-1 DFFNet read from ``distill.teacher_checkpoint`` (or trained first from
     ``distill.teacher_bootstrap``); the student is a fresh network initialised like stage 1. The projectors have
     their own Adam (lr 0.1 constant, weight decay 5e-4); teachers run without gradients in train-mode BatchNorm
-    (``distill.teacher_mode=eval`` switches that).
+    (``distill.teacher_mode=eval`` switches that). ``depth_teacher``: the depth teacher, when the caller built it
+    already (the trainer does, so that its file's errors come before a bootstrap teacher trains).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, teacher_path=None):
+    def __init__(self, cfg: TrainConfig, device: torch.device, teacher_path=None, depth_teacher=None):
         from ..distill import Projectors
         from ..models import load_model
 
@@ -258,7 +262,7 @@ class Stage2(TrainingStage):
         if path is None:
             raise ValueError("stage 2 needs distill.teacher_checkpoint (a stage-1 model) or distill.teacher_bootstrap")
         self.dbd_teacher = set_teacher_mode(load_model(path, device=device), d.teacher_mode)
-        self.depth_teacher = build_depth_teacher(cfg).to(device)
+        self.depth_teacher = (build_depth_teacher(cfg) if depth_teacher is None else depth_teacher).to(device)
         student = build_student(cfg)
         s_ch = list(student.backbone.channels)[::-1]
         t_ch = list(self.dbd_teacher.backbone.channels)[::-1]
@@ -331,7 +335,7 @@ class RDFFNetStage(TrainingStage):
         loss, parts = self.loss(out.logit, out.sides, target, valid_of(batch))
         lc = self.cfg.loss
         d_loss, d_parts = depth_loss(out.depths, d_target, lc.depth_loss, lc.depth_activation, known)
-        parts.update(dbd=loss.detach(), depth=d_loss.detach())
+        parts.update(dbd=loss.detach(), **d_parts, depth=d_loss.detach())
         return loss + lc.depth_weight * d_loss, parts
 
 

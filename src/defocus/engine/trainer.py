@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .. import metrics
 from ..config import TrainConfig, dump_config, load_config
 from ..devices import resolve_device
+from ..models.io import read_metadata
 from ..models.predict import predict_probs
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import build_train_dataset, build_val_dataset
@@ -33,7 +34,7 @@ from .distributed import any_true, barrier, init_distributed, local_rank_from_en
 from .logs import CSVLog, TensorBoardLog
 from .sampling import ResumableSampler, SeededDataset
 from .schedules import distill_weight, lr_factor, run_epochs, total_steps
-from .stages import STAGES
+from .stages import STAGES, build_depth_teacher
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ LOWER_IS_BETTER = {"mae"}
 
 class RunSetupError(ValueError):
     """Building the run failed before any step (a device or backbone that does not exist, an unusable folder)."""
+
+
+class TeacherInterrupted(KeyboardInterrupt):
+    """A signal stopped the stage-1 teacher that a stage-2 run trains first (``distill.teacher_bootstrap``);
+    ``result`` is the teacher's :class:`TrainResult` (its checkpoint continues with the stage-2 run's resume)."""
+
+    def __init__(self, result: "TrainResult"):
+        super().__init__(result.interrupted)
+        self.result = result
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,14 +107,17 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = eng.cudnn_benchmark
 
-        teacher_path = None
-        if cfg.stage == "stage2":
-            teacher_path = resolve_teacher(cfg)
+        state = load_checkpoint(resume, map_location="cpu") if resume else None
+        if state is not None:  # before a bootstrap teacher trains: a resume that cannot run fails at once
+            self.check_resumable(state)
         seed_everything(cfg.seed)
+        stage_kwargs = {}
         if cfg.stage == "stage2":
-            self.stage = STAGES[cfg.stage](cfg, self.device, teacher_path=teacher_path)
-        else:
-            self.stage = STAGES[cfg.stage](cfg, self.device)
+            depth_teacher = build_depth_teacher(cfg)  # its file's errors, too, come before a teacher trains
+            rng = capture_rng()
+            stage_kwargs = dict(teacher_path=resolve_teacher(cfg), depth_teacher=depth_teacher)
+            restore_rng(rng)
+        self.stage = STAGES[cfg.stage](cfg, self.device, **stage_kwargs)
         self.trainable = self.stage.trainable
         self.optimizers = self.stage.optimizers
         self.base_lrs = {k: [g["lr"] for g in opt.param_groups] for k, opt in self.optimizers.items()}
@@ -146,8 +159,8 @@ class Trainer:
         self._val_log: Optional[CSVLog] = None  # val.csv of the running fit()
         self.checkpoint_path = self.out / CHECKPOINT_NAME
 
-        if resume:
-            self.load_state(load_checkpoint(resume, map_location="cpu"))
+        if state is not None:
+            self.load_state(state)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume, self.step, self.epoch + 1,
                      self.batch_in_epoch)
         self._resumed_step = self.step if resume else None
@@ -450,10 +463,9 @@ class Trainer:
             "last_loss": self.last_loss,
         }
 
-    def load_state(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position). The run's
-        config must be the checkpoint's, except for the settings a resume may change (see
-        :data:`RESUMABLE_CHANGES`): a ``ValueError`` lists the others that differ."""
+    def check_resumable(self, state: dict) -> None:
+        """``ValueError`` unless the checkpoint ``state`` can be resumed by this run: the same stage, and the
+        checkpoint's config except for the settings a resume may change (:data:`RESUMABLE_CHANGES`)."""
         if state["stage"] != self.cfg.stage:
             raise ValueError(f"checkpoint is from {state['stage']}, this run is {self.cfg.stage}")
         changed = config_changes(state.get("config"), self.cfg.to_dict())
@@ -461,6 +473,11 @@ class Trainer:
             more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
             raise ValueError("resuming with other settings than the checkpoint's: " + "; ".join(changed[:3]) + more
                              + ". Resume with the run's own config, or start a new run in another folder")
+
+    def load_state(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position) after
+        :meth:`check_resumable`."""
+        self.check_resumable(state)
         if (state["world"], state["batch_size"]) != (self.dist.world, self.cfg.data.batch_size) \
                 and state["batch_in_epoch"]:
             log.warning("resuming mid-epoch with a different process count or batch size (%s x %s -> %s x %s): "
@@ -549,21 +566,34 @@ def resolve_teacher(cfg: TrainConfig) -> Path | None:
     ``<output_dir>/teacher``."""
     d = cfg.distill
     if d.teacher_checkpoint:
-        return Path(d.teacher_checkpoint)
+        path = Path(d.teacher_checkpoint)
+        if path.is_dir():  # a stage-1 run folder: its model
+            path = path / MODEL_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"distill.teacher_checkpoint: {path}: no such model file (a stage-1 run's "
+                                    f"{MODEL_NAME}, or its folder)")
+        return path
     if not d.teacher_bootstrap:
         return None
     boot = Path(d.teacher_bootstrap)
     if not boot.is_absolute() and cfg.config_dir:
         boot = Path(cfg.config_dir) / boot
     out = Path(cfg.output_dir) / "teacher"
-    model = out / "model.safetensors"
-    if model.exists():
+    model = out / MODEL_NAME
+    if model.exists() and read_metadata(model).get("complete") == "True":
         log.info("stage 2: using the bootstrap teacher %s", model)
         return model
-    log.info("stage 2: no teacher checkpoint given; training one with %s", boot)
-    tcfg = load_config(boot, [f"output_dir={out}"])
+    started = (out / CHECKPOINT_NAME).exists()
+    log.info("stage 2: %s the teacher with %s", "continuing" if started else "no teacher checkpoint given; training",
+             boot)
+    tcfg = load_config(boot, [f"output_dir={out}"] + (["engine.resume=auto"] if started else []))
     tcfg = replace(tcfg, engine=replace(tcfg.engine, device=cfg.engine.device))
-    Trainer(tcfg).fit()
+    result = Trainer(tcfg).fit()
+    if result.interrupted:
+        raise TeacherInterrupted(result)
+    if not result.complete:
+        raise ValueError(f"the stage-2 teacher stopped before the end of its schedule ({out}): continue it with "
+                         f"--resume auto, or give distill.teacher_checkpoint")
     return model
 
 

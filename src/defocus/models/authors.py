@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .backbones import load_torch_file
 from .registry import MODELS, create_model, list_models
 from .state_dicts import compare_state_dicts
 
@@ -117,15 +118,10 @@ def read_authors_checkpoint(path) -> dict:
     Raises:
         CheckpointMismatchError: the file is missing, truncated, not a torch file, or holds no state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointMismatchError(f"{path}: no such file")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types for damaged files (EOFError, KeyError, RuntimeError, ...)
-        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip() else type(e).__name__
-        raise CheckpointMismatchError(f"{path}: cannot read as a torch checkpoint (truncated or not a .pth?): "
-                                      f"{reason}") from None
+        obj = load_torch_file(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointMismatchError(str(e)) from None
     try:
         return unwrap_state_dict(obj)
     except CheckpointMismatchError as e:

@@ -19,15 +19,36 @@ from .state_dicts import compare_state_dicts
 log = logging.getLogger(__name__)
 
 
+def load_torch_file(path):
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable torch file (truncated,
+    text, another format) is a ``ValueError`` naming it, a missing one a ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for damaged files (EOFError, KeyError, RuntimeError, ...)
+        first = str(e).strip().splitlines()
+        reason = f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
+        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or not a .pth?): {reason}") from None
+
+
 def read_state_dict(path) -> dict:
     """Read a plain state dict from ``.safetensors`` or a ``.pth``/``.pt`` file (``weights_only=True``),
-    unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` containers."""
+    unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` containers. Raises ``FileNotFoundError`` or
+    ``ValueError`` (an unreadable file) naming the file."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path}: cannot read as safetensors ({e})") from None
+    obj = load_torch_file(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
