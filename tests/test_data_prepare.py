@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,7 +217,30 @@ def test_cli_prepare_and_verify(cuhk_download, tmp_path, broken_root):
     assert "expected 704" in res.output
     res = runner.invoke(app, ["data", "verify", "cuhk-te1", "--root", str(tmp_path)])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["data", "verify", "cuhk-te1+cuhk-te1", "--root", str(tmp_path)])  # each part checked
+    assert res.exit_code == 0 and res.output.count("0 errors") == 2, res.output
     res = runner.invoke(app, ["data", "verify", "cuhk-te1", "--root", str(broken_root[0])])
     assert res.exit_code == 1 and "size-mismatch" in res.output and "corrupt" in res.output
     res = runner.invoke(app, ["data", "verify", "nonexistent", "--root", str(tmp_path)])
     assert res.exit_code == 2
+
+
+def test_prepare_finds_each_download_among_others_and_from_inside_it(tmp_path, monkeypatch):
+    def download(folder, names):
+        for sub, suffix in (("image", ".jpg"), ("gt", ".png")):
+            (folder / sub).mkdir(parents=True)
+            for n in names:
+                (_fake_image if suffix == ".jpg" else lambda p, s: Image.new("L", s).save(p))(
+                    folder / sub / f"{n}{suffix}", (8, 8))
+
+    dl = tmp_path / "downloads"
+    download(dl / "EBD", ["e1", "e2"])                                  # a shallower image/ of another set
+    download(dl / "CUHK" / "CUHK_dataset", ["out_of_focus0001", "out_of_focus0002", "motion0001"])
+    download(dl / "more" / "sets" / "EBD2", ["x1"])
+    report = prepare_dataset("cuhk", dl, tmp_path / "root")
+    assert sorted(p.name for p in (tmp_path / "root/CUHK/images").iterdir()) == ["out_of_focus0001.jpg",
+                                                                                 "out_of_focus0002.jpg"]
+    assert report.ok
+    monkeypatch.chdir(dl / "EBD")                                       # --src . inside the download
+    prepare_dataset("ebd", Path("."), tmp_path / "root")
+    assert len(list((tmp_path / "root/EBD/images").iterdir())) == 2

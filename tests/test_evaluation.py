@@ -154,6 +154,14 @@ def test_integer_numpy_maps_of_any_width(tmp_path):
     np.testing.assert_allclose(read_map(tmp_path / "u16.npy"), [[0, 255 / 65535, 1]])
     np.save(tmp_path / "i32.npy", np.array([[0, 1000, 65535]], np.int32))
     np.testing.assert_allclose(read_map(tmp_path / "i32.npy"), [[0, 1000 / 65535, 1]])
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 50, 10                   # luma 90, as Pillow reads the PNG
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.save(tmp_path / "rgb.npy", rgb)
+    np.save(tmp_path / "chw.npy", np.moveaxis(rgb, -1, 0))
+    for name in ("rgb.npy", "chw.npy"):
+        np.testing.assert_array_equal(read_map(tmp_path / name), read_map(tmp_path / "rgb.png"))
+    assert read_map(tmp_path / "rgb.png")[0, 0] == 90 / 255
 
 
 def test_missing_and_unreadable_files_name_the_file(tmp_path):
@@ -531,8 +539,7 @@ def test_cli_refuses_options_of_the_other_mode(shared_dir, tmp_path):
     e, _ = published(shared_dir, "EFENet", "DUT")
     stems = tmp_path / "stems.txt"
     stems.write_text("1\n")
-    for args in (("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--list", stems),
-                 ("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--pred-suffix", "_prob"),
+    for args in (("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--pred-suffix", "_prob"),
                  ("--pred", a, "--gt", gt, "--drop-mismatched"),
                  ("--pred", a, "--pred", e, "--label", "X", "--label", "X", "--gt", gt),
                  ("--pred", a, "--gt", gt, "--reference", "AENet"),
@@ -599,6 +606,26 @@ def test_cli_model_mode(tiny_checkpoint, tmp_path, shared_dir):
         assert json.loads(res.stdout)["n"] == 5 and json.loads(res.stdout)["n_resized"] == resized
     res = run_cli("--pred", data / "masks", "--gt", data / "masks", "--inference", "model")
     assert res.exit_code != 0 and "model mode" in res.output
+
+
+def test_model_mode_scores_the_listed_stems_and_cuhk_te2_takes_its_list(tiny_checkpoint, tmp_path, shared_dir):
+    import shutil
+
+    data = shared_dir / "data" / "CUHK" / "TE-1_btbnet320_samples"
+    root = tmp_path / "root"
+    for sub in ("images", "masks"):
+        shutil.copytree(data / sub, root / "CUHK" / sub)
+    stems = sorted(p.stem for p in (data / "masks").iterdir())[:2]
+    listed = tmp_path / "te2.txt"
+    listed.write_text("\n".join(stems) + "\n")
+    for where in (("--dataset", "cuhk2-te", "--root", root), ("--images", data / "images", "--gt", data / "masks")):
+        res = run_cli("--model", tiny_checkpoint, *where, "--list", listed, "--device", "cpu", "--json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["n"] == 2 and [r["stem"] for r in json.loads(res.stdout)["images"]] == stems
+    listed.write_text("\n".join(stems + ["not_there"]) + "\n")
+    res = run_cli("--model", tiny_checkpoint, "--images", data / "images", "--gt", data / "masks", "--list", listed,
+                  "--device", "cpu")
+    assert res.exit_code != 0 and "not_there" in res.output
 
 
 def test_cli_model_mode_refine_scores_the_maps_predict_refine_writes(tmp_path, shared_dir):

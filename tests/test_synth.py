@@ -415,6 +415,34 @@ def test_cli_synth_bad_inputs_are_one_line_errors(sources, tmp_path, case):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("values, field", [({"blur_radius": [2]}, "blur_radius"), ({"max_upscale": 0}, "max_upscale"),
+                                           ({"redraws": -1}, "redraws"), ({"noise_shot": [0, -1e-4]}, "noise_shot"),
+                                           ({"bokeh_points": [20, 2]}, "bokeh_points"),
+                                           ({"jpeg_quality": [75, 200]}, "jpeg_quality"),
+                                           ({"crop_prob": 1.5}, "crop_prob")])
+def test_config_values_that_cannot_render_name_their_field(values, field):
+    from defocus.data.synth import config_from_dict
+
+    with pytest.raises(ValueError, match=field):
+        config_from_dict(values)
+
+
+def test_cli_synth_takes_the_config_size_and_leaves_no_earlier_ignore_masks(sources, tmp_path):
+    _, srcs = sources
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("size: 40\ndepth_prob: 1.0\n")
+    out = tmp_path / "out"
+    base = ["data", "synth", "--src", str(srcs[0][0]), "--masks", str(srcs[0][1]), "-n", "2", "-o", str(out)]
+    res = CliRunner().invoke(app, base + ["--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out / "images" / "000000.png").size == (40, 40)  # the config's size (no --size given)
+    assert len(list((out / "ignore").iterdir())) == 2 and list((out / "depth").iterdir())
+    res = CliRunner().invoke(app, base + ["--size", "32"])               # no depth scenes this time
+    assert res.exit_code == 0, res.output
+    assert Image.open(out / "images" / "000000.png").size == (32, 32)
+    assert not list((out / "ignore").iterdir()) and not list((out / "depth").iterdir())
+
+
 def test_config_validation_and_from_dict():
     with pytest.raises(ValueError):
         SynthConfig(focus_threshold=3.0)  # inside the blurred range: no gap

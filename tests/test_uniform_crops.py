@@ -190,3 +190,15 @@ def test_command_defaults_are_the_library_defaults():
     defaults = {p.name: p.default for p in cmd.params}
     assert (defaults["side"], defaults["stride"], defaults["min_determined"], defaults["purity"],
             defaults["min_side"]) == (uc.SIDE, uc.STRIDE, uc.MIN_DETERMINED, uc.PURITY, uc.MIN_SIDE_PX)
+
+
+def test_sixteen_bit_images_and_stems_with_glob_characters(tmp_path):
+    rgb = write_set(tmp_path / "set", stem="scene[1]_A")               # [1] would be a glob character class
+    deep = (np.asarray(Image.fromarray(rgb).convert("L")).astype(np.uint16) * 257)
+    (tmp_path / "set" / "images" / "scene[1]_A.png").unlink()
+    Image.fromarray(deep).save(tmp_path / "set" / "images" / "scene[1]_A.png")  # 16-bit grey, as I;16
+    crops = uniform_crops(tmp_path / "set", ["scene[1]_A"], tmp_path / "out")
+    for c in crops:
+        image = np.asarray(Image.open(tmp_path / "out" / "images" / f"{c.stem}.png"))
+        expected = np.rint(deep[c.y:c.y + c.side, c.x:c.x + c.side] / 257.0)
+        assert image.dtype == np.uint8 and np.array_equal(image[..., 0], expected)  # scaled, not clipped white

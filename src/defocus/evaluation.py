@@ -428,8 +428,9 @@ class _Sample(NamedTuple):
     ignore: Path | None = None
 
 
-def _samples(dataset, root) -> tuple[str, list[_Sample]]:
-    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples)."""
+def _samples(dataset, root, list_file=None) -> tuple[str, list[_Sample]]:
+    """Resolve a registry name (``defocus.data``) or a :class:`FolderDataset` into (name, samples); a registry
+    dataset that needs a list of stems (``cuhk2-te``) takes ``list_file``."""
     if isinstance(dataset, tuple) and len(dataset) in (3, 4, 5):
         ds = FolderDataset(*dataset)
         polarity = check_polarity(ds.mask_polarity)
@@ -445,7 +446,7 @@ def _samples(dataset, root) -> tuple[str, list[_Sample]]:
     from . import data as data_registry
 
     try:
-        pairs = data_registry.load_pairs(dataset, root)
+        pairs = data_registry.load_pairs(dataset, root, list_file=list_file)
     except (ValueError, OSError) as e:
         raise EvaluationInputError(f"dataset {dataset!r}", str(e)) from e
     return dataset, [_Sample(p.stem, Path(p.image), Path(p.mask), p.mask_white, p.ignore) for p in pairs]
@@ -521,7 +522,7 @@ def _predictor_inference(model_or_path, device, size: int | None, refine: bool =
 def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol" = "paper", device="auto",
                    skip_missing: bool = False, drop_mismatched: bool = False, curves: bool = False,
                    method: str | None = None, size: int | None = None, inference: str = "paper",
-                   refine: bool = False) -> ReportTable:
+                   refine: bool = False, list_file=None) -> ReportTable:
     """Run a model on datasets and score it (one :class:`Report` per dataset).
 
     Args:
@@ -545,6 +546,8 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
             evaluation.md), its backend, and the map returned at the image's own size.
         refine: with ``inference="model"``, refine each map along its image's colour edges as ``defocus predict
             --refine`` does (:func:`defocus.matting.refine_map`; not in the paper).
+        list_file: the stems to score (one per line): the list of a registry dataset that needs one (``cuhk2-te``,
+            the paper's CUHK-TE-2), else a subset of each dataset; a listed stem a dataset lacks is an error.
     """
     if inference not in INFERENCE_MODES:
         raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}")
@@ -559,8 +562,15 @@ def evaluate_model(model_or_path, datasets, root=None, protocol: "str | Protocol
     if isinstance(datasets, (str, FolderDataset)):
         datasets = [datasets]
     table = ReportTable()
+    listed = set(read_stem_list(list_file)) if list_file is not None else None
     for item in datasets:
-        name, samples = _samples(item, root)
+        name, samples = _samples(item, root, list_file)
+        if listed is not None:
+            absent = sorted(listed - {smp.stem for smp in samples})
+            if absent:
+                raise EvaluationInputError(list_file, f"{len(absent)} listed stem(s) not in dataset {name!r} "
+                                                      f"(e.g. {absent[0]})")
+            samples = [smp for smp in samples if smp.stem in listed]
         if not proto.honour_ignore and any(smp.ignore is not None for smp in samples):
             raise ValueError(f"dataset {name!r} has undetermined pixels (ignore masks), which protocol "
                              f"{proto.name!r} cannot score; use the 'standard' protocol")
@@ -646,14 +656,14 @@ def evaluate(*, pred=None, gt=None, model=None, datasets=None, root=None, list_f
         return ReportTable([evaluate_maps(p, gt, method=m, **kwargs) for p, m in zip(pred, labels)])
     if datasets is None:
         raise ValueError("model= needs datasets= (registry names or FolderDataset entries)")
-    maps_only = {"gt": gt is not None, "list_file": list_file is not None, "pred_polarity": pred_polarity != "in-focus",
+    maps_only = {"gt": gt is not None, "pred_polarity": pred_polarity != "in-focus",
                  "gt_polarity": gt_polarity != "in-focus"}
     if any(maps_only.values()):
         raise ValueError(f"{', '.join(k for k, v in maps_only.items() if v)} apply to saved maps (pred=); with "
                          f"model=, a folder's masks and their polarity go in FolderDataset(name, images, masks, "
-                         f"mask_white)")
+                         f"mask_polarity)")
     return evaluate_model(model, datasets, root=root, protocol=protocol, device=device, skip_missing=skip_missing,
-                          curves=curves, **options)
+                          curves=curves, list_file=list_file, **options)
 
 
 def load_curves(path) -> dict[str, Curves]:

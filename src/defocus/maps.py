@@ -74,6 +74,25 @@ def _pil_array(im) -> np.ndarray:
     return arr
 
 
+def _npy_luma(arr: np.ndarray) -> np.ndarray:
+    """A 3-D array map (channels last, or first) as one channel: a single channel as it is; RGB(A) reduced to
+    luma as Pillow's ``convert("L")`` reduces an image (exactly so for uint8; other types in their own range,
+    integers rounded). Other shapes are returned unchanged (and refused by the caller)."""
+    if arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.shape[-1] == 1:
+        return arr[..., 0]
+    if arr.shape[-1] not in (3, 4):
+        return arr
+    rgb = np.ascontiguousarray(arr[..., :3])
+    if rgb.dtype == np.uint8:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.rint(luma).astype(rgb.dtype) if np.issubdtype(rgb.dtype, np.integer) else luma
+
+
 def _full_scale(arr: np.ndarray, any_integer_width: bool = False) -> tuple[np.ndarray, int | None]:
     """``any_integer_width``: ``arr`` comes from a file whose integer type says nothing of its range (``.npy``
     int32 / int64 ...): values up to 255 are then 8-bit values, larger ones 16-bit values; uint16 is 16-bit."""
@@ -106,7 +125,7 @@ def read_stored(path) -> tuple[np.ndarray, int | None]:
         if path.suffix.lower() in NUMPY_SUFFIXES:
             arr = np.load(path, allow_pickle=False)
             if arr.ndim == 3:
-                arr = arr[..., 0] if arr.shape[-1] in (1, 3, 4) else arr[0]
+                arr = _npy_luma(arr)
         else:
             from PIL import Image
 

@@ -100,16 +100,18 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict",
                                     help="Fail on warnings too (soft masks, polarity, stray files)."),
     ):
-        """Check counts, pairing, sizes, mask values and polarity; exit 1 if any problem is found."""
+        """Check counts, pairing, sizes, mask values and polarity; exit 1 if any problem is found. A combined
+        name (`a+b`) checks each part."""
         from ..data.registry import DataError
         from ..data.verify import verify_dataset
 
         try:
-            report = verify_dataset(name, root, list_file=list_file, image_dir=images, mask_dir=masks,
-                                    mask_white=mask_white)
+            reports = [verify_dataset(part, root, list_file=list_file, image_dir=images, mask_dir=masks,
+                                      mask_white=mask_white) for part in name.split("+")]
         except (DataError, ValueError) as e:
             _fail(str(e))
-        if not _print_report(report, strict):
+        ok = [_print_report(report, strict) for report in reports]
+        if not all(ok):
             raise typer.Exit(1)
 
     @data.command("pairs")
@@ -225,7 +227,8 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(..., "-n", min=1, help="Number of samples."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (images/, masks/, samples.jsonl)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same samples."),
-        size: int = typer.Option(PAPER_SIZE, "--size", min=8, help="Output side in pixels."),
+        size: Optional[int] = typer.Option(None, "--size", min=8, help="Output side in pixels (default: the "
+                                           f"--config file's size, else {PAPER_SIZE})."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON of SynthConfig fields to override."),
     ):
         """Render N synthetic defocus image/mask pairs (mask 255 = in focus)."""
@@ -250,6 +253,8 @@ def register(app: typer.Typer) -> None:
                 cfg = config_from_dict(yaml.safe_load(config.read_text()) or {})
             except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
                 _fail(f"{config}: {e}")
+        if size is None:
+            size = cfg.size if config is not None and cfg.size is not None else PAPER_SIZE
         try:
             path = write_synthetic(sources, out, n, seed=seed, size=size, cfg=cfg)
         except (ValueError, OSError) as e:

@@ -146,9 +146,8 @@ def register(app: typer.Typer) -> None:
                                  dataset=dataset[0] if dataset else None, method=labels or None,
                                  pred_suffix=pred_suffix, ignore_dir=ignore)
             else:
-                if list_file is not None or pred_suffix or pred_polarity is not Polarity.in_focus:
-                    raise typer.BadParameter("--list, --pred-suffix and --pred-polarity apply to maps mode (--pred); "
-                                             "in model mode, give a folder with the images to score")
+                if pred_suffix or pred_polarity is not Polarity.in_focus:
+                    raise typer.BadParameter("--pred-suffix and --pred-polarity apply to maps mode (--pred)")
                 if refine and inference is not Inference.model:
                     raise typer.BadParameter("--refine goes with --inference model (the map as defocus predict "
                                              "makes it)")
@@ -163,7 +162,7 @@ def register(app: typer.Typer) -> None:
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
                                  skip_missing=skip_missing, curves=want_curves, drop_mismatched=drop_mismatched,
                                  method=labels[0] if labels else None, size=size, inference=inference.value,
-                                 refine=refine)
+                                 refine=refine, list_file=list_file)
             intervals = []
             if bootstrap:
                 from ..bootstrap import bootstrap_table

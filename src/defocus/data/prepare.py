@@ -95,13 +95,12 @@ def family_of(name: str) -> str:
 
 
 def _find_dirs(src: Path, names: tuple, max_depth: int = 3) -> list[Path]:
-    """Folders under ``src`` (``src`` itself included) named one of ``names``, shallowest first."""
+    """Folders under ``src`` (``src`` itself included, down to ``max_depth`` levels) named one of ``names``,
+    shallowest first."""
     wanted = {n.lower() for n in names}
     found, level = [], [src]
     for _ in range(max_depth + 1):
         found += [d for d in level if d.name.lower() in wanted]
-        if found:
-            break
         level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     return found
 
@@ -109,6 +108,7 @@ def _find_dirs(src: Path, names: tuple, max_depth: int = 3) -> list[Path]:
 def _hinted(src: Path, folder: Path, part: SourcePart) -> bool:
     """Generic folder names (``image/``, ``gt/``) only count inside a download whose path (from ``src``'s
     name down) names the dataset, or beside ``part.near``: an EBD tree is never taken for DUT's test set."""
+    src, folder = src.resolve(), folder.resolve()  # "--src ." names its folder too
     rel = str(folder.relative_to(src.parent)).lower()
     near = part.near and any(c.name.lower() == part.near.lower() for c in folder.parent.iterdir())
     return bool(near) or (part.hint is not None and part.hint in rel)
@@ -130,6 +130,9 @@ def _locate(src: Path, part: SourcePart) -> Optional[tuple[Path, Path]]:
     if part.near:
         near = [f for f in found if any(c.name.lower() == part.near.lower() for c in f[0].parent.iterdir())]
         found = near or found
+    if part.name_prefix:  # the folder that holds the part's files, not another download's of the same name
+        named = [f for f in found if any(c.name.lower().startswith(part.name_prefix) for c in f[0].iterdir())]
+        found = named or found
     return found[0] if found else None
 
 

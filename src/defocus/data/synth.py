@@ -156,6 +156,7 @@ class SynthConfig:
     depth_photo_median: int = 5
 
     def __post_init__(self):
+        self._check_shapes_and_ranges()
         if not self.sharp_radius[1] < self.focus_threshold <= self.blur_radius[0]:
             raise ValueError("focus_threshold must lie between sharp_radius[1] and blur_radius[0] "
                              f"(got {self.sharp_radius}, {self.focus_threshold}, {self.blur_radius})")
@@ -182,6 +183,28 @@ class SynthConfig:
             raise ValueError(f"depth_photo_prob must lie in [0, 1], depth_photo_crop in (0, 1] and depth_photo_focus in "
                              f"[0, 1] (min <= max), depth_photo_median be >= 1, got {self.depth_photo_prob}, "
                              f"{self.depth_photo_crop}, {self.depth_photo_focus}, {self.depth_photo_median}")
+
+    def _check_shapes_and_ranges(self) -> None:
+        """Every tuple has its default's length, two-value tuples are ranges ``0 <= min <= max``, probabilities lie
+        in [0, 1] and no number is negative; a one-line ``ValueError`` names the field otherwise."""
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, tuple):
+                if not isinstance(value, tuple) or len(value) != len(default):
+                    raise ValueError(f"{f.name} needs {len(default)} numbers, got {value!r}")
+                if min(value) < 0:
+                    raise ValueError(f"{f.name} must not hold negative numbers, got {value}")
+                if len(default) == 2 and value[0] > value[1]:
+                    raise ValueError(f"{f.name} is a range (min, max) with min <= max, got {value}")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                if value < 0 or (f.name.endswith("_prob") and value > 1):
+                    raise ValueError(f"{f.name} must be " + ("a probability in [0, 1]" if f.name.endswith("_prob")
+                                                           else "at least 0") + f", got {value}")
+        if self.max_upscale <= 0 or self.ramp_levels < 1 or (self.size is not None and self.size < 1):
+            raise ValueError(f"max_upscale must be positive and ramp_levels and size at least 1, got "
+                             f"{self.max_upscale}, {self.ramp_levels}, {self.size}")
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError(f"jpeg_quality is a range within [1, 100], got {self.jpeg_quality}")
 
     def case_probs(self) -> np.ndarray:
         """The scene-case probabilities (near, far, wide, full), normalised."""
@@ -1041,16 +1064,18 @@ class SyntheticDefocusDataset(torch.utils.data.Dataset):
 
 
 def _remove_earlier_samples(out_dir: Path, keep: int) -> None:
-    """Remove the files of samples ``keep`` and above that an earlier :func:`write_synthetic` left in ``out_dir``
-    (only where its ``samples.jsonl`` says a run wrote there)."""
+    """Remove the files of samples ``keep`` and above that an earlier :func:`write_synthetic` left in ``out_dir``,
+    and all of its ignore masks and depth maps (only where its ``samples.jsonl`` says a run wrote there)."""
     if not (out_dir / "samples.jsonl").is_file():
         return
     for sub in ("images", "masks", "ignore", "depth"):
         folder = out_dir / sub
         if not folder.is_dir():
             continue
+        # ignore masks and depth maps exist only for some runs and scenes: this run writes its own again
+        first_removed = 0 if sub in ("ignore", "depth") else keep
         for path in folder.iterdir():
-            if path.stem.isdigit() and len(path.stem) == 6 and int(path.stem) >= keep and \
+            if path.stem.isdigit() and len(path.stem) == 6 and int(path.stem) >= first_removed and \
                     path.suffix in (".png", ".npy"):
                 path.unlink()
 

@@ -9,7 +9,7 @@ focus. :func:`uniform_crops` cuts such photos out of the labelled ones: for each
 is kept (the first one in row order on a tie).
 
 The crops are written as a prepared set: ``OUT/images/<stem>_<kind>.png`` (the full-resolution pixels of the
-window, EXIF orientation applied as the labels were, no resampling; PNG so nothing is re-encoded lossily),
+window, as stored (the dataset loader's pixels: no EXIF rotation; 16-bit scaled to 8 bits), no resampling; PNG so nothing is re-encoded lossily),
 ``OUT/masks/<stem>_<kind>.png`` (255 = in focus), ``OUT/ignore/<stem>_<kind>.png`` (255 = undetermined), the
 stem lists ``OUT/blurred.txt`` and ``OUT/sharp.txt``, and ``OUT/crops.tsv`` (source stem, kind, window
 ``x y side``, labelled share, purity). Use one output folder per stem list (split).
@@ -22,13 +22,15 @@ a model that calls small sharp photos blurred. Evaluation crops keep the pair la
 """
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from .. import imageio
 from .files import is_image_file
 from .registry import DataError
 
@@ -128,7 +130,7 @@ def _check_options(side, stride, min_determined, purity) -> None:
 
 
 def _set_files(set_dir: Path, stem: str) -> tuple[Path, Path, Path]:
-    images = [p for p in (set_dir / "images").glob(f"{stem}.*") if p.stem == stem and is_image_file(p)]
+    images = [p for p in (set_dir / "images").glob(f"{glob.escape(stem)}.*") if p.stem == stem and is_image_file(p)]
     if len(images) != 1:
         raise DataError(f"{set_dir / 'images' / stem}.*: " + ("image not found" if not images else
                                                               "more than one image with this stem"))
@@ -187,7 +189,7 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
         image_path, mask_path, ignore_path = _set_files(set_dir, stem)
         in_focus, undetermined = _read_binary(mask_path), _read_binary(ignore_path)
         with Image.open(image_path) as im:
-            size = ImageOps.exif_transpose(im).size
+            size = im.size
         if (size[1], size[0]) != in_focus.shape or in_focus.shape != undetermined.shape:
             raise DataError(f"{stem}: image {size[0]}x{size[1]}, mask {in_focus.shape[1]}x{in_focus.shape[0]}, "
                             f"ignore mask {undetermined.shape[1]}x{undetermined.shape[0]}: sizes differ")
@@ -202,7 +204,8 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
         (out / sub).mkdir(parents=True, exist_ok=True)
     for c, (image_path, in_focus, undetermined) in zip(crops, pending):
         with Image.open(image_path) as im:
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            im.load()
+            rgb = np.asarray(imageio.to_rgb(im))  # the dataset loader's pixels, 16-bit scaled rather than clipped
         win = np.s_[c.y:c.y + c.side, c.x:c.x + c.side]
         _save_png(rgb[win], out / "images" / f"{c.stem}.png")
         mask, ignore = in_focus[win], undetermined[win]
