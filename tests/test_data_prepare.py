@@ -244,3 +244,7 @@ def test_prepare_finds_each_download_among_others_and_from_inside_it(tmp_path, m
     monkeypatch.chdir(dl / "EBD")                                       # --src . inside the download
     prepare_dataset("ebd", Path("."), tmp_path / "root")
     assert len(list((tmp_path / "root/EBD/images").iterdir())) == 2
+    download(tmp_path / "store" / "x123", ["x1"])
+    (tmp_path / "EBD_link").symlink_to(tmp_path / "store" / "x123")    # named by a link, stored under another name
+    prepare_dataset("ebd", tmp_path / "EBD_link", tmp_path / "root2")
+    assert [p.name for p in (tmp_path / "root2/EBD/images").iterdir()] == ["x1.jpg"]

@@ -432,3 +432,4 @@ def test_labelling_a_pair_again_replaces_its_image_of_another_extension(pair_fil
 def test_thresholds_that_cannot_label_are_refused(pair_files, tmp_path, option):
     res = CliRunner().invoke(app, ["data", "pairs", *map(str, pair_files), "-o", str(tmp_path / "o"), *option])
     assert res.exit_code == 2 and res.output.startswith("error: ") and not (tmp_path / "o").exists()
+    assert option[0].lstrip("-").replace("-", "_") in res.output          # the setting is named

@@ -417,6 +417,7 @@ def test_cli_synth_bad_inputs_are_one_line_errors(sources, tmp_path, case):
 
 @pytest.mark.parametrize("values, field", [({"blur_radius": [2]}, "blur_radius"), ({"max_upscale": 0}, "max_upscale"),
                                            ({"redraws": -1}, "redraws"), ({"noise_shot": [0, -1e-4]}, "noise_shot"),
+                                           ({"noise_shot": [0, 1e-4]}, "noise_shot"),
                                            ({"bokeh_points": [20, 2]}, "bokeh_points"),
                                            ({"jpeg_quality": [75, 200]}, "jpeg_quality"),
                                            ({"crop_prob": 1.5}, "crop_prob")])

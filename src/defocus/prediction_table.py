@@ -118,7 +118,8 @@ def done_outputs(out_dir) -> dict[str, str]:
 
 def compact_table(out_dir) -> Path:
     """Merge the table and its parts into ``out_dir/predictions.parquet`` (one row per path, the newest kept,
-    sorted by path), written atomically, then remove the parts. Returns the table's path."""
+    sorted by path; a row whose maps another path's later row wrote over is dropped, :func:`latest_rows`), written
+    atomically, then remove the parts. Returns the table's path."""
     import pyarrow.parquet as pq
 
     parts = _part_files(out_dir)

@@ -101,14 +101,22 @@ def _find_dirs(src: Path, names: tuple, max_depth: int = 3) -> list[Path]:
     found, level = [], [src]
     for _ in range(max_depth + 1):
         found += [d for d in level if d.name.lower() in wanted]
-        level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        level = [c for d in level for c in _subfolders(d)]
     return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder``, sorted; none when it cannot be listed."""
+    try:
+        return [c for c in sorted(folder.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+    except OSError:
+        return []
 
 
 def _hinted(src: Path, folder: Path, part: SourcePart) -> bool:
     """Generic folder names (``image/``, ``gt/``) only count inside a download whose path (from ``src``'s
     name down) names the dataset, or beside ``part.near``: an EBD tree is never taken for DUT's test set."""
-    src, folder = src.resolve(), folder.resolve()  # "--src ." names its folder too
+    src, folder = Path(os.path.abspath(src)), Path(os.path.abspath(folder))  # "--src ." names its folder too
     rel = str(folder.relative_to(src.parent)).lower()
     near = part.near and any(c.name.lower() == part.near.lower() for c in folder.parent.iterdir())
     return bool(near) or (part.hint is not None and part.hint in rel)

@@ -203,6 +203,8 @@ class SynthConfig:
         if self.max_upscale <= 0 or self.ramp_levels < 1 or (self.size is not None and self.size < 1):
             raise ValueError(f"max_upscale must be positive and ramp_levels and size at least 1, got "
                              f"{self.max_upscale}, {self.ramp_levels}, {self.size}")
+        if self.noise_shot[0] <= 0:
+            raise ValueError(f"noise_shot is a log-uniform range with min > 0, got {self.noise_shot}")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ValueError(f"jpeg_quality is a range within [1, 100], got {self.jpeg_quality}")
 

@@ -9,10 +9,11 @@ focus. :func:`uniform_crops` cuts such photos out of the labelled ones: for each
 is kept (the first one in row order on a tie).
 
 The crops are written as a prepared set: ``OUT/images/<stem>_<kind>.png`` (the full-resolution pixels of the
-window, as stored (the dataset loader's pixels: no EXIF rotation; 16-bit scaled to 8 bits), no resampling; PNG so nothing is re-encoded lossily),
-``OUT/masks/<stem>_<kind>.png`` (255 = in focus), ``OUT/ignore/<stem>_<kind>.png`` (255 = undetermined), the
-stem lists ``OUT/blurred.txt`` and ``OUT/sharp.txt``, and ``OUT/crops.tsv`` (source stem, kind, window
-``x y side``, labelled share, purity). Use one output folder per stem list (split).
+window as the dataset loader reads them beside their masks: as stored, no EXIF rotation, 16-bit scaled to 8 bits;
+no resampling; PNG so nothing is re-encoded lossily), ``OUT/masks/<stem>_<kind>.png`` (255 = in focus),
+``OUT/ignore/<stem>_<kind>.png`` (255 = undetermined), the stem lists ``OUT/blurred.txt`` and ``OUT/sharp.txt``,
+and ``OUT/crops.tsv`` (crop stem, kind, source stem, window ``x y side``, labelled share, purity). Use one output
+folder per stem list (split).
 
 With ``whole_label`` the crops are written for training instead: every pixel carries its crop's kind (the mask is
 all in focus for a sharp crop, all blurred for a blurred one) and no pixel is undetermined, as a person labels a

@@ -475,9 +475,8 @@ class Trainer:
                              + ". Resume with the run's own config, or start a new run in another folder")
 
     def load_state(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position) after
-        :meth:`check_resumable`."""
-        self.check_resumable(state)
+        """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position); the
+        caller has checked it with :meth:`check_resumable`."""
         if (state["world"], state["batch_size"]) != (self.dist.world, self.cfg.data.batch_size) \
                 and state["batch_in_epoch"]:
             log.warning("resuming mid-epoch with a different process count or batch size (%s x %s -> %s x %s): "
@@ -561,9 +560,14 @@ def resume_path(resume: str | None, out: Path) -> Path | None:
 
 
 def resolve_teacher(cfg: TrainConfig) -> Path | None:
-    """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint``, else the model trained (or found)
-    by running ``distill.teacher_bootstrap`` (a stage-1 config, relative to the config's folder) into
-    ``<output_dir>/teacher``."""
+    """The stage-1 checkpoint of a stage-2 run: ``distill.teacher_checkpoint`` (a model file or its run folder),
+    else the model trained (or found finished) by running ``distill.teacher_bootstrap`` (a stage-1 config,
+    relative to the config's folder) into ``<output_dir>/teacher``; a teacher run with a checkpoint is continued.
+
+    Raises:
+        TeacherInterrupted: a signal stopped the teacher's training (its checkpoint continues it).
+        ValueError: the teacher stopped before the end of its schedule (a budget or step limit).
+        FileNotFoundError: ``teacher_checkpoint`` names no model file."""
     d = cfg.distill
     if d.teacher_checkpoint:
         path = Path(d.teacher_checkpoint)

@@ -199,8 +199,8 @@ class ClassicalRunner(Runner):
 
     backend = "numpy"
 
-    def __init__(self, method: str, fn, notes: str = "", fallback: bool = False):
-        self.method, self.fn, self.fallback = method, fn, fallback
+    def __init__(self, method: str, fn, notes: str = ""):
+        self.method, self.fn = method, fn
         self.info = ModelInfo("classical", method, None, "defocus.classical", notes=notes)
 
     def input_size(self, native: tuple[int, int], size: int, keep_aspect: bool,
@@ -240,8 +240,7 @@ def classical_runner(method: str, backend: str = "auto", fallback: bool = False)
         avail = ", ".join(methods) or "none installed"
         what = "no bundled default weights and the LBP baseline" if fallback else f"method {method!r}"
         raise ValueError(f"{what} is not available (classical methods: {avail}); pass a checkpoint path")
-    return ClassicalRunner(method, methods[method], "fallback: no bundled weights installed" if fallback else "",
-                           fallback=fallback)
+    return ClassicalRunner(method, methods[method], "fallback: no bundled weights installed" if fallback else "")
 
 
 def network_runner(model, backend: str = "auto", device="auto", options: RuntimeOptions = RuntimeOptions(),
