@@ -86,6 +86,9 @@ def test_same_stem_json_and_save_selection(tmp_path, tiny_ckpt):
     assert "2/2" in r.stderr  # a progress bar for more than one image
     r = run(a, "-o", tmp_path / "one", "--model", tiny_ckpt)
     assert r.exit_code == 0 and "1/1" not in r.stderr
+    r = run(a, "-o", tmp_path / "twice", "--model", tiny_ckpt, "--save", "prob", "--save", "mask")  # repeated
+    assert r.exit_code == 0 and sorted(p.name for p in (tmp_path / "twice").iterdir()) == \
+        ["summary.json", "x_mask.png", "x_prob.png"]
 
 
 def test_unwritable_output_folder(tmp_path, tiny_ckpt):

@@ -183,14 +183,16 @@ def test_request_options_run_the_one_loaded_model():
 
 def test_batch_in_upload_order_with_a_failure_in_place(client):
     files = [("file", ("a.jpg", PHOTO.read_bytes())), ("file", ("notes.txt", b"not an image at all")),
-             ("file", ("b.png", PHOTO_PNG.read_bytes()))]
+             ("file", ("empty.jpg", b"")), ("file", ("b.png", PHOTO_PNG.read_bytes()))]
     r = client.post("/v1/predict/batch", files=files, params={"include": "prob"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["failed"] == 1
+    assert body["failed"] == 2                                   # an empty file too fails in its place only
     names = [x["filename"] for x in body["results"]]
-    assert names == ["a.jpg", "notes.txt", "b.png"]
-    assert "not an image" in body["results"][1]["error"]
+    assert names == ["a.jpg", "notes.txt", "empty.jpg", "b.png"]
+    assert "not an image" in body["results"][1]["error"] and "empty upload" in body["results"][2]["error"]
+    del body["results"][2]
+    assert_one_line_error(post_file(client, b"", "empty.jpg"), 400)  # the only image of a request
     for entry, path in ((body["results"][0], PHOTO), (body["results"][2], PHOTO_PNG)):
         single = png_array(post_file(client, path, output="prob").content)
         batched = png_array(data_url_bytes(entry["images"]["prob"]))
@@ -235,7 +237,8 @@ def test_too_large_upload_refused(predictor):
     with make_client(predictor, max_upload_bytes=50_000) as c:
         big = PHOTO.read_bytes()
         assert len(big) > 50_000
-        assert "larger than the limit" in assert_one_line_error(post_file(c, big), 413)
+        message = assert_one_line_error(post_file(c, big), 413)
+        assert "larger than the limit of 0.0476837 MiB" in message  # the configured limit, not the body's
         raw = c.post("/v1/predict", content=big)
         assert_one_line_error(raw, 413)
         small = io.BytesIO()

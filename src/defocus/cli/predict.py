@@ -39,8 +39,9 @@ def register(app: typer.Typer) -> None:
         threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                                   help="Mask threshold on the in-focus probability (default 0.5; "
                                                        "with --method, the method's own: LBP 0.3, HiFST Otsu's)."),
-        save: str = typer.Option(",".join(SAVE_CHOICES), "--save",
-                                 help=f"Outputs to write: any of {','.join(SAVE_CHOICES)}."),
+        save: List[str] = typer.Option([",".join(SAVE_CHOICES)], "--save",
+                                       help=f"Outputs to write: any of {','.join(SAVE_CHOICES)} (comma-separated "
+                                            f"or repeated)."),
         backend: str = typer.Option(BACKENDS[0], "--backend", help="auto (the bundled model and .onnx files on "
                                      "ONNX Runtime, other models on PyTorch), torch, or onnx (ONNX Runtime)."),
         batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Images per forward pass."),
@@ -94,6 +95,8 @@ def register(app: typer.Typer) -> None:
 
         from ..inference import (Predictor, check_model_spec, interrupt_signal, plan_batch, run_batch,
                                  sigterm_interrupts, summary_json)
+
+        save = ",".join(save)  # --save prob --save mask: both
 
         if use_ray or ray_address:  # the same Predictor as Ray Data actors: defocus.distributed
             from ..distributed import predict_dataset

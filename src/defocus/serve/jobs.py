@@ -24,7 +24,7 @@ from .. import imageio
 from ..inference import Prediction, make_overlay, prob_to_uint8
 from ..inference.result import JPEG_QUALITY, PNG_COMPRESS_LEVEL
 from .predictors import ServerPredictors
-from .uploads import ServeError, Upload
+from .uploads import EMPTY_UPLOAD, ServeError, Upload
 
 #: The outputs a response can carry and their media types.
 OUTPUTS = {"prob": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
@@ -137,6 +137,8 @@ def predict_batch(predictors: ServerPredictors, uploads: list[Upload], options: 
         usable = []
         for i, (up, path) in enumerate(zip(uploads, paths)):
             try:
+                if not up.data:
+                    raise ServeError(400, f"{up.filename}: {EMPTY_UPLOAD}")
                 check_pixels(path, up.filename, predictors.settings.max_pixels)
                 usable.append(i)
             except ServeError as e:

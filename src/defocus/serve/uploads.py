@@ -26,20 +26,30 @@ class Upload:
     data: bytes
 
 
-def _too_large(what: str, limit: int) -> ServeError:
-    return ServeError(413, f"{what} is larger than the limit of {limit / 2**20:g} MiB")
+#: What an upload without a byte is.
+EMPTY_UPLOAD = "empty upload (0 bytes)"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes (declared or actually sent)."""
+def _too_large(what: str, limit: str) -> ServeError:
+    return ServeError(413, f"{what} is larger than the limit of {limit}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+async def read_body(request: Request, limit: int, limit_text: str | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes (declared or actually sent);
+    ``limit_text`` says the limit in the user's terms (default: ``limit`` in MiB)."""
+    limit_text = limit_text or _mib(limit)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large("request body", limit)
+        raise _too_large("request body", limit_text)
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise _too_large("request body", limit)
+            raise _too_large("request body", limit_text)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -68,12 +78,14 @@ def header_filename(value: str | None) -> str:
 
 async def read_uploads(request: Request, max_files: int, max_bytes: int) -> list[Upload]:
     """The images of a request: every multipart field named ``file``, or else the whole body as one image
-    (its name from the ``X-Filename`` header). Each must be non-empty and at most ``max_bytes``."""
+    (its name from the ``X-Filename`` header). Each must be at most ``max_bytes``; an empty one fails the request
+    when it is its only image (``max_files`` 1), and is left to the batch to report in its place otherwise."""
     if not _is_multipart(request):
         body = await read_body(request, max_bytes)
         uploads = [Upload(header_filename(request.headers.get("x-filename")), body)]
     else:
-        body = await read_body(request, max_files * (max_bytes + MULTIPART_OVERHEAD))
+        per_image = _mib(max_bytes) + ("" if max_files == 1 else f" per image, {max_files} images")
+        body = await read_body(request, max_files * (max_bytes + MULTIPART_OVERHEAD), per_image)
         form = await Request(request.scope, receive=_replaying(body)).form(max_files=max_files, max_fields=16)
         try:
             parts = form.getlist("file")
@@ -87,8 +99,8 @@ async def read_uploads(request: Request, max_files: int, max_bytes: int) -> list
     if len(uploads) > max_files:
         raise ServeError(400, f"too many images ({len(uploads)}); at most {max_files} per request")
     for up in uploads:
-        if not up.data:
-            raise ServeError(400, f"{up.filename}: empty upload (0 bytes)")
+        if not up.data and max_files == 1:
+            raise ServeError(400, f"{up.filename}: {EMPTY_UPLOAD}")
         if len(up.data) > max_bytes:
-            raise _too_large(up.filename, max_bytes)
+            raise _too_large(up.filename, _mib(max_bytes))
     return uploads
