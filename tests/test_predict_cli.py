@@ -414,3 +414,18 @@ def test_network_only_options_are_recorded_and_refused_for_classical_methods(tmp
         assert json.loads((tmp_path / name / "summary.json").read_text())["settings"][setting] is bool(extra)
     r = run(p, "-o", tmp_path / "lbp", "--method", "lbp", flag)
     assert r.exit_code == 2 and setting in r.stderr
+
+
+def test_each_image_records_the_mask_threshold_it_used(tmp_path):
+    """A classical method's threshold is its own per image (settings record null): each entry says which."""
+    p = photo(tmp_path / "p.png", size=(48, 32))
+    for method, expected in (("lbp", 0.3), ("hifst", None)):
+        r = CliRunner().invoke(app, ["predict", str(p), "-o", str(tmp_path / method), "--method", method, "--json",
+                                     "--save", "mask"])
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        entry = summary["images"][0]
+        assert summary["settings"]["threshold"] is None and 0 < entry["threshold"] <= 1
+        assert expected is None or entry["threshold"] == expected
+        mask = np.asarray(Image.open(tmp_path / method / "p_mask.png")) > 127
+        assert abs(mask.mean() - entry["in_focus_fraction"]) < 1e-6

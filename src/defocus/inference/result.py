@@ -298,10 +298,10 @@ class Prediction:
         return write_outputs(self, out_dir, stem or self.default_stem, what, png_compress_level, jpeg_quality)
 
     def to_dict(self) -> dict:
-        """Summary entry: path, size, in-focus fraction, seconds."""
+        """Summary entry: path, size, in-focus fraction, the mask threshold it used, seconds."""
         return {"path": self.source, "width": self.size[0], "height": self.size[1],
-                "in_focus_fraction": round(self.in_focus_fraction, 6), "seconds": round(self.seconds, 4),
-                "error": None}
+                "in_focus_fraction": round(self.in_focus_fraction, 6), "threshold": round(self.threshold, 6),
+                "seconds": round(self.seconds, 4), "error": None}
 
     def __repr__(self):
         return f"Prediction({self.source!r}, size={self.size[0]}x{self.size[1]})"
@@ -318,7 +318,7 @@ class FailedPrediction:
 
     def to_dict(self) -> dict:
         """Summary entry with the error."""
-        return {"path": self.source, "width": None, "height": None, "in_focus_fraction": None,
+        return {"path": self.source, "width": None, "height": None, "in_focus_fraction": None, "threshold": None,
                 "seconds": round(self.seconds, 4), "error": self.error}
 
 
