@@ -26,6 +26,7 @@ from torch import nn
 
 from . import imageio
 from .defaults import DEFAULT_OPSET, EXPORT_TOLERANCE, PAPER_SIZE
+from .errors import first_line
 from .models.output import final_logit
 from .models.padding import pad_to_multiple
 from .models.predict import normalization, paper_preprocess, predict_logits
@@ -177,8 +178,7 @@ def export_onnx(net: nn.Module, path, opset: int = DEFAULT_OPSET, fuse: bool = T
     try:
         data = export_onnx_bytes(net, opset=opset, fuse=fuse, fp16_weights=fp16_weights)
     except Exception as e:  # the exporter's own errors (an opset it does not support ...) span many lines
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        raise ValueError(f"ONNX export failed at opset {opset}: {lines[0]}") from e
+        raise ValueError(f"ONNX export failed at opset {opset}: {first_line(e)}") from e
     report: dict = {}
     if check:
         report = validate_onnx(net, data, images=check_images)

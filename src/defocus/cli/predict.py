@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import first_line
 from ..imageio import DEFAULT_MAX_PIXELS, SUMMARY_NAME
 from ..inference import (BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, DRAFT_PIXELS, PRECISIONS,
                          SAVE_CHOICES, UPSAMPLE_CHOICES)
@@ -117,7 +118,7 @@ def register(app: typer.Typer) -> None:
                            err=True)
                 raise typer.Exit(128 + signum)
             except Exception as e:  # Ray's own errors span many lines: their first line is the message
-                typer.echo(f"error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", err=True)
+                typer.echo(f"error: {first_line(e)}", err=True)
                 raise typer.Exit(2)
             if run.outputs_named:
                 typer.echo(f"note: {len(run.outputs_named)} input(s) not taken: outputs of defocus predict "

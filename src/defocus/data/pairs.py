@@ -648,9 +648,9 @@ def write_labelled(items, out_dir, sheet: Optional[Image.Image] = None, sheet_na
             _copy_atomic(item.source, img_dst)
         else:
             _save_png_atomic(read_rgb(item.source), img_dst)
-        for old in (out_dir / "images").iterdir():
-            if (old.stem == item.stem and old != img_dst and old.suffix.lower() in imageio.IMAGE_SUFFIXES
-                    and old.resolve() not in sources):
+        for suffix in imageio.IMAGE_SUFFIXES | {s.upper() for s in imageio.IMAGE_SUFFIXES}:
+            old = out_dir / "images" / f"{item.stem}{suffix}"  # by name: the folder may hold thousands
+            if old.is_file() and not old.samefile(img_dst) and old.resolve() not in sources:
                 old.unlink()
         mask_dst, ignore_dst = out_dir / "masks" / f"{item.stem}.png", out_dir / "ignore" / f"{item.stem}.png"
         _save_png_atomic(item.label.mask_u8(), mask_dst)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .. import metrics
 from ..config import TrainConfig, dump_config, load_config
 from ..devices import resolve_device
+from ..errors import first_line
 from ..models.io import read_metadata
 from ..models.predict import predict_probs
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -611,8 +612,7 @@ def train(cfg: TrainConfig, train_dataset=None, val_dataset=None, max_steps: Opt
     except (RuntimeError, OSError) as e:  # an unknown device or backbone, an output folder that is a file ...
         if isinstance(e, FileNotFoundError):
             raise
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        raise RunSetupError(f"the run cannot start: {lines[0]}") from e
+        raise RunSetupError(f"the run cannot start: {first_line(e)}") from e
     try:
         return trainer.fit(max_steps=max_steps)
     finally:

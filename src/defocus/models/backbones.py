@@ -13,6 +13,7 @@ import timm
 import torch
 from torch import nn
 
+from ..errors import first_line
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .state_dicts import compare_state_dicts
 
@@ -28,9 +29,8 @@ def load_torch_file(path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for damaged files (EOFError, KeyError, RuntimeError, ...)
-        first = str(e).strip().splitlines()
-        reason = f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
-        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or not a .pth?): {reason}") from None
+        raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or not a .pth?): "
+                         f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def read_state_dict(path) -> dict:
