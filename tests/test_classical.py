@@ -230,3 +230,8 @@ def test_predictor_method_options():
     for bad in (dict(size=64), dict(upscale=False), dict(backend="torch"), dict(backend="onnx")):
         with pytest.raises(ValueError, match="networks"):
             Predictor(method="hifst", **bad)
+    hifst = Predictor(method="hifst")
+    for bad in (dict(size=64), dict(upscale=False)):
+        with pytest.raises(ValueError, match="networks"):
+            hifst.with_options(**bad)
+    assert hifst.with_options(threshold=0.3).options.threshold == 0.3

@@ -200,10 +200,8 @@ class Predictor:
         options, self.runtime = split_options(options, runtime, overrides)
         self.runner: Runner = make_runner(model, method, backend, device, self.runtime)
         self.options = self._resolved(options)
-        if method is not None and (options.size is not None or options.upscale is not None):
-            raise ValueError(f"size and upscale apply to networks; a classical method sees the image with its "
-                             f"aspect ratio kept and the long side at most {CLASSICAL_MAX_SIDE} px")
-        o = self.options
+        self._method_named = method is not None
+        self._refuse_input_size(options.size, options.upscale)
         log.info("predictor: %s, backend %s, device %s, input %s", self.info, self.backend, self.device,
                  self._input_description())
 
@@ -247,6 +245,7 @@ class Predictor:
         :class:`PredictOptions` fields changed, e.g. ``predictor.with_options(size=512, keep_aspect=True)``; any
         other name is a ``TypeError``."""
         options = self._resolved(dataclasses.replace(self.options, **changes))
+        self._refuse_input_size(changes.get("size"), changes.get("upscale"))
         variant = copy.copy(self)
         variant.options = options
         return variant
@@ -258,6 +257,13 @@ class Predictor:
             return f"aspect kept, long side at most {CLASSICAL_MAX_SIDE}"
         shape = f"long side {o.size}" if o.keep_aspect else f"{o.size}x{o.size}"
         return shape if o.upscale else f"{shape}, smaller photos not enlarged"
+
+    def _refuse_input_size(self, size, upscale) -> None:
+        """Refuses a ``size`` or ``upscale`` given for a classical method asked for by name (for the LBP
+        baseline standing in for missing weights they are the network's settings and are kept unused)."""
+        if self._method_named and (size is not None or upscale is not None):
+            raise ValueError(f"size and upscale apply to networks; a classical method sees the image with its "
+                             f"aspect ratio kept and the long side at most {CLASSICAL_MAX_SIDE} px")
 
     def _resolved(self, options: PredictOptions) -> PredictOptions:
         """``options`` with ``size=None`` and ``upscale=None`` replaced by the model's own input defaults."""
