@@ -507,3 +507,4 @@ def test_output_stems_expected_outputs_and_done(bright, tmp_path):
     blocker.write_text("x")
     failed = write_entry(bright.predict(halves(20, 10)), blocker, "x", "mask")
     assert "cannot write outputs" in failed["error"] and failed["in_focus_fraction"] is None
+    assert failed["output"] == "x" and failed["outputs"] == {}

@@ -68,6 +68,8 @@ def test_bad_inputs_one_line_each_batch_goes_on(tmp_path, tiny_ckpt):
     assert summary["model"]["source"] == tiny_ckpt and summary["model"]["backbone"] == "resnet18"
     by_path = {Path(e["path"]).name: e for e in summary["images"]}
     assert "max-pixels" in by_path["bomb.png"]["error"] and by_path["one.png"]["error"] is None
+    assert by_path["bomb.png"]["output"] == "bomb" and by_path["bomb.png"]["outputs"] == {}
+    assert all(set(e) >= set(by_path["one.png"]) - {"skipped"} for e in summary["images"])  # one shape of entry
     assert by_path["фото с пробелом ü.png"]["width"] == 32 and 0 <= by_path["one.png"]["in_focus_fraction"] <= 1
     assert all(e["seconds"] >= 0 for e in summary["images"])
     assert digest(tmp_path / "in") == before  # inputs never modified

@@ -106,7 +106,7 @@ def write_entry(pred: Prediction, out_dir, stem: str, save=SAVE_CHOICES,
     try:
         written = pred.save(out_dir, save, stem=stem, png_compress_level=png_compress_level)
     except Exception as e:  # a full disk, a vanished folder ...: this image's failure
-        entry.update(FailedPrediction(pred.source, f"cannot write outputs ({e})").to_dict())
+        entry.update(FailedPrediction(pred.source, f"cannot write outputs ({e})").to_dict(), outputs={})
         return entry
     pred.seconds += time.perf_counter() - t0
     entry.update({k: v for k, v in pred.to_dict().items() if k != "path"})
@@ -244,6 +244,12 @@ def previous_entries(out_dir) -> dict[str, dict]:
         return {}
 
 
+def failed_entry(failure: FailedPrediction, stem: str | None = None) -> dict:
+    """The summary entry of an input that failed: the keys of a done image's entry, ``output`` its stem
+    (``None`` for an input that never became an image job) and ``outputs`` empty."""
+    return {"path": failure.source, "output": stem, **failure.to_dict(), "outputs": {}}
+
+
 def same_file(a, b) -> bool:
     """Whether two paths name the same file (relative paths taken from the current folder)."""
     try:
@@ -316,7 +322,7 @@ def _predict_jobs(predictor, plan: BatchPlan, writer: OutputWriter, report: Erro
             writer.submit(res, job.stem)
         else:
             report(res.source, res.error)
-            writer.add(res.to_dict())
+            writer.add(failed_entry(res, job.stem))
         bar.update(1)
 
 
@@ -337,7 +343,7 @@ def run_batch(predictor, plan: BatchPlan, progress: bool = True, on_error: Error
     writer = OutputWriter(plan, predictor.workers if predictor is not None else 1, report, png_compress_level)
     for item, reason in plan.errors:
         report(item, reason)
-        writer.add(FailedPrediction(item, reason).to_dict())
+        writer.add(failed_entry(FailedPrediction(item, reason)))
     earlier = previous_entries(plan.out_dir) if plan.skipped else {}
     for job in plan.skipped:
         writer.add(skipped_entry(job, plan, earlier))
