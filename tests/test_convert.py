@@ -201,6 +201,19 @@ def test_not_a_checkpoint(tmp_path):
         convert_state_dict({"conv.weight": torch.zeros(1)})
 
 
+def test_training_checkpoint_is_named_as_such(tmp_path):
+    """A run's resume state given where a model is expected points to the model file beside it."""
+    from defocus.engine.checkpoint import save_checkpoint
+    from defocus.models import load_model
+
+    path = save_checkpoint({"model": {"conv.weight": torch.zeros(1)}, "optimizers": {}, "step": 3},
+                           tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointMismatchError, match="`defocus train` checkpoint .* model.safetensors"):
+        load_authors_checkpoint(path)
+    with pytest.raises(ValueError, match="model.safetensors beside it"):
+        load_model(path)
+
+
 def test_wrong_shape_and_missing_tensor_messages(manifest):
     """Mismatches are reported in one line with the authors' names, before any weight is loaded."""
     sd = {k: torch.empty(v) for k, v in manifest["pdnet"].items() if not k.startswith(("resnest.layer3_2",

@@ -115,12 +115,16 @@ def read_authors_checkpoint(path) -> dict:
     """Read an authors' ``.pth`` with ``torch.load(weights_only=True)`` and return its plain state dict.
 
     Raises:
-        CheckpointMismatchError: the file is missing, truncated, not a torch file, or holds no state dict.
+        CheckpointMismatchError: the file is missing, truncated, not a torch file, holds no state dict, or is
+            a ``defocus train`` checkpoint (``checkpoint.pt``).
     """
     try:
         obj = load_torch_file(path)
     except (FileNotFoundError, ValueError) as e:
         raise CheckpointMismatchError(str(e)) from None
+    if isinstance(obj, dict) and "format_version" in obj and "optimizers" in obj:
+        raise CheckpointMismatchError(f"{path}: a `defocus train` checkpoint (the state that resumes a run, "
+                                      f"not a model): give the model.safetensors beside it")
     try:
         return unwrap_state_dict(obj)
     except CheckpointMismatchError as e:
