@@ -171,6 +171,8 @@ def test_cli_prints_and_writes_the_intervals(shared_dir, tmp_path):
     assert "90% percentile bootstrap" in res.stdout and "| AENet - EFENet | 5 |" in res.stdout
     assert "Fewer than 10 images" in res.stdout
     assert (tmp_path / "t.md").read_text() == res.stdout.strip() + "\n"
+    res = run_cli("--pred", a, "--gt", gt, "--bootstrap", 100, "--confidence", 0.975)
+    assert "97.5% percentile bootstrap" in res.stdout
     res = run_cli("--pred", a, "--gt", gt, "--bootstrap", 100, "--reference", "nobody")
     assert res.exit_code == 1 and "no method 'nobody'" in res.output
     res = run_cli("--pred", a, "--gt", gt)

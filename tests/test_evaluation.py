@@ -117,6 +117,18 @@ def test_pysodmetrics_cross_check(shared_dir):
 
 # ---------------------------------------------------------------- files: formats, pairing, errors
 
+def test_maps_of_the_wrong_bit_depth_are_read_as_stored_with_a_warning(tmp_path, caplog):
+    low16 = np.array([[0, 64, 128, 255]], np.uint16)      # 8-bit values in a 16-bit file
+    with caplog.at_level("WARNING", logger="defocus.maps"):
+        np.testing.assert_allclose(read_map(save(tmp_path / "low16.png", low16)), low16 / 65535.0)
+    assert "low16.png: a 16-bit map whose values are all at most 255" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="defocus.maps"):
+        read_map(save(tmp_path / "full16.png", low16 * 257))
+        read_map(save(tmp_path / "zero16.png", low16 * 0))  # an all-black map is a map
+    assert caplog.text == ""
+
+
 def test_read_map_formats_and_polarity(tmp_path):
     levels = np.array([[0, 64, 128, 255]], np.uint8)
     p8 = read_map(save(tmp_path / "a.png", levels))
@@ -521,6 +533,19 @@ def test_cli_options_tables_and_errors(shared_dir, tmp_path):
     stems.write_text("1\n9\n")
     res = run_cli("--pred", a, "--gt", gt, "--list", stems, "--skip-missing", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["skipped"][0]["stem"] == "9"
+    stems.write_text("9\n")                       # nothing left to score: an error, not a table of n/a
+    res = run_cli("--pred", a, "--gt", gt, "--list", stems, "--skip-missing", "--dataset", "DUT")
+    assert res.exit_code == 1 and "no image was scored for DUT" in res.stderr
+
+
+def test_cli_ebd_rule_follows_the_name_and_is_reported(shared_dir):
+    a, gt = published(shared_dir, "AENet", "DUT")
+    for name, size in (("EBD(1305)", 320), ("webdata", None), ("DUT", None)):
+        res = run_cli("--pred", a, "--gt", gt, "--dataset", name, "--json")
+        assert json.loads(res.stdout)["iou_size"] == size, name
+    assert "IoU at 320x320 (the EBD rule)" in run_cli("--pred", a, "--gt", gt, "--dataset", "ebd").stdout
+    res = run_cli("--pred", a, "--pred", a, "--label", "x", "--label", "y", "--gt", gt, "--dataset", "ebd300")
+    assert "IoU on nearest-resized map and mask: ebd300 at 320x320." in res.stdout
 
 
 def test_cli_results_survive_a_wrong_requirement_and_new_output_folders(shared_dir, tmp_path):
@@ -540,6 +565,9 @@ def test_cli_refuses_options_of_the_other_mode(shared_dir, tmp_path):
     stems = tmp_path / "stems.txt"
     stems.write_text("1\n")
     for args in (("--model", "default", "--images", gt.parent / "images", "--gt", gt, "--pred-suffix", "_prob"),
+                 ("--model", "default", "--dataset", "dut-te", "--gt", gt),
+                 ("--model", "default", "--dataset", "dut-te", "--ignore", gt),
+                 ("--model", "default", "--dataset", "folder", "--root", gt.parent, "--gt-polarity", "blur"),
                  ("--pred", a, "--gt", gt, "--drop-mismatched"),
                  ("--pred", a, "--pred", e, "--label", "X", "--label", "X", "--gt", gt),
                  ("--pred", a, "--gt", gt, "--reference", "AENet"),
@@ -622,6 +650,11 @@ def test_model_mode_scores_the_listed_stems_and_cuhk_te2_takes_its_list(tiny_che
         res = run_cli("--model", tiny_checkpoint, *where, "--list", listed, "--device", "cpu", "--json")
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)["n"] == 2 and [r["stem"] for r in json.loads(res.stdout)["images"]] == stems
+    # a registry name after --images is a dataset to score, not the folder's label
+    res = run_cli("--model", tiny_checkpoint, "--images", data / "images", "--gt", data / "masks",
+                  "--dataset", "cuhk2-te", "--root", root, "--list", listed, "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    assert [r["dataset"] for r in json.loads(res.stdout)["results"]] == ["TE-1_btbnet320_samples", "cuhk2-te"]
     listed.write_text("\n".join(stems + ["not_there"]) + "\n")
     res = run_cli("--model", tiny_checkpoint, "--images", data / "images", "--gt", data / "masks", "--list", listed,
                   "--device", "cpu")

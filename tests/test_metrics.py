@@ -197,6 +197,8 @@ def test_protocol_presets_and_overrides():
     with pytest.raises(ValueError, match="no_positive"):
         paper.replace(no_positive="ignore")
     assert paper.iou_size_for("ebd1305") == 320 and paper.iou_size_for("dut-te") is None
+    assert [paper.iou_size_for(n) for n in ("EBD(300)", "EBD-1305", "ebd", "webdata", "ebdx", None)] == \
+        [320, 320, 320, None, None, None]
     assert std.iou_size_for("EBD") is None
 
 

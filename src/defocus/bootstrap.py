@@ -183,7 +183,7 @@ def bootstrap_markdown(results: Sequence[BootstrapResult], digits: int = 3) -> s
     if not results:
         return ""
     first = results[0]
-    lines = [f"Intervals: {first.level:.0%} percentile bootstrap over images ({first.n_resamples} resamples, "
+    lines = [f"Intervals: {first.level * 100:g}% percentile bootstrap over images ({first.n_resamples} resamples, "
              f"seed {first.seed}); differences resample both methods' images together."]
     for dataset in dict.fromkeys(r.dataset for r in results):
         rows = [r for r in results if r.dataset == dataset]

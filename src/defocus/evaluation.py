@@ -164,11 +164,22 @@ class Report:
         """Stems whose mask has no pixel of the positive class."""
         return [s.stem for s in self.images if s.no_positive]
 
+    @property
+    def iou_size(self) -> int | None:
+        """The side of the square the IoU was computed at (the EBD rule or the protocol's ``iou_size``), or
+        ``None``: at the mask's resolution."""
+        return self.protocol.iou_size_for(self.dataset)
+
+    def _iou_size_note(self) -> str:
+        rule = "the protocol's iou_size" if self.protocol.iou_size is not None else "the EBD rule"
+        return (f"IoU at {self.iou_size}x{self.iou_size} ({rule}): binarised map and mask nearest-resized to "
+                f"that size first")
+
     def to_dict(self, images: bool = True, curves: bool = True) -> dict:
         """JSON-ready dict: the dataset numbers at the top level, then labels, lists and (optionally) rows."""
         out = dict(self.metrics)
         out.update(method=self.method, dataset=self.dataset, protocol=self.protocol.name,
-                   protocol_settings=self.protocol.to_dict(), resized=self.resized, no_positive=self.no_positive,
+                   protocol_settings=self.protocol.to_dict(), iou_size=self.iou_size, resized=self.resized, no_positive=self.no_positive,
                    skipped=self.skipped, notes=self.notes)
         if images:
             out["images"] = [s.to_dict() for s in self.images]
@@ -191,6 +202,8 @@ class Report:
         if self.curves is not None:
             lines += ["", f"max-F {_fmt(m['max_f'], digits)}, mean-F {_fmt(m['mean_f'], digits)}, "
                           f"adaptive F {_fmt(m['adaptive_f'], digits)}"]
+        if self.iou_size:
+            lines += ["", self._iou_size_note()]
         if self.resized:
             lines += ["", f"Resized to the mask size ({self.protocol.resize}): {len(self.resized)} "
                           f"({', '.join(self.resized)})"]
@@ -263,6 +276,10 @@ class ReportTable:
             lines.append(f"| {method or ''} | " + " | ".join(cells) + " |")
         protocols = sorted({r.protocol.name for r in self.reports})
         legend = f"Cells: MAE / Fβ (β²=0.3) / IoU (n images); protocol: {', '.join(protocols)}."
+        resized_iou = sorted({f"{r.dataset or 'dataset'} at {r.iou_size}x{r.iou_size}" for r in self.reports
+                              if r.iou_size})
+        if resized_iou:
+            legend += f" IoU on nearest-resized map and mask: {', '.join(resized_iou)}."
         return "\n".join(lines) + "\n\n" + legend + "\n"
 
     def to_csv(self, digits: int | None = None) -> str:

@@ -186,6 +186,9 @@ def read_map(path, polarity: str = IN_FOCUS) -> np.ndarray:
     if full == 255 and arr.size and arr.max() == 1:
         log.warning("%s: an 8-bit map whose values are only 0 and 1 is nearly black; if it is a 0/1 mask, "
                     "save it as 0/255", path)
+    elif full == 65535 and arr.size and 0 < arr.max() <= 255:
+        log.warning("%s: a 16-bit map whose values are all at most 255 reads as nearly black (16-bit full scale "
+                    "is 65535); if it holds 8-bit values, save it as an 8-bit image", path)
     return decode_map(arr, full, polarity)
 
 

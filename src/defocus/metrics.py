@@ -308,6 +308,13 @@ RESIZERS = {"nearest": resize_nearest, "bilinear": resize_bilinear}
 NO_POSITIVE_POLICIES = ("zero", "exclude", "perfect")
 
 
+def is_ebd_name(dataset: str | None) -> bool:
+    """Whether a dataset name means EBD: it starts with "EBD" (any case) and no letter follows (``ebd``,
+    ``ebd1305``, ``EBD(300)``, ``EBD-1305``; not ``webdata`` or ``ebdx``)."""
+    name = (dataset or "").lower()
+    return name.startswith("ebd") and not name[3:4].isalpha()
+
+
 @dataclass(frozen=True)
 class Protocol:
     """Every choice that changes an evaluation number.
@@ -368,7 +375,7 @@ class Protocol:
         """The IoU resolution for ``dataset`` (the EBD rule, or ``iou_size``)."""
         if self.iou_size is not None:
             return self.iou_size
-        if dataset and "ebd" in dataset.lower():
+        if is_ebd_name(dataset):
             return self.ebd_iou_size
         return None
 

@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run, or 'default' (the bundled "
                                            "model) (model mode)."),
         dataset: Optional[List[str]] = typer.Option(None, "--dataset", help="Registry dataset (repeatable); in "
-                                                    "maps mode, the dataset's label."),
+                                                    "maps mode, the dataset's label; with --images, a first name "
+                                                    "that is no registry dataset labels that folder."),
         root: Optional[Path] = typer.Option(None, "--root", help="Data root of the registry datasets."),
         images: Optional[Path] = typer.Option(None, "--images", help="Folder of images paired with --gt masks "
                                               "(model mode)."),
@@ -106,6 +107,7 @@ def register(app: typer.Typer) -> None:
         """Score prediction maps against masks, or run a checkpoint on datasets (MAE / F-beta / IoU)."""
         from ..acceptance import check_requirements, needs_curves, parse_requirement
         from ..atomic import write_bytes_atomic
+        from ..data.registry import is_registered
         from ..evaluation import EvaluationInputError, FolderDataset, evaluate, write_curves
 
         try:
@@ -155,8 +157,11 @@ def register(app: typer.Typer) -> None:
                 if images is not None:
                     if gt is None:
                         raise typer.BadParameter("--images needs --gt")
-                    sets = [FolderDataset(sets.pop(0) if sets else folder_label(gt), images, gt,
-                                          gt_polarity.value, ignore)] + sets
+                    name = sets.pop(0) if sets and not is_registered(sets[0]) else folder_label(gt)
+                    sets = [FolderDataset(name, images, gt, gt_polarity.value, ignore)] + sets
+                elif gt is not None or ignore is not None or gt_polarity is not Polarity.in_focus:
+                    raise typer.BadParameter("--gt, --ignore and --gt-polarity describe a local dataset: give "
+                                             "its images with --images (a registry dataset knows its masks)")
                 if not sets:
                     raise typer.BadParameter("--model needs --dataset NAME (with --root) or --images and --gt")
                 table = evaluate(model=model, datasets=sets, root=root, protocol=protocol.value, device=device,
@@ -213,6 +218,10 @@ def register(app: typer.Typer) -> None:
         if any(r.skipped for r in table):
             typer.echo(f"warning: {sum(len(r.skipped) for r in table)} image(s) skipped (listed in the report)",
                        err=True)
+        empty = [" on ".join(x for x in (r.method, r.dataset) if x) or "the dataset" for r in table if r.n == 0]
+        if empty:
+            typer.echo(f"error: no image was scored for {', '.join(empty)}", err=True)
+            raise typer.Exit(1)
         if verdicts:
             for v in verdicts:
                 typer.echo(v.to_line(), err=as_json)

@@ -147,6 +147,11 @@ def get_spec(name: str) -> DatasetSpec:
     raise DataError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` loads from the registry: a registered name, or an ``a+b`` combination of them."""
+    return all(canonical_name(part) in _ALIASES for part in str(name).split("+"))
+
+
 def split_stems(split_file: str) -> list[str]:
     """Stems of a split shipped with the package (``TE-1.txt``, ``TR-1.txt``), in file order."""
     return parse_list(resources.files("defocus.data").joinpath("splits", split_file).read_text())
