@@ -240,6 +240,34 @@ def _png_with_header_size(path: Path, w: int, h: int):
     path.write_bytes(bytes(data))
 
 
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def test_png_pixel_errors_and_late_exif_are_read_with_the_pixels(tmp_path):
+    """Corrupt pixel data in a PNG is an error, never a map from partial pixels (reading its EXIF must not hide
+    it); an EXIF chunk placed after the pixel data still rotates the image; neither needs decoding to size it."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    data[len(data) // 2:len(data) // 2 + 100] = b"\x11" * 100
+    (tmp_path / "corrupt.png").write_bytes(bytes(data))
+    with pytest.raises(ImageDecodeError, match="corrupt.png: truncated or corrupt image data"):
+        imageio.decode_rgb(tmp_path / "corrupt.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.png")
+    plain = (tmp_path / "plain.png").read_bytes()
+    iend = plain.rindex(b"IEND") - 4
+    (tmp_path / "late.png").write_bytes(plain[:iend] + _png_chunk(b"eXIf", exif.tobytes()[6:]) + plain[iend:])
+    with Image.open(tmp_path / "late.png") as im:
+        assert imageio.displayed_size(im) == (40, 20) and im.tile      # from the header: nothing decoded
+    img, native = imageio.decode_rgb(tmp_path / "late.png")
+    assert img.size == native == (20, 40)
+    Image.new("RGB", (40, 20)).save(tmp_path / "early.png", exif=exif)
+    assert imageio.decode_rgb(tmp_path / "early.png")[1] == (20, 40)
+
+
 def make_bad_and_odd_files(d: Path) -> dict[str, Path]:
     """The robustness corpus: name -> path."""
     d.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ target folder and ``os.replace``, so a crash or a full disk never leaves a parti
 """
 from __future__ import annotations
 
+import contextlib
+
 import glob
 import logging
 import os
@@ -167,7 +169,12 @@ def open_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
 
 
 def exif_orientation(im: Image.Image) -> int:
-    """The EXIF orientation tag of ``im`` (1 = upright) or 1 when absent or unreadable."""
+    """The EXIF orientation tag of ``im`` (1 = upright) or 1 when absent or unreadable.
+
+    Never decodes pixel data: a PNG whose EXIF chunk follows its pixel data reads as 1 until it is loaded (Pillow
+    would decode the whole image to reach that chunk, before any size check, and hide a decoding error)."""
+    if im.format == "PNG" and "exif" not in im.info and im.tile:
+        return 1
     try:
         value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block must not make the image unusable
@@ -233,6 +240,17 @@ def decode_rgb(path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     return rgb, native
 
 
+@contextlib.contextmanager
+def _decoding(path):
+    """Pillow's errors while decoding pixel data, as an :class:`ImageDecodeError` naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise ImageDecodeError(path, f"truncated or corrupt image data ({e})") from None
+    except (ValueError, SyntaxError, EOFError) as e:
+        raise ImageDecodeError(path, f"corrupt image data ({e})") from None
+
+
 def _decode_opened(path, im: Image.Image, draft_min_size):
     orientation = exif_orientation(im)
     native = displayed_size(im, orientation)
@@ -242,15 +260,11 @@ def _decode_opened(path, im: Image.Image, draft_min_size):
         if orientation in _TRANSPOSING_ORIENTATIONS:
             dw, dh = dh, dw
         im.draft("RGB", (int(dw), int(dh)))
-    try:
+    with _decoding(path):
         im.load()
-    except OSError as e:
-        reason = str(e)
-        if "truncated" in reason:
-            reason = f"truncated or corrupt image data ({reason})"
-        raise ImageDecodeError(path, reason) from None
-    except (ValueError, SyntaxError, EOFError) as e:
-        raise ImageDecodeError(path, f"corrupt image data ({e})") from None
+    if orientation == 1 and im.format == "PNG":  # an EXIF chunk after the pixel data is read with them
+        orientation = exif_orientation(im)
+        native = displayed_size(im, orientation)
     if orientation != 1:
         try:
             im = ImageOps.exif_transpose(im)
