@@ -42,6 +42,11 @@ def test_input_types_give_the_same_map(bright, tmp_path):
     for x in (str(tmp_path / "x.png"), Image.fromarray(a), a, torch.from_numpy(a).permute(2, 0, 1),
               torch.from_numpy(a).permute(2, 0, 1).float() / 255.0):
         np.testing.assert_allclose(bright.predict(x).prob, ref.prob, atol=1e-6)
+    normalised = (torch.from_numpy(a).permute(2, 0, 1).float() / 255.0 - 0.5) / 0.5
+    for bad, words in ((a / 1.0, "values up to 255"), (normalised, "values down to -1"),
+                       (normalised.numpy().transpose(1, 2, 0), "values down to -1")):
+        with pytest.raises(ValueError, match=words):
+            bright.predict(bad)
 
 
 def test_paper_preprocessing_and_polarity(bright):

@@ -291,6 +291,9 @@ def image_from_array(array) -> Image.Image:
         if a.max(initial=0.0) > 1.0 + FLOAT_TOLERANCE:
             raise ValueError(f"float image array has values up to {a.max():g}; expected [0, 1] (divide by 255, "
                              f"or pass uint8)")
+        if a.min(initial=0.0) < -FLOAT_TOLERANCE:
+            raise ValueError(f"float image array has values down to {a.min():g}; expected [0, 1] (pass the image "
+                             f"before any mean/std normalisation)")
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
