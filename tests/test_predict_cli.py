@@ -231,6 +231,23 @@ def test_skip_existing_resumes(tmp_path, tiny_ckpt, monkeypatch):
     monkeypatch.setattr(defocus.inference, "Predictor", None)
     r = run(d, "-o", out, "--skip-existing")
     assert r.exit_code == 0 and "3 skipped" in r.stderr
+    # without an earlier summary, a skipped entry still has every key of a done one
+    (out / "summary.json").unlink()
+    r = run(d, "-o", out, "--skip-existing")
+    entries = json.loads((out / "summary.json").read_text())["images"]
+    assert all(set(e) == set(by_stem["p1"]) | {"skipped"} for e in entries)
+
+
+def test_a_summary_json_no_batch_wrote_is_never_replaced(tmp_path, tiny_ckpt):
+    d = tmp_path / "photos"
+    photo(d / "p.png", 0)
+    (d / "summary.json").write_text('{"my": "own notes"}')
+    r = run(d, "-o", d, "--model", tiny_ckpt)
+    assert r.exit_code == 2 and "summary.json exists and was not written by defocus predict" in r.stderr
+    assert (d / "summary.json").read_text() == '{"my": "own notes"}' and not (d / "p_prob.png").exists()
+    (d / "summary.json").unlink()
+    assert run(d, "-o", d, "--model", tiny_ckpt).exit_code == 0
+    assert run(d, "-o", d, "--model", tiny_ckpt).exit_code == 0     # its own summary is replaced
 
 
 def test_skip_existing_redoes_outputs_recorded_for_another_file(tmp_path, tiny_ckpt, monkeypatch):

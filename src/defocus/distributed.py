@@ -276,7 +276,7 @@ def _make_inputs(ray, inputs, out_dir: Path, save, recursive: bool, roots, done:
 def _local_inputs(ray, items, out_dir: Path, save, recursive: bool, done: dict, batch_size: int) -> _Inputs:
     """Files listed on the driver with the output stems ``defocus predict`` gives them (a folder's layout kept,
     repeated names made unique, inputs and foreign files never overwritten); finished ones dropped."""
-    plan = plan_batch(items, out_dir, save, recursive=recursive)
+    plan = plan_batch(items, out_dir, save, recursive=recursive, writes_summary=False)
     jobs = [(os.path.abspath(job.path), job.stem) for job in plan.jobs]
     rows = [{"path": path, "output": stem} for path, stem in jobs if done.get(stem) != path]
     blocks = max(1, min(len(rows), -(-len(rows) // batch_size)))

@@ -167,13 +167,16 @@ def unique_stems(files, roots, out_dir) -> list[str]:
 
 
 def plan_batch(inputs, out_dir="outputs", save=SAVE_CHOICES, recursive: bool = False,
-               skip_existing: bool = False) -> BatchPlan:
-    """Check and plan a batch without any model: ``ValueError`` for an unknown output in ``save``, ``OSError``
-    when ``out_dir`` cannot be written; inputs are expanded (see :func:`defocus.imageio.collect_inputs`), a
+               skip_existing: bool = False, writes_summary: bool = True) -> BatchPlan:
+    """Check and plan a batch without any model: ``ValueError`` for an unknown output in ``save`` or (when the
+    batch ``writes_summary``) a ``summary.json`` in ``out_dir`` that no batch wrote, ``OSError`` when
+    ``out_dir`` cannot be written; inputs are expanded (see :func:`defocus.imageio.collect_inputs`), a
     folder's sub-folder layout is kept under ``out_dir``, and with ``skip_existing`` the images whose outputs
     all exist are skipped - unless the earlier ``summary.json`` says those outputs are another file's."""
     save = check_save(save)
     out_dir = imageio.check_writable_dir(out_dir)
+    if writes_summary:
+        check_summary_is_ours(out_dir)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found = imageio.collect_inputs(inputs, recursive=recursive)
@@ -234,6 +237,22 @@ class OutputWriter:
         return [e for e in self.entries if e is not None]
 
 
+def check_summary_is_ours(out_dir) -> None:
+    """Refuse (``ValueError``) an output folder whose ``summary.json`` is not one that a batch wrote: it would
+    be replaced."""
+    path = Path(out_dir) / imageio.SUMMARY_NAME
+    if not path.exists():
+        return
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        ours = isinstance(summary, dict) and isinstance(summary.get("images"), list) and "n_images" in summary
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{path} exists and was not written by defocus predict: it would be replaced; choose "
+                         f"another output folder (-o), or move that file")
+
+
 def previous_entries(out_dir) -> dict[str, dict]:
     """The successful entries of an earlier ``summary.json`` in ``out_dir``, by output stem (empty when there is
     none or it cannot be read)."""
@@ -266,7 +285,7 @@ def skipped_entry(job: Job, plan: BatchPlan, earlier: dict[str, dict]) -> dict:
         entry = {**entry, "path": str(job.path)}
     else:
         entry = {"path": str(job.path), "output": job.stem, "width": None, "height": None,
-                 "in_focus_fraction": None, "seconds": 0.0, "error": None}
+                 "in_focus_fraction": None, "threshold": None, "seconds": 0.0, "error": None}
     outputs = relative_outputs(expected_outputs(plan.out_dir, job.stem, plan.save), plan.out_dir)
     return {**entry, "outputs": outputs, "skipped": True}
 
