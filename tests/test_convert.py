@@ -45,6 +45,8 @@ def authors_files(manifest, tmp_path_factory):
     out = {}
     for seed, arch in enumerate(ARCHS):
         sd = synthetic_state_dict(manifest[arch], seed)
+        if arch == "dffnet_no_dffm":  # as trained: the DFFM convolutions never ran, so never counted a batch
+            sd.update({f"agg1.conv_upsample{i}.bn.num_batches_tracked": torch.tensor(0) for i in (1, 2, 3, 6)})
         path = root / f"{arch}.pth"
         torch.save(sd, path)
         out[arch] = (path, sd)
@@ -56,9 +58,22 @@ def converted(authors_files):
     """{arch: (model, report, authors' state dict)}, each converted from its file (one ResNeSt build each)."""
     out = {}
     for arch, (path, sd) in authors_files.items():
-        model, report = load_authors_checkpoint(path, arch="dffnet_no_dffm" if arch == "dffnet_no_dffm" else None)
+        model, report = load_authors_checkpoint(path)
         out[arch] = (model, report, sd)
     return out
+
+
+def test_dffnet_and_its_variant_without_dffm_are_told_apart_by_their_batchnorm_counters(authors_files, caplog):
+    from defocus.models.authors import dffm_never_ran
+
+    assert detect_arch(authors_files["dffnet_no_dffm"][1]) == "dffnet_no_dffm"
+    assert detect_arch(authors_files["dffnet"][1]) == "dffnet"
+    untrained = {k: torch.tensor(0) if k.endswith("num_batches_tracked") else v
+                 for k, v in authors_files["dffnet_no_dffm"][1].items()}
+    assert not dffm_never_ran(untrained) and detect_arch(untrained) == "dffnet"   # cannot tell: the default
+    with caplog.at_level("WARNING", logger="defocus.models.authors"):
+        _, report = convert_state_dict(authors_files["dffnet_no_dffm"][1], arch="dffnet")
+    assert report.arch == "dffnet" and "never ran in training" in caplog.text
 
 
 def test_variant_detection(manifest):
@@ -177,6 +192,7 @@ def test_unwrap_variants():
     assert unwrap_state_dict({"a.w": t}) == {"a.w": t}
     assert unwrap_state_dict({"state_dict": {"module.a.w": t}, "optimizer": {}}) == {"a.w": t}
     assert unwrap_state_dict({"model": {"state_dict": {"a.w": t}}}) == {"a.w": t}
+    assert unwrap_state_dict({"state_dict": {"a.w": t}, "best_mae": torch.tensor(0.03), "epoch": 9}) == {"a.w": t}
     with pytest.raises(CheckpointMismatchError, match="no tensors"):
         unwrap_state_dict({"epoch": 3})
 

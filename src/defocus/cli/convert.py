@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         arch: Optional[str] = typer.Option(
             None, "--arch",
             help="Variant, when the file cannot tell: dffnet (default) or dffnet_no_dffm, which have identical "
-                 "keys. Other variants (dffnet_no_attention, pdnet, rdffnet) are recognised from the keys."),
+                 "keys (told apart by the BatchNorm counters of the convolutions only DFFNet runs, when the file "
+                 "has them). Other variants (dffnet_no_attention, pdnet, rdffnet) are recognised from the keys."),
         dtype: str = typer.Option("float32", "--dtype", help="Stored precision: float32, float16 or bfloat16."),
     ):
         """Convert an authors' D-DFFNet-family checkpoint to a self-describing safetensors file, strictly."""

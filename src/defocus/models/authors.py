@@ -11,8 +11,9 @@ tensors left over may be the known unused ones:
 * ``rfbN_1.*`` (PDNet): RFBs that are built but never called;
 * ``agg1.conv_upsample{1,2,3,6}.*`` (DFFNet w/o DFFM): the DFFM convolutions the variant does not use.
 
-Assumptions, where the files cannot tell: ``dffnet`` and ``dffnet_no_dffm`` have identical keys (pick with
-``arch``, default ``dffnet``); in ``dffnet_no_dffm`` the convolution applied to the top branch after attention is
+Assumptions, where the files cannot tell: ``dffnet`` and ``dffnet_no_dffm`` have identical keys (told apart by
+the BatchNorm counters of the DFFM convolutions, which a "w/o DFFM" network never runs; ``arch`` overrides;
+``dffnet`` when the counters cannot tell); in ``dffnet_no_dffm`` the convolution applied to the top branch after attention is
 ``agg1.conv_upsample4`` (the one that makes T1 in DFFNet); in R-DFFNet ``agg1.side5..8`` are the depth heads on
 T1..T4, and the file has no final depth head, so the model is built with ``final_depth_head=False``.
 """
@@ -95,9 +96,10 @@ def authors_name(key: str) -> str:
 
 def unwrap_state_dict(obj) -> dict:
     """Return the plain state dict inside ``obj``: unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers
-    and strips a ``module.`` prefix (``DataParallel``)."""
-    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+    (also when tensors such as a metric sit beside them: a state dict's own keys never hold a dict) and strips a
+    ``module.`` prefix (``DataParallel``)."""
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict) and obj[k]), None)
         if inner is None:
             break
         obj = inner
@@ -131,8 +133,24 @@ def read_authors_checkpoint(path) -> dict:
         raise CheckpointMismatchError(f"{path}: {e}") from None
 
 
+#: BatchNorm counters of the DFFM convolutions a "w/o DFFM" network never runs, and of one that both variants run
+_DFFM_COUNTERS = tuple(f"agg1.conv_upsample{i}.bn.num_batches_tracked" for i in (1, 2, 3, 6))
+_SHARED_COUNTER = "agg1.conv_upsample4.bn.num_batches_tracked"
+
+
+def dffm_never_ran(sd: dict) -> bool:
+    """Whether a trained DFFNet-shaped state dict comes from "w/o DFFM": its DFFM convolutions' BatchNorm layers
+    counted no batch while a convolution both variants run counted some (a module that never runs in training
+    never updates its statistics). ``False`` when the counters are absent or none ran (an untrained file)."""
+    counters = [sd.get(k) for k in _DFFM_COUNTERS + (_SHARED_COUNTER,)]
+    if any(not isinstance(c, torch.Tensor) or c.numel() != 1 for c in counters):
+        return False
+    return all(int(c) == 0 for c in counters[:-1]) and int(counters[-1]) > 0
+
+
 def detect_arch(sd: dict) -> str:
-    """Recognise the authors' variant from the keys (``dffnet`` for the indistinguishable ``dffnet_no_dffm``).
+    """Recognise the authors' variant from the keys; ``dffnet`` and ``dffnet_no_dffm``, which have the same
+    keys, from the BatchNorm counters of the DFFM convolutions (:func:`dffm_never_ran`), else ``dffnet``.
 
     Raises:
         CheckpointMismatchError: the keys belong to none of the released variants.
@@ -145,7 +163,7 @@ def detect_arch(sd: dict) -> str:
         return "rdffnet"
     if "agg1.spatial_attention1.0.weight" not in sd:
         return "dffnet_no_attention"
-    return "dffnet"
+    return "dffnet_no_dffm" if dffm_never_ran(sd) else "dffnet"
 
 
 def convert_state_dict(sd: dict, arch: str | None = None):
@@ -153,8 +171,8 @@ def convert_state_dict(sd: dict, arch: str | None = None):
 
     Args:
         sd: the authors' state dict (a wrapping dict or ``module.`` prefix is accepted).
-        arch: one of :data:`AUTHORS_CLASSES`; default: recognised from the keys (``dffnet`` and
-            ``dffnet_no_dffm`` cannot be told apart; the default is ``dffnet``).
+        arch: one of :data:`AUTHORS_CLASSES`; default: recognised from the file (:func:`detect_arch`; a
+            ``dffnet``-shaped file whose BatchNorm counters cannot tell is taken as ``dffnet``).
 
     Returns:
         ``(model, report)``: a ResNeSt-101 :class:`~defocus.models.dffnet.DBDNet` in eval mode and a
@@ -172,6 +190,9 @@ def convert_state_dict(sd: dict, arch: str | None = None):
     if arch != detected and {arch, detected} != {"dffnet", "dffnet_no_dffm"}:
         raise CheckpointMismatchError(f"the file holds a {detected} ({AUTHORS_CLASSES[detected]}) checkpoint, "
                                       f"not {arch}")
+    if arch == "dffnet" and detected == "dffnet_no_dffm":
+        log.warning("loading as dffnet a file whose DFFM convolutions never ran in training (a 'w/o DFFM' "
+                    "network, dffnet_no_dffm): their weights are untrained")
     kwargs = {"final_depth_head": False} if arch == "rdffnet" else {}
     # Built without storage: names and shapes are checked first, then the file's tensors become the weights.
     with torch.device("meta"):

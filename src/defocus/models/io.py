@@ -86,7 +86,7 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
 
     ``path`` is a defocus safetensors file (config from its metadata), ``"default"`` (the bundled model) or one
     of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.models.authors`; ``arch``
-    picks ``dffnet`` / ``dffnet_no_dffm`` for those, which the file cannot tell apart). The model is returned in eval mode on ``device``, with
+    picks ``dffnet`` / ``dffnet_no_dffm`` where the file cannot tell them apart). The model is returned in eval mode on ``device``, with
     floating tensors in ``dtype``.
     """
     from safetensors.torch import load_file
