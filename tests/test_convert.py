@@ -217,6 +217,41 @@ def test_not_a_checkpoint(tmp_path):
         convert_state_dict({"conv.weight": torch.zeros(1)})
 
 
+def test_files_that_are_no_authors_checkpoint_are_named(authors_files, tmp_path):
+    """A defocus file given to convert, the authors' tensors saved as safetensors (they load like the .pth), and a
+    MiDaS file: each named for what it is, the path once."""
+    from safetensors.torch import save_file
+
+    from defocus.models import load_model
+
+    path, sd = authors_files["pdnet"]
+    as_safetensors = tmp_path / "pdnet.safetensors"
+    save_file({k: v.clone() for k, v in sd.items()}, as_safetensors)
+    assert load_model(as_safetensors).config["name"] == "pdnet"
+    convert_checkpoint(as_safetensors, tmp_path / "ours.safetensors")
+    with pytest.raises(ValueError, match="ours.safetensors: already a defocus checkpoint"):
+        convert_checkpoint(tmp_path / "ours.safetensors", tmp_path / "again.safetensors")
+    midas = tmp_path / "midas.pt"
+    torch.save({"pretrained.layer1.0.weight": torch.zeros(1), "scratch.output_conv.4.bias": torch.zeros(1)}, midas)
+    with pytest.raises(CheckpointMismatchError, match="a MiDaS depth network"):
+        load_authors_checkpoint(midas)
+    from defocus.inference.loading import load_network
+
+    with pytest.raises(ValueError) as e:
+        load_network(str(midas))
+    assert str(e.value).count(str(midas)) == 1
+
+
+def test_pickled_models_and_folders_are_named_for_what_they_are(tmp_path):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "whole.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"whole.pth: holds pickled Python objects "
+                                                      r"\(torch.nn.modules.linear.Linear\)"):
+        load_authors_checkpoint(tmp_path / "whole.pth")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointMismatchError, match="run: a folder, not a checkpoint file"):
+        load_authors_checkpoint(tmp_path / "run")
+
+
 def test_training_checkpoint_is_named_as_such(tmp_path):
     """A run's resume state given where a model is expected points to the model file beside it."""
     from defocus.engine.checkpoint import save_checkpoint

@@ -313,3 +313,16 @@ def test_a_model_runs_at_the_input_defaults_its_file_records(tmp_path):
         assert Predictor(str(f), device="cpu", size=96).input_size((200, 100)) == (96, 96)
         assert p.with_options(size=32).with_options(size=None).options.size == 64
     assert Predictor(str(paths["plain"]), device="cpu").options.size == 320       # the paper's
+
+
+def test_an_onnx_file_defocus_did_not_export_is_named(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logit"])], "foreign",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logit", TensorProto.FLOAT, [1, 3, 8, 8])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ValueError, match="foreign.onnx: this ONNX file was not exported by defocus"):
+        Predictor(str(path))

@@ -13,7 +13,7 @@ import torch
 from .models.authors import (AUTHORS_CLASSES, CheckpointMismatchError, ConversionReport, authors_name,
                              convert_state_dict, detect_arch, load_authors_checkpoint, read_authors_checkpoint,
                              unwrap_state_dict)
-from .models.io import save_model
+from .models.io import is_defocus_file, save_model
 
 __all__ = ["AUTHORS_CLASSES", "CheckpointMismatchError", "ConversionReport", "authors_name", "convert_checkpoint",
            "convert_state_dict", "detect_arch", "load_authors_checkpoint", "read_authors_checkpoint",
@@ -28,6 +28,8 @@ def convert_checkpoint(src, dst, arch: str | None = None, dtype: torch.dtype | N
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: refusing to overwrite the input file")
+    if src.is_file() and is_defocus_file(src):
+        raise ValueError(f"{src}: already a defocus checkpoint; it opens as it is (--model {src})")
     model, report = load_authors_checkpoint(src, arch)
     save_model(model, dst, dtype=dtype, metadata={"converted_from": src.name,
                                                   "source_class": AUTHORS_CLASSES[report.arch]})

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..bundled import resolve_default
 from ..defaults import PAPER_SIZE, UPSCALE_KEY, input_size_of
 from ..devices import resolve_device  # noqa: F401  (part of this module's API)
+from ..errors import first_line
 from ..optional import require_torch
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ def load_network(model, device="cpu") -> tuple["torch.nn.Module", ModelInfo]:
         try:
             net = load_model(path, device="cpu")
         except Exception as e:  # wrong format, truncated file, mismatching weights ...
-            raise ValueError(f"{path}: cannot load this checkpoint ({e})") from None
+            reason = first_line(e)
+            raise ValueError(reason if reason.startswith(f"{path}:") else
+                             f"{path}: cannot load this checkpoint ({reason})") from None
         cfg, source = net.config, str(path)
     elif isinstance(model, str) and _registry_spec(model):
         name, backbone = _registry_spec(model)

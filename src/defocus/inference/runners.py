@@ -184,7 +184,10 @@ class OnnxRunner(Runner):
             raise
         except Exception as e:
             raise ValueError(f"{path}: cannot load this ONNX model ({e})") from None
-        cfg = read_onnx_config(session)
+        try:
+            cfg = read_onnx_config(session)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         info = ModelInfo.from_config("onnx", cfg, str(path), "onnx")
         return cls(session, info, dev)
 

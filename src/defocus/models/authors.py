@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -113,15 +114,28 @@ def unwrap_state_dict(obj) -> dict:
     return tensors
 
 
+def _load_safetensors(path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: cannot read as safetensors ({e})") from None
+
+
 def read_authors_checkpoint(path) -> dict:
-    """Read an authors' ``.pth`` with ``torch.load(weights_only=True)`` and return its plain state dict.
+    """Read an authors' ``.pth`` with ``torch.load(weights_only=True)`` (their tensors saved as ``.safetensors``
+    with safetensors) and return its plain state dict.
 
     Raises:
         CheckpointMismatchError: the file is missing, truncated, not a torch file, holds no state dict, or is
             a ``defocus train`` checkpoint (``checkpoint.pt``).
     """
     try:
-        obj = load_torch_file(path)
+        obj = _load_safetensors(path) if str(path).lower().endswith(".safetensors") else load_torch_file(path)
     except (FileNotFoundError, ValueError) as e:
         raise CheckpointMismatchError(str(e)) from None
     if isinstance(obj, dict) and "format_version" in obj and "optimizers" in obj:
@@ -156,6 +170,10 @@ def detect_arch(sd: dict) -> str:
         CheckpointMismatchError: the keys belong to none of the released variants.
     """
     if not any(k.startswith("agg1.") for k in sd) or not any(k.startswith("resnest.") for k in sd):
+        if any(k.startswith("scratch.") for k in sd) and any(k.startswith("pretrained.") for k in sd):
+            raise CheckpointMismatchError("a MiDaS depth network ('pretrained.*' / 'scratch.*' tensors), not a "
+                                          "D-DFFNet-family checkpoint: it is the depth teacher's "
+                                          "(distill.depth_weights)")
         raise CheckpointMismatchError("not a D-DFFNet-family checkpoint (no 'resnest.*' / 'agg1.*' tensors)")
     if "agg1.conv11.weight" in sd:
         return "pdnet"

@@ -7,6 +7,9 @@ or a path to a local weight file (``.pth``/``.pt``/``.safetensors``).
 from __future__ import annotations
 
 import logging
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import timm
@@ -24,10 +27,20 @@ def load_torch_file(path):
     """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable torch file (truncated,
     text, another format) is a ``ValueError`` naming it, a missing one a ``FileNotFoundError``."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # not a torch file at all (text, another format)
+            raise ValueError(f"{path}: cannot read as a torch checkpoint (not a .pth?)") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(f"{path}: holds pickled Python objects{what}, not only tensors: a whole model rather than "
+                         f"its state_dict? They are never loaded (unpickling can run code); save "
+                         f"torch.save(model.state_dict(), path) instead") from None
     except Exception as e:  # torch.load raises many types for damaged files (EOFError, KeyError, RuntimeError, ...)
         raise ValueError(f"{path}: cannot read as a torch checkpoint (truncated or not a .pth?): "
                          f"{type(e).__name__}: {first_line(e)}") from None

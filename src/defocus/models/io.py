@@ -81,11 +81,22 @@ def is_safetensors(path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+def is_defocus_file(path) -> bool:
+    """Whether ``path`` is a defocus safetensors file (one whose metadata holds its model config)."""
+    if not is_safetensors(path):
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return CONFIG_KEY in (f.metadata() or {})
+    except Exception:  # a damaged header: not one that loads
+        return False
+
+
 def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str | None = None):
     """Rebuild a model from a checkpoint file alone, strictly.
 
     ``path`` is a defocus safetensors file (config from its metadata), ``"default"`` (the bundled model) or one
-    of the authors' released ``.pth`` files, converted on the fly (see :mod:`defocus.models.authors`; ``arch``
+    of the authors' released ``.pth`` files (or their tensors saved as safetensors), converted on the fly (see :mod:`defocus.models.authors`; ``arch``
     picks ``dffnet`` / ``dffnet_no_dffm`` where the file cannot tell them apart). The model is returned in eval mode on ``device``, with
     floating tensors in ``dtype``.
     """
@@ -94,7 +105,7 @@ def load_model(path, device="cpu", dtype: torch.dtype = torch.float32, arch: str
     path = resolve_default(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    if not is_safetensors(path):
+    if not is_defocus_file(path):
         model, _ = load_authors_checkpoint(path, arch)
         return model.to(device=device, dtype=dtype).eval()
     cfg = dict(read_metadata(path)["config"])
