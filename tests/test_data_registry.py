@@ -297,6 +297,32 @@ def test_train_transform_without_upscale_mirrors_small_photos_out_to_the_size():
     assert train_transform(size=32, upscale=True)(img, mask)[0].shape == (3, 32, 32)
 
 
+def test_train_transform_crop_keeps_the_scale_of_the_size_and_mirrors_small_photos_to_the_crop():
+    # columns and rows encoded in the pixels: a crop of the 64-px resize keeps 64-px spacing of the 128-px photo
+    cols, rows = np.meshgrid(np.arange(128), np.arange(96))
+    img = np.stack([cols * 2, rows * 2, np.zeros_like(cols)], -1).astype(np.uint8)
+    mask = ((cols // 16) % 2 * 255).astype(np.uint8)
+    t = train_transform(size=64, crop=24, hflip=0.0, jitter=0.0, upscale=False, mean=(0, 0, 0), std=(1, 1, 1))
+    torch.manual_seed(0)
+    windows = set()
+    for _ in range(8):
+        x, y = t(img, mask)
+        assert x.shape == (3, 24, 24) and y.shape == (1, 24, 24)
+        col_of = x[0, 0].numpy() * 255 / 2
+        assert np.allclose(np.diff(col_of), 2.0, atol=1.01)     # every second column: the 64-px scale
+        expected = (np.rint(col_of).astype(int) // 16) % 2
+        assert (y[0, 0].numpy() == expected).mean() > 0.9         # labels cropped with the image
+        windows.add(float(col_of[0]))
+    assert len(windows) > 1                                        # a random window
+    small = t(np.zeros((10, 16, 3), np.uint8), np.zeros((10, 16), np.uint8))
+    assert small[0].shape == (3, 24, 24)                           # mirrored out to the crop, not to the size
+    from defocus.config import load_config
+
+    with pytest.raises(ValueError, match="data.crop: expected a window side"):
+        load_config(None, ["data.size=64", "data.crop=128"])
+    assert load_config(None, ["data.size=64", "data.crop=32"]).data.crop == 32
+
+
 def test_eval_transform_full_resolution_target():
     img = Image.new("RGB", (40, 30))
     mask = Image.new("L", (40, 30), 255)

@@ -167,6 +167,7 @@ class DataConfig:
     zoom: Optional[tuple[float, float]] = None    # not in the paper: crop a random share of the area, then resize
     zoom_prob: float = 0.5                        # share of training samples zoomed (with ``zoom`` set)
     upscale: bool = True                          # False (not in the paper): never enlarge a side, mirror out to size
+    crop: Optional[int] = None                    # not in the paper: after the resize, a random crop x crop window
     batch_size: int = 6
     num_workers: int = 8
     drop_last: bool = True
@@ -181,6 +182,8 @@ class DataConfig:
             raise FieldError("zoom", f"expected [low, high] with 0 < low <= high <= 1, got {list(self.zoom)}")
         if not 0 <= self.zoom_prob <= 1:
             raise FieldError("zoom_prob", f"expected a probability, got {self.zoom_prob}")
+        if self.crop is not None and not 0 < self.crop <= self.size:
+            raise FieldError("crop", f"expected a window side in [1, size = {self.size}], got {self.crop}")
         if self.synthetic is not None and self.synthetic.cfg.size != self.size:   # frames are rendered at `size`
             cfg = dataclasses.replace(self.synthetic.cfg, size=self.size)
             object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, cfg=cfg))

@@ -162,7 +162,7 @@ def _tail(mean, std) -> list:
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
                     jitter: float = 0.1, zoom: Optional[tuple[float, float]] = None,
-                    zoom_prob: float = 0.5, upscale: bool = True) -> PairTransform:
+                    zoom_prob: float = 0.5, upscale: bool = True, crop: Optional[int] = None) -> PairTransform:
     """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
@@ -170,7 +170,9 @@ def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip
     ``zoom_prob`` a window covering that share of the area (low, high) is cut before the resize
     (:class:`RandomZoom`). ``upscale=False`` (not in the paper): a side shorter than ``size`` is not enlarged; the
     sample is mirrored out to ``size`` instead (:class:`MirrorPad`), so the network learns sharpness at the scale
-    ``Predictor(upscale=False)`` shows it small photos."""
+    ``Predictor(upscale=False)`` shows it small photos. ``crop`` (not in the paper): after the resize, a random
+    ``crop`` x ``crop`` window is cut (a smaller sample is mirrored out to ``crop``, not to ``size``), so the
+    network learns at the scale of a ``size`` input while a step costs a ``crop`` one."""
     ops = []
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(p=hflip))
@@ -178,11 +180,13 @@ def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip
         ops.append(RandomZoom(zoom, p=zoom_prob))
     if size is not None:
         ops.append(PairedResize(size, upscale=upscale))
-        if not upscale:
-            ops.append(MirrorPad(size))
+        if not upscale or crop is not None:
+            ops.append(MirrorPad(size if crop is None else crop))
+    if crop is not None:
+        ops.append(v2.RandomCrop(crop))
     if jitter > 0:
         ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=0))
-    return PairTransform(ops + _tail(mean, std), size, mean, std)
+    return PairTransform(ops + _tail(mean, std), size if crop is None else crop, mean, std)
 
 
 def eval_transform(size: Optional[int] = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD,

@@ -23,7 +23,8 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
     from ..data import transforms
 
     tf = transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter,
-                                    zoom=data.zoom, zoom_prob=data.zoom_prob, upscale=data.upscale)
+                                    zoom=data.zoom, zoom_prob=data.zoom_prob, upscale=data.upscale,
+                                    crop=data.crop)
     if with_depth and data.synthetic is None:
         raise ValueError("a scene-depth target needs rendered scenes: set data.synthetic")
     if data.synthetic is not None and not data.train:
