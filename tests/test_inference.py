@@ -211,6 +211,23 @@ def test_exif_orientation_is_applied(bright, tmp_path):
     assert pred.overlay().size == (40, 80)
 
 
+def test_every_format_is_turned_upright_once(tmp_path):
+    """JPEG, PNG, WebP and TIFF with orientation 6 decode to the same upright pixels and displayed size (Pillow
+    turns a TIFF upright itself from version 12 on; nothing may turn it a second time)."""
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = np.rot90(stored, -1)
+    for name, kwargs in (("r.png", {}), ("r.tif", {}), ("r.webp", {"lossless": True})):
+        Image.fromarray(stored).save(tmp_path / name, exif=exif.tobytes(), **kwargs)
+        with Image.open(tmp_path / name) as im:
+            assert imageio.displayed_size(im) == (30, 50), name
+        img, native = imageio.decode_rgb(tmp_path / name)
+        assert native == img.size == (30, 50), name
+        np.testing.assert_array_equal(np.asarray(img), upright, err_msg=name)
+
+
 def test_predict_many_keeps_order_batches_and_reports_errors(bright, tmp_path):
     (tmp_path / "bad.jpg").write_text("not an image")
     inputs = [halves(20 + i, 10 + i) for i in range(4)] + [tmp_path / "bad.jpg", halves(33, 17)]
@@ -541,3 +558,10 @@ def test_output_stems_expected_outputs_and_done(bright, tmp_path):
     failed = write_entry(bright.predict(halves(20, 10)), blocker, "x", "mask")
     assert "cannot write outputs" in failed["error"] and failed["in_focus_fraction"] is None
     assert failed["output"] == "x" and failed["outputs"] == {}
+
+
+def test_pixel_limit_messages_never_read_as_equal_counts(tmp_path):
+    assert imageio.pixel_counts(24_000_000, 16_000_000) == ("24 MP", "16 MP")
+    Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
+    with pytest.raises(ImageDecodeError, match="= 120000 pixels, above the limit of 100000 pixels"):
+        imageio.decode_rgb(tmp_path / "a.png", max_pixels=100_000)

@@ -181,6 +181,25 @@ def test_request_options_run_the_one_loaded_model():
     assert other.input_size((200, 100)) == (96, 48) and other.input_size((40, 20)) == (40, 20)
 
 
+def test_an_internal_fault_with_one_image_fails_it_in_place(client, monkeypatch):
+    from defocus.serve import jobs
+
+    real = jobs.describe
+
+    def describe(filename, *args):
+        if filename == "b.png":
+            raise ValueError("boom")
+        return real(filename, *args)
+
+    monkeypatch.setattr(jobs, "describe", describe)
+    files = [("file", ("a.jpg", PHOTO.read_bytes())), ("file", ("b.png", PHOTO_PNG.read_bytes()))]
+    r = client.post("/v1/predict/batch", files=files, params={"include": ""})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["failed"] == 1 and body["results"][0].get("error") is None
+    assert body["results"][1]["error"] == "b.png: cannot encode the outputs (ValueError)"
+
+
 def test_batch_in_upload_order_with_a_failure_in_place(client):
     files = [("file", ("a.jpg", PHOTO.read_bytes())), ("file", ("notes.txt", b"not an image at all")),
              ("file", ("empty.jpg", b"")), ("file", ("b.png", PHOTO_PNG.read_bytes()))]
@@ -238,7 +257,7 @@ def test_too_large_upload_refused(predictor):
         big = PHOTO.read_bytes()
         assert len(big) > 50_000
         message = assert_one_line_error(post_file(c, big), 413)
-        assert "larger than the limit of 0.0476837 MiB" in message  # the configured limit, not the body's
+        assert "larger than the limit of 50000 bytes" in message  # the configured limit, not the body's
         raw = c.post("/v1/predict", content=big)
         assert_one_line_error(raw, 413)
         small = io.BytesIO()
@@ -333,6 +352,26 @@ def test_request_timeout_gives_504_and_frees_its_slot(predictor):
             threading.Event().wait(0.05)
         assert pool.in_flight == 0  # every slot is free again: nothing leaked
         assert c.get("/v1/models").status_code == 200
+
+
+def test_retry_after_grows_with_a_job_that_runs_longer_than_the_others():
+    import threading
+    import time
+
+    from defocus.serve.pool import BoundedPool
+
+    pool = BoundedPool(workers=1, queue_size=0)
+    done = threading.Event()
+    try:
+        pool.submit(lambda: None).result()      # finished jobs make the mean small
+        pool._mean_seconds = 0.01
+        pool.submit(done.wait)
+        time.sleep(1.3)
+        assert pool.retry_after() >= 2          # the running job has taken 1.3 s already
+    finally:
+        done.set()
+        pool.shutdown()
+    assert pool.in_flight == 0 and pool.retry_after() == 1
 
 
 def test_a_slot_is_taken_before_the_upload_is_read_and_freed_when_no_job_comes_of_it():
@@ -447,7 +486,7 @@ def test_twenty_parallel_requests_all_answered(predictor):
 @pytest.mark.parametrize("bad, words", [
     ({"workers": 0}, "workers"), ({"queue_size": -1}, "queue_size"), ({"size": 8}, "size"),
     ({"threshold": 1.5}, "threshold"), ({"api_key": ""}, "api_key"), ({"request_timeout": 0}, "request_timeout"),
-    ({"threads": 0}, "threads"),
+    ({"threads": 0}, "threads"), ({"api_key": "ключ"}, "printable ASCII"), ({"api_key": " key"}, "api_key"),
 ])
 def test_settings_refuse_nonsense(bad, words):
     with pytest.raises(ValueError, match=words):

@@ -76,8 +76,15 @@ def pixel_count(n: float) -> str:
     return f"{round(n / 1e6, 1):g} MP" if n >= 100_000 else f"{int(n)} pixels"
 
 
+def pixel_counts(a: float, b: float) -> tuple[str, str]:
+    """Two pixel counts in words (:func:`pixel_count`), exact when the rounded words would read the same."""
+    words = pixel_count(a), pixel_count(b)
+    return (f"{int(a)} pixels", f"{int(b)} pixels") if words[0] == words[1] else words
+
+
 def _pixel_limit_message(w: int, h: int, max_pixels: int) -> str:
-    return (f"image is {w}x{h} = {pixel_count(w * h)}, above the limit of {pixel_count(max_pixels)} "
+    size, limit = pixel_counts(w * h, max_pixels)
+    return (f"image is {w}x{h} = {size}, above the limit of {limit} "
             f"(a guard against decompression bombs); raise it with --max-pixels / max_pixels=N "
             f"(0 disables the limit)")
 
@@ -182,11 +189,22 @@ def exif_orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+def _size_already_oriented(im: Image.Image) -> bool:
+    """Whether Pillow reports ``im.size`` with the orientation applied (TIFF from Pillow 12 on, which also turns
+    the pixels upright when loading): the stored width and height tags then read swapped."""
+    tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
+    if not tags or 256 not in tags or 257 not in tags:
+        return False
+    return (tags[256], tags[257]) != im.size
+
+
 def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int, int]:
     """(width, height) of ``im`` as displayed, i.e. after its EXIF orientation is applied."""
     orientation = exif_orientation(im) if orientation is None else orientation
     w, h = im.size
-    return (h, w) if orientation in _TRANSPOSING_ORIENTATIONS else (w, h)
+    if orientation in _TRANSPOSING_ORIENTATIONS and not _size_already_oriented(im):
+        return h, w
+    return w, h
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -262,9 +280,12 @@ def _decode_opened(path, im: Image.Image, draft_min_size):
         im.draft("RGB", (int(dw), int(dh)))
     with _decoding(path):
         im.load()
-    if orientation == 1 and im.format == "PNG":  # an EXIF chunk after the pixel data is read with them
-        orientation = exif_orientation(im)
-        native = displayed_size(im, orientation)
+    # again once loaded: a PNG's EXIF chunk after the pixel data is read with them, and Pillow turns a TIFF
+    # upright itself while loading (dropping its orientation tag); a JPEG may have been decoded reduced (draft)
+    loaded = exif_orientation(im)
+    if loaded != orientation and im.format != "JPEG":
+        native = displayed_size(im, loaded)
+    orientation = loaded
     if orientation != 1:
         try:
             im = ImageOps.exif_transpose(im)

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
                                       "maps (not in the paper): twice the time per request."),
         refine: bool = typer.Option(False, "--refine", help="Refine every map along the photo's colour edges "
                                     "(closed-form matting; not in the paper): a few seconds an image on a CPU."),
-        max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file."),
+        max_upload_mb: float = typer.Option(40.0, "--max-upload-mb", min=0.001, help="Largest accepted file, in MiB (2^20 bytes)."),
         max_pixels: int = typer.Option(SERVE_MAX_PIXELS, "--max-pixels", min=1, help="Largest accepted image "
                                        "(width x height; a guard against decompression bombs)."),
         timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds a request may take."),

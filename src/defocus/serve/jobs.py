@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import re
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from ..inference import Prediction, make_overlay, prob_to_uint8
 from ..inference.result import JPEG_QUALITY, PNG_COMPRESS_LEVEL
 from .predictors import ServerPredictors
 from .uploads import EMPTY_UPLOAD, ServeError, Upload
+
+log = logging.getLogger(__name__)
 
 #: The outputs a response can carry and their media types.
 OUTPUTS = {"prob": "image/png", "mask": "image/png", "overlay": "image/jpeg"}
@@ -66,8 +69,8 @@ def check_pixels(path: Path, filename: str, max_pixels: int) -> None:
     except imageio.ImageDecodeError as e:
         raise ServeError(422, f"{filename}: {e.reason}") from None
     if w * h > max_pixels:
-        raise ServeError(413, f"{filename}: image is {w}x{h} = {imageio.pixel_count(w * h)}, above this server's "
-                              f"limit of {imageio.pixel_count(max_pixels)}")
+        size, limit = imageio.pixel_counts(w * h, max_pixels)
+        raise ServeError(413, f"{filename}: image is {w}x{h} = {size}, above this server's limit of {limit}")
 
 
 def mask_at(pred: Prediction, threshold: float) -> np.ndarray:
@@ -146,7 +149,12 @@ def predict_batch(predictors: ServerPredictors, uploads: list[Upload], options: 
         preds = predictor.predict_many([paths[i] for i in usable], on_error="return")
         for i, pred in zip(usable, preds):
             if pred.ok:
-                results[i] = describe(uploads[i].filename, pred, options, pred.seconds)
+                try:
+                    results[i] = describe(uploads[i].filename, pred, options, pred.seconds)
+                except Exception as e:  # an internal fault with this image: logged, and reported in its place
+                    log.exception("%s: cannot encode the outputs", uploads[i].filename)
+                    results[i] = {"filename": uploads[i].filename,
+                                  "error": f"{uploads[i].filename}: cannot encode the outputs ({type(e).__name__})"}
             else:
                 results[i] = {"filename": uploads[i].filename, "error": f"{uploads[i].filename}: {pred.error}"}
     return results

@@ -55,6 +55,8 @@ class BoundedPool:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._mean_seconds = 1.0  # running estimate of one job's duration, for Retry-After
+        self._started: dict[int, float] = {}  # start time of each submitted job not finished yet
+        self._next_job = 0
 
     @property
     def in_flight(self) -> int:
@@ -62,8 +64,13 @@ class BoundedPool:
         return self._in_flight
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the jobs ahead divided among the workers, at least 1."""
-        return max(1, math.ceil(self._mean_seconds * max(1, self._in_flight) / self.workers))
+        """Seconds until a slot is likely free: the jobs ahead divided among the workers, at least 1. A job
+        lasts the mean of the finished ones, or as long as the longest one still running has already taken (a
+        job far slower than the others must not be answered with retries that come back too soon)."""
+        now = time.perf_counter()
+        longest = max((now - t0 for t0 in tuple(self._started.values())), default=0.0)
+        per_job = max(self._mean_seconds, longest)
+        return max(1, math.ceil(per_job * max(1, self._in_flight) / self.workers))
 
     def reserve(self) -> Slot:
         """Take a slot now or raise :class:`PoolFull` (a request is refused before its body is read)."""
@@ -82,16 +89,20 @@ class BoundedPool:
         slot = slot or self.reserve()
         slot.hand_over()
         t0 = time.perf_counter()
+        with self._lock:
+            job, self._next_job = self._next_job, self._next_job + 1
+            self._started[job] = t0
         try:
             future = self._executor.submit(fn, *args)
         except BaseException:
-            self._release(t0)
+            self._release(job)
             raise
-        future.add_done_callback(lambda _: self._release(t0))
+        future.add_done_callback(lambda _: self._release(job))
         return future
 
-    def _release(self, t0: float) -> None:
+    def _release(self, job: int) -> None:
         with self._lock:
+            t0 = self._started.pop(job)
             self._in_flight -= 1
             self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.perf_counter() - t0)
 

@@ -72,6 +72,10 @@ class ServeSettings:
              f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
             (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
             (self.api_key is None or len(self.api_key) > 0, "api_key must not be empty"),
+            (self.api_key is None or (self.api_key.isascii() and self.api_key.isprintable()
+                                      and self.api_key.strip() == self.api_key),
+             "api_key must be printable ASCII without surrounding spaces (HTTP headers carry no other text "
+             "reliably: a browser cannot send it)"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
         ]
         for ok, message in checks:

@@ -35,7 +35,7 @@ def _too_large(what: str, limit: str) -> ServeError:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:g} MiB"
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 async def read_body(request: Request, limit: int, limit_text: str | None = None) -> bytes:
