@@ -215,6 +215,62 @@ def test_a_run_folder_is_not_overwritten_and_a_resume_keeps_its_settings(tmp_pat
     assert resumed.step == 1 and resumed.fit().step == 2
 
 
+def test_rdffnet_with_its_final_depth_head_only_trains_and_without_any_is_refused(tmp_path):
+    only_final = make_cfg(tmp_path / "final", "rdffnet", ["max_iters=1", "model_kwargs={depth_heads: false}"])
+    assert Trainer(only_final, train_dataset=ToyDefocus(4)).fit().step == 1
+    none = make_cfg(tmp_path / "none", "rdffnet", ["model_kwargs={depth_heads: false, final_depth_head: false}"])
+    with pytest.raises(ValueError, match="an R-DFFNet stage trains depth heads"):
+        Trainer(none, train_dataset=ToyDefocus(4))
+
+
+class RecordingToy(ToyDefocus):
+    """A toy set that records the samples it hands out."""
+
+    def __init__(self, n, seen):
+        super().__init__(n)
+        self.seen = seen
+
+    def __getitem__(self, i):
+        self.seen.append(i)
+        return super().__getitem__(i)
+
+
+def test_a_resume_with_another_batch_size_goes_on_from_the_same_sample(tmp_path):
+    first, second = [], []
+    Trainer(make_cfg(tmp_path, "stage1", ["max_iters=3"]), train_dataset=RecordingToy(8, first)).fit()
+    resumed = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=5", "batch_size=1", "resume=auto"]),
+                      train_dataset=RecordingToy(8, second))
+    assert resumed.fit().epoch == 1                       # 6 samples, then the last 2 of the epoch one by one
+    assert len(first) == 6 and len(second) == 2 and sorted(first + second) == list(range(8))
+
+
+def test_runs_never_mix_in_one_folder(tmp_path):
+    from defocus.engine.trainer import folder_lock
+
+    Trainer(make_cfg(tmp_path / "a", "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4)).fit()
+    Trainer(make_cfg(tmp_path / "b", "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4)).fit()
+    with pytest.raises(ValueError, match="holds another run: continuing .* would mix"):
+        Trainer(make_cfg(tmp_path / "b", "stage1", ["max_iters=2", f"resume={tmp_path / 'a'}"]),
+                train_dataset=ToyDefocus(4))
+    branch = Trainer(make_cfg(tmp_path / "c", "stage1", ["max_iters=2", f"resume={tmp_path / 'a'}"]),
+                     train_dataset=ToyDefocus(4))
+    assert branch.fit().step == 2                          # into a new folder: allowed
+    trainer = Trainer(make_cfg(tmp_path / "d", "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4))
+    (tmp_path / "d").mkdir()
+    with folder_lock(tmp_path / "d"):                      # another process trains there
+        with pytest.raises(ValueError, match="another run is training into this folder"):
+            trainer.fit()
+    assert trainer.fit().step == 1
+
+
+def test_a_resume_that_changes_the_validation_metric_keeps_the_best_model_by_the_new_one(tmp_path):
+    Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2", "val_every=1", "val_metric=iou"]),
+            train_dataset=ToyDefocus(4), val_dataset=ToyDefocus(2)).fit()
+    result = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=4", "val_every=1", "val_metric=mae", "resume=auto"]),
+                     train_dataset=ToyDefocus(4), val_dataset=ToyDefocus(2)).fit()
+    assert result.best["metric"] == "mae" and result.best["step"] == 4
+
+
 def test_iteration_mode_validates_the_epoch_that_ends_the_run(tmp_path):
     # 4 samples, batch 2: 2 batches an epoch; max_iters 4 ends exactly at the end of epoch 2
     cfg = make_cfg(tmp_path, "stage1", ["max_iters=4", "val_every=1"])

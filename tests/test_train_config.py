@@ -105,6 +105,14 @@ def test_find_config_by_preset_name(monkeypatch):
     assert find_config("smoke_stage1").resolve() == (REPO / "configs" / "smoke_stage1.yaml").resolve()
     with pytest.raises(FileNotFoundError, match="no_such_preset"):
         find_config("no_such_preset")
+    with pytest.raises(FileNotFoundError, match="elsewhere/smoke_stage1.yaml: no such config file"):
+        find_config("elsewhere/smoke_stage1.yaml")     # a path is never swapped for the preset of its name
+
+
+def test_a_teacher_bootstrap_is_relative_to_the_file_that_names_it(tmp_path):
+    (tmp_path / "mine.yaml").write_text(f"base: {REPO / 'configs' / 'smoke_stage2.yaml'}\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert Path(cfg.distill.teacher_bootstrap) == (REPO / "configs" / "smoke_stage1.yaml").resolve()
 
 
 def _assert_given(expected, resolved, key="config"):
@@ -195,6 +203,12 @@ def test_typed_synthetic_section_builds_the_renderer():
     ("betas=[0.9]", r"^optim\.betas: expected 2 values"),
     ("pretrained=[1]", r"^model\.pretrained: cannot use"),
     ("seed=1.5", r"^seed: expected an integer"),
+    ("schedule=cosine", r"^optim\.schedule: expected one of poly, constant"),
+    ("amp=fp32", r"^engine\.amp: expected one of none, bf16, fp16"),
+    ("distill.lambda_schedule=Paper", r"^distill\.lambda_schedule: expected one of paper, constant"),
+    ("distill.teacher_mode=frozen", r"^distill\.teacher_mode: expected one of train, eval"),
+    ("loss.edge_reduction=max", r"^loss\.edge_reduction: expected one of sum, mean"),
+    ("loss.depth_loss=huber", r"^loss\.depth_loss: expected one of l1, l2"),
 ])
 def test_bad_values_are_one_line_naming_the_key(item, message):
     with pytest.raises(ValueError, match=message) as err:

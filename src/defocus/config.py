@@ -33,6 +33,12 @@ from .data.synth import SynthConfig
 STAGES = ("stage1", "stage2", "rdffnet")
 
 
+def _check_choice(name: str, value, choices: tuple) -> None:
+    """Refuse a setting outside its choices when the config is read, before anything runs."""
+    if value not in choices:
+        raise FieldError(name, f"expected one of {', '.join(choices)}, got {value!r}")
+
+
 class FieldError(ValueError):
     """A field value that a dataclass rejects in its own checks; :func:`parse_dataclass` prefixes the key."""
 
@@ -213,6 +219,7 @@ class OptimConfig:
     grad_clip_norm: Optional[float] = None        # optional global-norm clipping (not in the reference)
 
     def __post_init__(self):
+        _check_choice("schedule", self.schedule, ("poly", "constant"))
         if self.max_iters is not None and self.max_iters < 1:
             raise FieldError("max_iters", f"expected at least 1 (or null: epoch mode), got {self.max_iters}")
         if self.max_iters is None and self.epochs - int(self.skip_last_epoch) < 1:
@@ -236,6 +243,12 @@ class LossConfig:
     depth_weight: float = 1.0
     fill_undetermined: Optional[str] = None       # null = ignore undetermined pixels | a model whose calls label them
     fill_flat: Optional[float] = None             # also fill in-focus labels where RMS luma gradient < this
+
+    def __post_init__(self):
+        _check_choice("edge_reduction", self.edge_reduction, ("sum", "mean"))
+        _check_choice("edge_padding", self.edge_padding, ("zeros", "replicate"))
+        _check_choice("depth_loss", self.depth_loss, ("l1", "l2"))
+        _check_choice("depth_activation", self.depth_activation, ("sigmoid", "none"))
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,10 @@ class DistillConfig:
     projector_weight_decay: float = 5e-4
     teacher_mode: str = "train"                   # train (reference: batch-statistics BN, no grad) | eval
 
+    def __post_init__(self):
+        _check_choice("lambda_schedule", self.lambda_schedule, ("paper", "constant"))
+        _check_choice("teacher_mode", self.teacher_mode, ("train", "eval"))
+
 
 #: Validation numbers a run can keep its best model by (``engine.val_metric``; MAE lower is better).
 VAL_METRICS = ("mae", "fbeta", "iou", "iou_mean", "precision", "recall")
@@ -294,6 +311,7 @@ class EngineConfig:
     resume: Optional[str] = None                  # a training checkpoint, or "auto" (output_dir/checkpoint.pt)
 
     def __post_init__(self):
+        _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         if self.val_metric not in VAL_METRICS:
             raise FieldError("val_metric", f"expected one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}")
         if self.log_every < 1:
@@ -480,7 +498,8 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def read_yaml(path, _chain: tuple = ()) -> dict:
-    """Read a config file, resolving its ``base:`` chain (paths relative to the including file)."""
+    """Read a config file, resolving its ``base:`` chain (paths relative to the including file; so is a relative
+    ``distill.teacher_bootstrap``, made absolute here)."""
     path = Path(path)
     if path.resolve() in _chain:
         raise ValueError(f"{path}: its base: chain includes itself")
@@ -491,6 +510,10 @@ def read_yaml(path, _chain: tuple = ()) -> dict:
         raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
+    distill = d.get("distill")
+    boot = distill.get("teacher_bootstrap") if isinstance(distill, dict) else None
+    if isinstance(boot, str) and not Path(boot).is_absolute():  # relative to the file that names it
+        distill["teacher_bootstrap"] = str((path.parent / boot).resolve())
     base = d.pop("base", None)
     if base:
         base_path = Path(base)
@@ -551,6 +574,8 @@ def find_config(spec) -> Path:
     p = Path(spec)
     if p.is_file():
         return p
+    if len(p.parts) > 1:  # a path, not a preset's name: never replaced by a preset of the same name
+        raise FileNotFoundError(f"{spec}: no such config file")
     name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
     candidates = [Path("configs") / name]
     try:

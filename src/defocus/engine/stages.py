@@ -316,6 +316,10 @@ class RDFFNetStage(TrainingStage):
         name = cfg.model.name if cfg.model.name == "rdffnet" else "rdffnet"
         if cfg.model.name != "rdffnet":
             log.info("R-DFFNet training uses the 'rdffnet' model (config model.name=%s ignored)", cfg.model.name)
+        kwargs = cfg.model.model_kwargs
+        if kwargs.depth_heads is False and kwargs.final_depth_head is False:
+            raise ValueError("model.model_kwargs: an R-DFFNet stage trains depth heads; keep depth_heads or "
+                             "final_depth_head (or train a DFFNet with stage1)")
         student = build_student(cfg, name).to(device)
         self.uses_scene_depth = cfg.distill.depth_teacher == SCENE_DEPTH
         self.depth_teacher = None if self.uses_scene_depth else build_depth_teacher(cfg).to(device)

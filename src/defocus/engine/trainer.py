@@ -103,6 +103,10 @@ class Trainer:
         if resume is None and (self.out / CHECKPOINT_NAME).exists():
             raise ValueError(f"{self.out} holds another run (its {CHECKPOINT_NAME}): continue it with --resume auto, "
                              f"or train into another folder (--set output_dir=...)")
+        if resume is not None and not same_folder(resume.parent, self.out) and \
+                any((self.out / name).exists() for name in (CHECKPOINT_NAME, "log.csv")):
+            raise ValueError(f"{self.out} holds another run: continuing {resume} there would mix the two runs' "
+                             f"files; continue it in its own folder ({resume.parent}) or in a new one")
         self.device = resolve_device(eng.device, local_rank_from_env())
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda":
@@ -153,6 +157,7 @@ class Trainer:
         self.step = 0              # optimisation steps done
         self.epoch = 0             # epochs completed (the running epoch is epoch + 1)
         self.batch_in_epoch = 0    # batches of the running epoch done
+        self.sample_in_epoch = 0   # samples of this process's share of the running epoch done
         self.elapsed = 0.0         # training seconds over all sessions
         self.best: Optional[dict] = None
         self.last_loss = math.nan
@@ -257,10 +262,15 @@ class Trainer:
     def fit(self, max_steps: Optional[int] = None) -> TrainResult:
         """Train until the schedule ends, ``engine.max_minutes`` is spent or ``max_steps`` steps are done (then
         a checkpoint is written and a later run with ``engine.resume`` continues exactly where this one stopped)."""
+        if not self.is_main:
+            return self._fit(max_steps)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.out):
+            dump_config(self.cfg, self.out / "config.yaml")
+            return self._fit(max_steps)
+
+    def _fit(self, max_steps: Optional[int]) -> TrainResult:
         cfg = self.cfg
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, self.out / "config.yaml")
         csv = CSVLog(self.out / "log.csv", self._resumed_step) if self.is_main else None
         self._val_log = CSVLog(self.out / "val.csv", self._resumed_step) if self.is_main else None
         tb = TensorBoardLog(self.out / "tb", cfg.engine.tensorboard and self.is_main)
@@ -308,12 +318,13 @@ class Trainer:
         window_t = time.monotonic()
         stop = None
         while stop is None and not self._done():
-            self.sampler.set_position(self.epoch, self.batch_in_epoch * cfg.data.batch_size)
+            self.sampler.set_position(self.epoch, self.sample_in_epoch)
             finished_epoch = True
             for batch in self.loader:
                 parts = self.train_step(batch)
                 self.step += 1
                 self.batch_in_epoch += 1
+                self.sample_in_epoch += len(batch["image"])
                 for k, v in parts.items():
                     window.setdefault(k, []).append(v)
                 bar.update(1)
@@ -330,7 +341,8 @@ class Trainer:
                     self._save_state(now - start)
                     last_ckpt = now
                 if stop is not None:
-                    finished_epoch = self.batch_in_epoch >= self.batches_per_epoch  # its last batch done
+                    left = self.sampler.num_samples - self.sample_in_epoch  # its last batch done?
+                    finished_epoch = left == 0 or (cfg.data.drop_last and left < cfg.data.batch_size)
                     break
             if finished_epoch:
                 self._end_epoch()
@@ -386,7 +398,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         self.epoch += 1
-        self.batch_in_epoch = 0
+        self.batch_in_epoch = self.sample_in_epoch = 0
         k = self.cfg.engine.val_every
         if k and self.epoch % k == 0:
             self.validate()
@@ -435,6 +447,10 @@ class Trainer:
         value = float(summary[key])
         log.info("validation after epoch %d: %s", self.epoch,
                  ", ".join(f"{k}={summary[k]:.4f}" for k in ("mae", "fbeta", "iou") if k in summary))
+        if self.best is not None and self.best.get("metric") != key:  # engine.val_metric changed on a resume
+            log.info("best model now kept by %s (it was by %s): the next validation sets it", key,
+                     self.best.get("metric"))
+            self.best = None
         better = self.best is None or (value < self.best["value"] if key in LOWER_IS_BETTER
                                        else value > self.best["value"])
         if better and math.isfinite(value):
@@ -453,6 +469,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "sample_in_epoch": self.sample_in_epoch,
             "world": self.dist.world,
             "batch_size": self.cfg.data.batch_size,
             "elapsed": self.elapsed,
@@ -478,17 +495,17 @@ class Trainer:
     def load_state(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (networks, optimisers, schedule position, RNGs, data position); the
         caller has checked it with :meth:`check_resumable`."""
-        if (state["world"], state["batch_size"]) != (self.dist.world, self.cfg.data.batch_size) \
-                and state["batch_in_epoch"]:
-            log.warning("resuming mid-epoch with a different process count or batch size (%s x %s -> %s x %s): "
-                        "the rest of the epoch follows the new layout", state["world"], state["batch_size"],
-                        self.dist.world, self.cfg.data.batch_size)
+        if state["world"] != self.dist.world and state["batch_in_epoch"]:
+            log.warning("resuming mid-epoch with a different process count (%s -> %s): the rest of the epoch "
+                        "follows the new layout", state["world"], self.dist.world)
         self.trainable.load_state_dict(state["model"])
         for k, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        # a new batch size goes on from the same sample of the epoch
+        self.sample_in_epoch = state.get("sample_in_epoch", state["batch_in_epoch"] * state["batch_size"])
         self.elapsed = state.get("elapsed", 0.0)
         self.best = state.get("best")
         self.last_loss = state.get("last_loss", math.nan)
@@ -545,6 +562,36 @@ def config_changes(saved: dict | None, now: dict) -> list[str]:
     return changed
 
 
+#: The file a running training holds locked in its output folder.
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (its :data:`LOCK_NAME` file) while a run writes into it, so that a
+    second run into the same folder is refused (``ValueError``) instead of interleaving with it. Where the system
+    has no advisory file locks (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(folder) / LOCK_NAME, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder}: another run is training into this folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def resume_path(resume: str | None, out: Path) -> Path | None:
     """The checkpoint a run continues from: ``resume`` itself (a run folder: its checkpoint), ``"auto"``: the
     output folder's checkpoint when there is one, else ``None`` (a new run)."""
@@ -592,7 +639,7 @@ def resolve_teacher(cfg: TrainConfig) -> Path | None:
     log.info("stage 2: %s the teacher with %s", "continuing" if started else "no teacher checkpoint given; training",
              boot)
     tcfg = load_config(boot, [f"output_dir={out}"] + (["engine.resume=auto"] if started else []))
-    tcfg = replace(tcfg, engine=replace(tcfg.engine, device=cfg.engine.device))
+    tcfg = replace(tcfg, engine=replace(tcfg.engine, device=cfg.engine.device, progress=cfg.engine.progress))
     result = Trainer(tcfg).fit()
     if result.interrupted:
         raise TeacherInterrupted(result)

@@ -85,7 +85,7 @@ class DFFNetDecoder(_Aggregation):
             a1 = self.top(up2(a1))
         h = self._aggregate(a1, a2, a3, a4)
         if self.depth_head is not None:
-            depths = depths + [self.depth_head(h)]
+            depths = (depths or []) + [self.depth_head(h)]
         return self.head(h), sides, depths
 
 
