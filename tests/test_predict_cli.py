@@ -248,6 +248,9 @@ def test_a_summary_json_no_batch_wrote_is_never_replaced(tmp_path, tiny_ckpt):
     (d / "summary.json").unlink()
     assert run(d, "-o", d, "--model", tiny_ckpt).exit_code == 0
     assert run(d, "-o", d, "--model", tiny_ckpt).exit_code == 0     # its own summary is replaced
+    r = run(*sorted(d.iterdir()), "-o", d, "--model", tiny_ckpt)      # as a shell expands photos/*
+    assert r.exit_code == 0 and "not taken: outputs of defocus predict" in r.stderr
+    assert [Path(e["path"]).name for e in json.loads((d / "summary.json").read_text())["images"]] == ["p.png"]
 
 
 def test_skip_existing_redoes_outputs_recorded_for_another_file(tmp_path, tiny_ckpt, monkeypatch):

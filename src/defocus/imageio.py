@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import glob
+import json
 import logging
 import os
 import threading
@@ -444,7 +445,19 @@ class InputList:
     outputs: list[Path] = field(default_factory=list)  # this tool's own outputs named as inputs: not taken
 
 
+def is_batch_summary(path) -> bool:
+    """Whether ``path`` is a ``summary.json`` that a batch of ``defocus predict`` wrote (a JSON object with the
+    per-image list and its count)."""
+    try:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("images"), list) and "n_images" in summary
+
+
 def _is_our_output(p: Path) -> bool:
+    if p.name == SUMMARY_NAME:
+        return is_batch_summary(p)
     return any(p.name.endswith(s) for s in OUTPUT_SUFFIXES.values()) and is_tagged_output(p)
 
 

@@ -241,14 +241,7 @@ def check_summary_is_ours(out_dir) -> None:
     """Refuse (``ValueError``) an output folder whose ``summary.json`` is not one that a batch wrote: it would
     be replaced."""
     path = Path(out_dir) / imageio.SUMMARY_NAME
-    if not path.exists():
-        return
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        ours = isinstance(summary, dict) and isinstance(summary.get("images"), list) and "n_images" in summary
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
+    if path.exists() and not imageio.is_batch_summary(path):
         raise ValueError(f"{path} exists and was not written by defocus predict: it would be replaced; choose "
                          f"another output folder (-o), or move that file")
 
