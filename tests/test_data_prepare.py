@@ -223,6 +223,13 @@ def test_cli_prepare_and_verify(cuhk_download, tmp_path, broken_root):
     assert res.exit_code == 1 and "size-mismatch" in res.output and "corrupt" in res.output
     res = runner.invoke(app, ["data", "verify", "nonexistent", "--root", str(tmp_path)])
     assert res.exit_code == 2
+    # options another dataset would take are refused, not ignored; a missing list file is one line
+    for args, words in ((["cuhk-te1", "--images", str(tmp_path)], "describe the dataset 'folder'"),
+                        (["folder", "--images", str(tmp_path)], "--images and --masks go together"),
+                        (["cuhk-te1", "--list-file", "x.txt"], "takes none"),
+                        (["cuhk2-te", "--list-file", str(tmp_path / "none.txt")], "none.txt")):
+        res = runner.invoke(app, ["data", "verify", *args, "--root", str(tmp_path)])
+        assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output, (args, res.output)
 
 
 def test_prepare_finds_each_download_among_others_and_from_inside_it(tmp_path, monkeypatch):

@@ -345,3 +345,18 @@ def test_real_samples_load(shared_dir):
     assert item["image"].shape == (3, 320, 320) and item["stem"] == "out_of_focus0037"
     assert 0.017 <= float(item["target"].mean()) <= 0.87
     assert isinstance(ds.pairs[0], Pair)
+
+
+def test_a_mask_of_another_size_is_resized_to_its_image_as_the_warning_says(tmp_path, caplog):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "images" / "e.png")
+    small = np.zeros((24, 32), np.uint8)
+    small[:, :16] = 255                                        # left half in focus
+    Image.fromarray(small).save(tmp_path / "masks" / "e.png")
+    ds = build_dataset("folder", image_dir=tmp_path / "images", mask_dir=tmp_path / "masks")
+    with caplog.at_level("WARNING"):
+        item = ds[0]
+    assert "resized to the image" in caplog.text
+    assert item["image"].shape == (48, 64, 3) and item["target"].shape == item["valid"].shape == (48, 64)
+    assert item["target"][:, :32].all() and not item["target"][:, 32:].any()

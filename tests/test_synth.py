@@ -464,3 +464,24 @@ def test_renders_real_natural_sources(shared_dir):
             assert 0.0 < in_focus.mean() < 1.0
         if "HumanSeg" in info["source"]:
             assert info["case"] in ("near", "full")
+
+
+def test_foreground_masks_are_read_at_their_own_full_scale(tmp_path):
+    """A 0/1 foreground mask is the same mask as its 0/255 form (not an all-background one); soft edges stay."""
+    from defocus.data.synth import load_source
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(_texture(rng)).save(tmp_path / "photo.png")
+    soft = (_square().astype(np.float64) * 255).astype(np.uint8)
+    soft[SIZE // 4, :] = 128                                   # a soft row
+    masks = {"soft": soft, "zero_one": _square().astype(np.uint8)}
+    for name, arr in masks.items():
+        Image.fromarray(arr).save(tmp_path / f"{name}.png")
+    from types import SimpleNamespace
+
+    def mask_of(name):
+        return np.asarray(load_source(SimpleNamespace(image=tmp_path / "photo.png", mask=tmp_path / f"{name}.png"),
+                                      None)[1])
+
+    assert np.array_equal(mask_of("soft"), soft)
+    assert np.array_equal(mask_of("zero_one"), _square().astype(np.uint8) * 255)

@@ -113,6 +113,18 @@ def test_crops_written_as_a_prepared_set_at_full_resolution(tmp_path):
         assert np.all(mask == (255 if c.kind == "sharp" else 0))
 
 
+def test_masks_saved_as_0_1_read_as_the_same_labels(tmp_path):
+    """0/1 masks and ignore masks (and any the package's mask reader takes) give the crops 0/255 ones give."""
+    write_set(tmp_path / "a")
+    write_set(tmp_path / "b")
+    for sub in ("masks", "ignore"):
+        path = tmp_path / "b" / sub / "scene_A.png"
+        Image.fromarray((np.asarray(Image.open(path)) // 255).astype(np.uint8)).save(path)
+    found = [[(c.stem, c.x, c.y, c.side) for c in uniform_crops(tmp_path / s, ["scene_A"], tmp_path / f"out_{s}")]
+             for s in ("a", "b")]
+    assert found[0] == found[1] and len(found[0]) == 2
+
+
 def test_a_second_run_into_the_same_folder_leaves_only_its_own_crops(tmp_path):
     write_set(tmp_path / "set")
     write_set(tmp_path / "set", stem="scene_B")

@@ -102,13 +102,25 @@ def register(app: typer.Typer) -> None:
     ):
         """Check counts, pairing, sizes, mask values and polarity; exit 1 if any problem is found. A combined
         name (`a+b`) checks each part."""
-        from ..data.registry import DataError
+        from ..data.registry import DataError, canonical_name, get_spec
         from ..data.verify import verify_dataset
 
         try:
+            specs = [get_spec(part) for part in name.split("+")]
+        except DataError as e:
+            _fail(str(e))
+        if not any(s.name == "folder" for s in specs):
+            if images is not None or masks is not None or canonical_name(mask_white) != "infocus":
+                _fail(f"--images, --masks and --mask-white describe the dataset 'folder'; {name} has its own")
+        elif (images is None) != (masks is None):
+            _fail("--images and --masks go together (the dataset 'folder')")
+        if list_file is not None and not any(p.subset == "list" for s in specs for p in s.parts):
+            _fail(f"--list-file selects the stems of a dataset that needs a list (cuhk2-tr, cuhk2-te); {name} "
+                  f"takes none")
+        try:
             reports = [verify_dataset(part, root, list_file=list_file, image_dir=images, mask_dir=masks,
                                       mask_white=mask_white) for part in name.split("+")]
-        except (DataError, ValueError) as e:
+        except (DataError, ValueError, OSError) as e:
             _fail(str(e))
         ok = [_print_report(report, strict) for report in reports]
         if not all(ok):

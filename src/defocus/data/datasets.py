@@ -28,6 +28,11 @@ def load_image(path) -> Image.Image:
         return imageio.to_rgb(im)
 
 
+def _resized(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A bool mask resized to ``size`` (width, height), nearest neighbour."""
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) >= 128
+
+
 class DBDDataset(torch.utils.data.Dataset):
     """Defocus-blur-detection samples from a list of :class:`Pair`.
 
@@ -61,14 +66,17 @@ class DBDDataset(torch.utils.data.Dataset):
         in_focus = read_mask(pair.mask, pair.mask_white)
         if self.blur_everywhere is not None:
             image, in_focus = blurred_everywhere(image, in_focus.shape, *self.blur_everywhere)
-        if in_focus.shape != (image.height, image.width) and pair.mask not in _SIZE_WARNED:
-            _SIZE_WARNED.add(pair.mask)  # once per file, not every epoch
-            log.warning("%s: mask %s differs from the image %s in size: resized to the image", pair.mask,
-                        in_focus.shape[::-1], image.size)
         ignore = read_ignore(pair.ignore) if pair.ignore is not None else None
         if ignore is not None and ignore.shape != in_focus.shape:
             raise ValueError(f"{pair.ignore}: ignore mask {ignore.shape[::-1]} differs from the mask "
                              f"{in_focus.shape[::-1]}")
+        if in_focus.shape != (image.height, image.width):
+            if pair.mask not in _SIZE_WARNED:
+                _SIZE_WARNED.add(pair.mask)  # once per file, not every epoch
+                log.warning("%s: mask %s differs from the image %s in size: resized to the image (nearest)",
+                            pair.mask, in_focus.shape[::-1], image.size)
+            in_focus = _resized(in_focus, image.size)
+            ignore = None if ignore is None else _resized(ignore, image.size)
         if self.transform is None:
             valid = np.ones_like(in_focus, np.uint8) if ignore is None else (~ignore).astype(np.uint8)
             return dict(image=np.asarray(image), target=in_focus.astype(np.uint8), valid=valid, stem=pair.stem)

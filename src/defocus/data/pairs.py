@@ -664,6 +664,8 @@ def write_labelled(items, out_dir, sheet: Optional[Image.Image] = None, sheet_na
 
 
 def read_ignore(path) -> np.ndarray:
-    """An ignore mask file as a bool array, True = undetermined (white, binarised at half intensity)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) >= 128
+    """An ignore mask file as a bool array, True = undetermined (white), read as every mask is
+    (:func:`defocus.maps.read_mask`: binarised at half scale; 0/1, 16-bit and alpha-channel masks too)."""
+    from ..maps import read_mask
+
+    return read_mask(path)

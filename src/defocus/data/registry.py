@@ -189,7 +189,8 @@ def _subset_stems(subset: str, list_file) -> Optional[list[str]]:
         return split_stems(subset.split(":", 1)[1])
     if subset == "list":
         if list_file is None:
-            raise DataError("this dataset needs a list file of stems (list_file=...); the CUHK-2 split is not shipped")
+            raise DataError("this dataset needs a list file of stems (--list-file, list_file=...); the CUHK-2 split "
+                            "is not shipped")
         return read_list_file(Path(list_file))
     return None
 

@@ -918,6 +918,17 @@ def index_sources(sources: Sequence, near_only_sets: Sequence[str] = ("HumanSeg"
     return out
 
 
+def _foreground_mask(path) -> Image.Image:
+    """A foreground mask file as an 8-bit image (255 = foreground), soft edges kept, read as every mask is
+    (:mod:`defocus.maps`: 0/1 masks, 16-bit masks and masks in the alpha channel at their own full scale)."""
+    from ..maps import mask_full_scale, read_stored
+
+    arr, full = read_stored(path)
+    full = mask_full_scale(arr, full)
+    soft = np.asarray(arr, np.float64) if full is None else np.asarray(arr, np.float64) / full
+    return Image.fromarray(np.clip(np.rint(soft * 255.0), 0, 255).astype(np.uint8), "L")
+
+
 def load_source(pair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
     """Open a source photo (RGB, JPEG decoded at reduced scale when much larger than needed) and its mask (a
     procedural pair draws its scene)."""
@@ -927,8 +938,7 @@ def load_source(pair, size: Optional[int]) -> tuple[Image.Image, Image.Image]:
     if size is not None and im.format == "JPEG":
         im.draft("RGB", (int(size * 1.7), int(size * 1.7)))
     im = im.convert("RGB")
-    with Image.open(pair.mask) as m:
-        mask = m.convert("L")
+    mask = _foreground_mask(pair.mask)
     if mask.size != im.size:
         mask = mask.resize(im.size, Image.BILINEAR)
     return im, mask

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .. import imageio
+from ..maps import read_mask
 from .files import is_image_file
 from .registry import DataError
 
@@ -67,8 +68,8 @@ class UniformCrop:
 
 
 def _read_binary(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) >= 128
+    """True where the mask file is white, read as every mask is (0/1, 16-bit and alpha-channel masks too)."""
+    return read_mask(path)
 
 
 def _window_sums(a: np.ndarray, ys: list[int], xs: list[int], side: int) -> np.ndarray:
