@@ -18,7 +18,7 @@ def _fail(msg: str, code: int = 2):
 def _print_report(report, strict: bool) -> bool:
     for issue in report.issues:
         typer.echo(str(issue))
-    typer.echo(report.summary())
+    typer.echo(report.summary(strict))
     return report.ok and not (strict and report.warnings)
 
 

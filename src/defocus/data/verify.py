@@ -76,8 +76,9 @@ class VerifyReport:
         """True when no error was found (warnings allowed)."""
         return not self.errors
 
-    def summary(self) -> str:
-        """A few human-readable lines: counts, sizes, the polarity report and the verdict."""
+    def summary(self, strict: bool = False) -> str:
+        """A few human-readable lines: counts, sizes, the polarity report and the verdict (``strict``: warnings
+        fail it too)."""
         exp = f" (expected {self.expected})" if self.expected is not None else ""
         lines = [f"{self.name}: {self.n_pairs} pairs{exp}"]
         if self.sizes:
@@ -94,8 +95,9 @@ class VerifyReport:
             u = np.asarray(self.undetermined_fractions)
             lines.append(f"  undetermined pixels (ignore masks): median {np.median(u):.3f} "
                          f"(min {u.min():.3f}, max {u.max():.3f})")
+        passed = self.ok and not (strict and self.warnings)
         lines.append(f"  {len(self.errors)} errors, {len(self.warnings)} warnings: "
-                     + ("OK" if self.ok else "PROBLEMS FOUND"))
+                     + ("OK" if passed else "PROBLEMS FOUND" + (" (--strict)" if self.ok else "")))
         return "\n".join(lines)
 
 
