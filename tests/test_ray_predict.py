@@ -98,6 +98,8 @@ def test_table_parts_resume_and_compaction(tmp_path):
         [("a", 5, None), ("b", 2, None), ("c", None, "unreadable")]
     assert table.name == "predictions.parquet" and not (tmp_path / pt.PARTS_DIR).exists()
     assert pt.done_paths(tmp_path) == {"a", "b"}
+    (tmp_path / "never").mkdir()
+    assert not pt.compact_table(tmp_path / "never").exists()   # a run that never started leaves no empty table
 
 
 def test_cli_without_ray_is_one_clear_line(tmp_path, monkeypatch):
@@ -246,6 +248,39 @@ def test_a_rerun_predicts_a_photo_whose_output_names_another_photo_wrote(tmp_pat
     assert Image.open(out / "p000_mask.png").size == (40, 30)
     run = predict_dataset([second], out, **kwargs)                        # now it is done
     assert (run.processed, run.skipped) == (0, 1)
+
+
+@needs_ray
+def test_maps_another_input_left_behind_are_never_taken_for_a_new_one(tmp_path, ray_address, tiny_ckpt):
+    """a.jpg and a.png give a and a-2; once a.jpg is gone a.png becomes a, and a new a.webp, now a-2, is
+    predicted rather than given the a-2 maps a.png left behind (each mask records its input's file name)."""
+    from defocus.distributed import predict_dataset
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(src / "a.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(src / "a.png")
+    out, kwargs = tmp_path / "out", dict(model=tiny_ckpt, size=64, device="cpu", progress=False,
+                                         address=ray_address)
+    assert predict_dataset([src], out, **kwargs).processed == 2
+    (src / "a.jpg").unlink()
+    predict_dataset([src], out, **kwargs)
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(src / "a.webp")
+    run = predict_dataset([src], out, **kwargs)
+    assert (run.processed, run.skipped) == (1, 1)
+    assert {Path(r["path"]).name: r["output"] for r in read_rows(out)} == {"a.png": "a", "a.webp": "a-2"}
+
+
+@needs_ray
+def test_a_uri_listing_of_a_folder_that_holds_the_outputs_skips_them(tmp_path, ray_address, tiny_ckpt):
+    from defocus.distributed import predict_dataset
+
+    photos(tmp_path / "in", 1, size=(40, 30))
+    kwargs = dict(model=tiny_ckpt, size=64, device="cpu", progress=False, address=ray_address)
+    for _ in range(2):
+        run = predict_dataset([f"file://{tmp_path / 'in'}"], tmp_path / "in" / "maps", **kwargs)
+    assert (run.processed, run.skipped) == (0, 1) and len(run.outputs_named) == 3
+    assert not (tmp_path / "in" / "maps" / "maps").exists()
 
 
 @needs_ray

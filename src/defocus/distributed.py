@@ -29,7 +29,7 @@ from PIL import Image
 
 from . import imageio, prediction_table
 from .inference.batch import outputs_done, plan_batch, sigterm_interrupts, write_entry
-from .inference.result import SAVE_CHOICES, check_save, expected_outputs
+from .inference.result import OUTPUT_SUFFIXES, SAVE_CHOICES, check_save, expected_outputs
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ def _inside(stem: str) -> bool:
 
 
 #: What an actor did with a row (its ``status`` column, dropped from the table): predicted it, found it in the
-#: table (the row is dropped), or found its outputs on disk (the row is rebuilt from them).
-PREDICTED, IN_TABLE, FROM_FILES = "predicted", "in-table", "from-files"
+#: table (the row is dropped), found its outputs on disk (the row is rebuilt from them), or found it is itself an
+#: output of this tool (read back by a URI listing of a folder that holds the outputs: not taken, row dropped).
+PREDICTED, IN_TABLE, FROM_FILES, AN_OUTPUT = "predicted", "in-table", "from-files", "an-output"
 
 
 def _row(path, stem, model, width=None, height=None, fraction=None, error=None, seconds=0.0, status=PREDICTED):
@@ -120,7 +121,7 @@ def _row(path, stem, model, width=None, height=None, fraction=None, error=None, 
 
 def _row_from_files(out_dir: Path, stem: str, save, path, model) -> dict | None:
     """The row of an image whose outputs (including the mask, which gives the exact in-focus fraction) were
-    all written by an earlier run, else ``None``."""
+    all written by an earlier run from this input (the mask records its input's file name), else ``None``."""
     if "mask" not in save or not outputs_done(out_dir, stem, save):
         return None
     mask_path = expected_outputs(out_dir, stem, ("mask",))["mask"]
@@ -128,8 +129,11 @@ def _row_from_files(out_dir: Path, stem: str, save, path, model) -> dict | None:
         return None
     try:
         with Image.open(mask_path) as im:
+            recorded = im.info.get(imageio.OUTPUT_SOURCE_TAG)
             mask = np.asarray(im.convert("L")) > 127
     except Exception:  # an unreadable mask: predict again
+        return None
+    if recorded is not None and recorded != imageio.source_name(path):  # left behind by another input
         return None
     return _row(path, stem, model, mask.shape[1], mask.shape[0], round(float(mask.mean()), 6), status=FROM_FILES)
 
@@ -173,6 +177,9 @@ class PredictBatch:
         data, images = _column(batch, "bytes"), _column(batch, "image")
         rows, todo = [], []
         for i, (path, stem) in enumerate(zip(paths, stems)):
+            if data is not None and _is_output_bytes(path, data[i]):
+                rows.append(_row(path, stem, self.model, status=AN_OUTPUT))
+                continue
             if not _inside(stem):
                 rows.append(_row(path, stem, self.model, error=f"output name {stem!r} leaves the output folder"))
                 continue
@@ -208,6 +215,7 @@ class PredictBatch:
             if not res.ok:
                 rows.append(_row(path, stem, self.model, error=res.error, seconds=res.seconds))
                 continue
+            res.source = path  # the maps record the input's name, also for one read as bytes
             pending.append((path, stem, self.writer.submit(write_entry, res, self.out_dir, stem, self.save)))
             while len(pending) > self.predictor.workers:  # bounded: each pending image holds full-size maps
                 rows.append(self._finish(*pending.pop(0)))
@@ -218,6 +226,15 @@ class PredictBatch:
         e = fut.result()  # write_entry returns a write failure as the entry's error
         return _row(path, stem, self.model, e.get("width"), e.get("height"), e.get("in_focus_fraction"),
                     e.get("error"), e.get("seconds", 0.0))
+
+
+def _is_output_bytes(path: str, data) -> bool:
+    """Whether a file read as bytes is an output of this tool (its name and its tag, as a listing of local
+    files checks them)."""
+    name = str(path).rsplit("/", 1)[-1]
+    if not any(name.endswith(s) for s in OUTPUT_SUFFIXES.values()):
+        return False
+    return imageio.is_tagged_output(BytesIO(bytes(data)))
 
 
 def _string_array(values):
@@ -312,6 +329,7 @@ class _RowCollector:
         self.out_dir, self.report = out_dir, report
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.processed = self.failed = self.skipped = 0
+        self.outputs_named: list[str] = []  # inputs read back that are outputs of this tool (not taken)
         self.buffer: list = []
         self.last_flush = time.monotonic()
 
@@ -331,9 +349,11 @@ class _RowCollector:
         import pyarrow as pa
 
         status = table.column("status").to_pylist()
-        self.skipped += sum(s != PREDICTED for s in status)
+        self.skipped += sum(s in (IN_TABLE, FROM_FILES) for s in status)
         self.processed += status.count(PREDICTED)
-        kept = table.filter(pa.array([s != IN_TABLE for s in status])).drop_columns(["status"])
+        paths = table.column("path").to_pylist()
+        self.outputs_named += [p for p, s in zip(paths, status) if s == AN_OUTPUT]
+        kept = table.filter(pa.array([s not in (IN_TABLE, AN_OUTPUT) for s in status])).drop_columns(["status"])
         for path, err in zip(kept.column("path").to_pylist(), kept.column("error").to_pylist()):
             if err is not None:
                 self.failed += 1
@@ -450,4 +470,4 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
         if started:
             ray.shutdown()
     return DatasetSummary(out_dir, table_path, model_name, rows.processed, rows.failed, rows.skipped,
-                          time.perf_counter() - t_start, src.outputs_named)
+                          time.perf_counter() - t_start, tuple(src.outputs_named) + tuple(rows.outputs_named))

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import urllib.parse
 import struct
 import warnings
 import zlib
@@ -39,6 +40,8 @@ SUMMARY_NAME = "summary.json"
 #: Every output carries this tag (PNG text chunk / JPEG comment): folders and globs never yield our own outputs
 #: as inputs, and an existing file is only ever overwritten when it is one of our outputs.
 OUTPUT_TAG = "defocus-output"
+#: PNG text key under which an output records the file name of the input it came from (see :func:`source_name`).
+OUTPUT_SOURCE_TAG = "defocus-source"
 
 #: Suffixes taken from folders and globs (explicitly named files are always tried, whatever their suffix).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp",
@@ -406,6 +409,13 @@ def output_save_params(kind: str) -> dict:
         info.add_text(OUTPUT_TAG, kind)
         return {"pnginfo": info}
     return {"comment": f"{OUTPUT_TAG} {kind}".encode()}
+
+
+def source_name(source) -> str:
+    """The file name of an input (a path or a URI), percent-encoded as PNG text must be Latin-1: what a map
+    records of the input it was made from, so that a later run never takes it for another input's."""
+    name = str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return urllib.parse.quote(name.encode("utf-8", "surrogateescape"))
 
 
 def is_tagged_output(path) -> bool:

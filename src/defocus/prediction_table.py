@@ -119,10 +119,12 @@ def done_outputs(out_dir) -> dict[str, str]:
 def compact_table(out_dir) -> Path:
     """Merge the table and its parts into ``out_dir/predictions.parquet`` (one row per path, the newest kept,
     sorted by path; a row whose maps another path's later row wrote over is dropped, :func:`latest_rows`), written
-    atomically, then remove the parts. Returns the table's path."""
+    atomically, then remove the parts. Returns the table's path (not written when there are no rows at all)."""
     import pyarrow.parquet as pq
 
     parts = _part_files(out_dir)
+    if not parts and not (Path(out_dir) / TABLE_NAME).exists():  # nothing recorded (a run that never started)
+        return Path(out_dir) / TABLE_NAME
     table = latest_rows(read_table(out_dir))
     buf = io.BytesIO()
     pq.write_table(table, buf)
