@@ -322,3 +322,17 @@ def test_resume_after_the_job_is_killed(tmp_path, ray_address, tiny_ckpt):
         now = (out / (stem + "_mask.png")).stat()
         assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), stem
     assert not (out / ".predictions.parts").exists()
+
+
+def test_bytes_read_by_uri_fail_with_the_reason_a_path_gives(tmp_path):
+    import io
+
+    from defocus import imageio
+    from defocus.distributed import _open_bytes
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:50])
+    with pytest.raises(imageio.ImageDecodeError) as by_path:
+        imageio.open_image(tmp_path / "cut.jpg")
+    assert _open_bytes(buf.getvalue()[:50]) == (None, by_path.value.reason)

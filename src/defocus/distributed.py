@@ -255,6 +255,8 @@ def _open_bytes(data) -> tuple[Image.Image | None, str | None]:
         return None, f"image too large ({e})"
     except ValueError as e:
         return None, str(e)
+    except OSError as e:  # as a file read by path reports it (a truncated header ...)
+        return None, f"cannot open: {e}"
     except Exception:
         return None, "not an image, or a format Pillow cannot read"
 
