@@ -263,6 +263,19 @@ def test_runs_never_mix_in_one_folder(tmp_path):
     assert trainer.fit().step == 1
 
 
+def test_a_folder_that_cannot_be_locked_trains_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="defocus.engine.trainer"):
+        assert Trainer(make_cfg(tmp_path, "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4)).fit().step == 1
+    assert "cannot lock the run folder" in caplog.text
+
+
 def test_a_resume_that_changes_the_validation_metric_keeps_the_best_model_by_the_new_one(tmp_path):
     Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2", "val_every=1", "val_metric=iou"]),
             train_dataset=ToyDefocus(4), val_dataset=ToyDefocus(2)).fit()

@@ -288,6 +288,18 @@ def test_png_pixel_errors_and_late_exif_are_read_with_the_pixels(tmp_path):
     assert img.size == native == (20, 40)
     Image.new("RGB", (40, 20)).save(tmp_path / "early.png", exif=exif)
     assert imageio.decode_rgb(tmp_path / "early.png")[1] == (20, 40)
+    from PIL import PngImagePlugin
+
+    from defocus.data.pairs import stored_upright
+
+    raw = exif.tobytes()
+    info = PngImagePlugin.PngInfo()                   # ImageMagick's form, ahead of the pixel data
+    info.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{raw.hex()}\n", zip=True)
+    Image.new("RGB", (40, 20)).save(tmp_path / "magick.png", pnginfo=info)
+    with Image.open(tmp_path / "magick.png") as im:
+        assert imageio.displayed_size(im) == (20, 40) and im.tile                # read without decoding
+    assert imageio.decode_rgb(tmp_path / "magick.png")[1] == (20, 40)
+    assert not stored_upright(tmp_path / "late.png") and not stored_upright(tmp_path / "magick.png")
 
 
 def make_bad_and_odd_files(d: Path) -> dict[str, Path]:

@@ -281,6 +281,8 @@ def test_a_uri_listing_of_a_folder_that_holds_the_outputs_skips_them(tmp_path, r
         run = predict_dataset([f"file://{tmp_path / 'in'}"], tmp_path / "in" / "maps", **kwargs)
     assert (run.processed, run.skipped) == (0, 1) and len(run.outputs_named) == 3
     assert not (tmp_path / "in" / "maps" / "maps").exists()
+    only_outputs = predict_dataset([f"file://{tmp_path / 'in' / 'maps'}"], tmp_path / "none", **kwargs)
+    assert only_outputs.table is None and only_outputs.to_dict()["table"] is None   # no row: no table
 
 
 @needs_ray

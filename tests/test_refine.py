@@ -76,3 +76,20 @@ def test_predictor_refines_the_map_of_the_network_input():
     assert refined.settings()["refine"] and not plain.settings()["refine"]
     with pytest.raises(ValueError, match="refine"):
         Predictor(method="lbp", refine=True)
+
+
+def test_pymatting_retry_notices_go_to_the_debug_log_not_to_stdout(capsys, caplog):
+    """Its incomplete Cholesky prints each failed shift; they reach the debug log, and sys.stdout is never
+    swapped (a swap is process-wide: threads printing meanwhile lost their output)."""
+    import sys
+
+    import scipy.sparse
+
+    from defocus import matting
+
+    pm = matting._import_pymatting()
+    stdout = sys.stdout
+    with caplog.at_level("DEBUG", logger="defocus.matting"):
+        pm.ichol(scipy.sparse.csc_matrix(np.array([[-1.0]])))    # fails at the first shifts, then succeeds
+    assert capsys.readouterr().out == "" and sys.stdout is stdout
+    assert "PERFORMANCE WARNING" in caplog.text

@@ -62,17 +62,18 @@ class DatasetSummary:
     """What a :func:`predict_dataset` run did."""
 
     out_dir: Path
-    table: Path            #: the Parquet table (all runs into this folder, one row per input path)
+    table: Path | None     #: the Parquet table (all runs into this folder, one row per input path); None: no row yet
     model: str             #: the model, as recorded in the table's ``model`` column
     processed: int         #: inputs this run predicted or found unusable
     failed: int            #: of which failed
     skipped: int           #: inputs an earlier run had done (found in the table, or by their output files)
     seconds: float
-    outputs_named: tuple = ()  #: local inputs not taken: files that are outputs of ``defocus predict``
+    outputs_named: tuple = ()  #: inputs not taken: files that are outputs of ``defocus predict``
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form."""
-        return {"out_dir": str(self.out_dir), "table": str(self.table), "model": self.model,
+        return {"out_dir": str(self.out_dir), "table": None if self.table is None else str(self.table),
+                "model": self.model,
                 "processed": self.processed, "failed": self.failed, "skipped": self.skipped,
                 "seconds": round(self.seconds, 3), "outputs_named": [str(p) for p in self.outputs_named]}
 
@@ -121,7 +122,7 @@ def _row(path, stem, model, width=None, height=None, fraction=None, error=None, 
 
 def _row_from_files(out_dir: Path, stem: str, save, path, model) -> dict | None:
     """The row of an image whose outputs (including the mask, which gives the exact in-focus fraction) were
-    all written by an earlier run from this input (the mask records its input's file name), else ``None``."""
+    all written by an earlier run from this input (the mask records its input), else ``None``."""
     if "mask" not in save or not outputs_done(out_dir, stem, save):
         return None
     mask_path = expected_outputs(out_dir, stem, ("mask",))["mask"]
@@ -133,7 +134,7 @@ def _row_from_files(out_dir: Path, stem: str, save, path, model) -> dict | None:
             mask = np.asarray(im.convert("L")) > 127
     except Exception:  # an unreadable mask: predict again
         return None
-    if recorded is not None and recorded != imageio.source_name(path):  # left behind by another input
+    if recorded is not None and recorded != imageio.source_id(path):  # left behind by another input
         return None
     return _row(path, stem, model, mask.shape[1], mask.shape[0], round(float(mask.mean()), 6), status=FROM_FILES)
 
@@ -215,7 +216,7 @@ class PredictBatch:
             if not res.ok:
                 rows.append(_row(path, stem, self.model, error=res.error, seconds=res.seconds))
                 continue
-            res.source = path  # the maps record the input's name, also for one read as bytes
+            res.source = path  # the maps record the input, also one read as bytes
             pending.append((path, stem, self.writer.submit(write_entry, res, self.out_dir, stem, self.save)))
             while len(pending) > self.predictor.workers:  # bounded: each pending image holds full-size maps
                 rows.append(self._finish(*pending.pop(0)))
@@ -468,6 +469,7 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     finally:
         rows.flush()
         table_path = prediction_table.compact_table(out_dir)
+        table_path = table_path if table_path.exists() else None
         data_context.enable_progress_bars = bars
         if started:
             ray.shutdown()

@@ -40,7 +40,7 @@ SUMMARY_NAME = "summary.json"
 #: Every output carries this tag (PNG text chunk / JPEG comment): folders and globs never yield our own outputs
 #: as inputs, and an existing file is only ever overwritten when it is one of our outputs.
 OUTPUT_TAG = "defocus-output"
-#: PNG text key under which an output records the file name of the input it came from (see :func:`source_name`).
+#: PNG text key under which an output records the input it came from (see :func:`source_id`).
 OUTPUT_SOURCE_TAG = "defocus-source"
 
 #: Suffixes taken from folders and globs (explicitly named files are always tried, whatever their suffix).
@@ -184,8 +184,8 @@ def exif_orientation(im: Image.Image) -> int:
 
     Never decodes pixel data: a PNG whose EXIF chunk follows its pixel data reads as 1 until it is loaded (Pillow
     would decode the whole image to reach that chunk, before any size check, and hide a decoding error)."""
-    if im.format == "PNG" and "exif" not in im.info and im.tile:
-        return 1
+    if im.format == "PNG" and im.tile:
+        return _png_header_orientation(im)
     try:
         value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block must not make the image unusable
@@ -200,6 +200,23 @@ def _size_already_oriented(im: Image.Image) -> bool:
     if not tags or 256 not in tags or 257 not in tags:
         return False
     return (tags[256], tags[257]) != im.size
+
+
+def _png_header_orientation(im: Image.Image) -> int:
+    """The orientation a PNG's EXIF gives before its pixels are loaded: an eXIf chunk or ImageMagick's "Raw
+    profile type exif" text ahead of the pixel data (Pillow's own ``getexif`` would decode the pixels first)."""
+    raw = im.info.get("exif")
+    try:
+        if raw is None and "Raw profile type exif" in im.info:
+            raw = bytes.fromhex("".join(str(im.info["Raw profile type exif"]).split("\n")[3:]))
+        if raw is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        value = int(exif.get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not make the image unusable
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int, int]:
@@ -411,11 +428,13 @@ def output_save_params(kind: str) -> dict:
     return {"comment": f"{OUTPUT_TAG} {kind}".encode()}
 
 
-def source_name(source) -> str:
-    """The file name of an input (a path or a URI), percent-encoded as PNG text must be Latin-1: what a map
-    records of the input it was made from, so that a later run never takes it for another input's."""
-    name = str(source).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    return urllib.parse.quote(name.encode("utf-8", "surrogateescape"))
+def source_id(source) -> str:
+    """An input as a map records it (a local path made absolute, a URI as given), percent-encoded as PNG text
+    must be Latin-1: a later run never takes the map for another input's."""
+    source = str(source)
+    if "://" not in source:
+        source = os.path.abspath(source)
+    return urllib.parse.quote(source.encode("utf-8", "surrogateescape"))
 
 
 def is_tagged_output(path) -> bool:

@@ -175,7 +175,7 @@ def decode_mask(arr: np.ndarray, full_scale: int | None, polarity: str = IN_FOCU
     if full_scale is None:
         white = arr > 0.5
     else:
-        white = 2 * arr.astype(np.int64) > full_scale
+        white = arr > full_scale // 2  # 2v > full, for integers, without a widened copy
     return ~white if polarity == BLUR else white
 
 

@@ -4,8 +4,7 @@ baseline's refinement, :func:`matte_from_constraints`) and a network map's confi
 pixels along the photo's colour edges (``--refine``, :func:`refine_map`)."""
 from __future__ import annotations
 
-import contextlib
-import io
+import importlib
 import logging
 
 import numpy as np
@@ -16,26 +15,33 @@ logger = logging.getLogger(__name__)
 def _import_pymatting():
     try:
         import pymatting
+        # the module (its package exports a function of the same name, which `from ... import` would give)
+        ichol_module = importlib.import_module("pymatting.preconditioner.ichol")
     except ImportError as exc:
         raise ImportError(
             "closed-form matting (the LBP method's refinement, a network map's --refine) needs pymatting: "
             "`pip install defocus[matting]` (or pass refine=False to skip the refinement)"
         ) from exc
+    # pymatting's incomplete Cholesky prints each retry with a larger diagonal shift: into the debug log instead.
+    # A name in that module only: swapping sys.stdout instead would swap it for every thread of the process.
+    ichol_module.print = _log_print
     return pymatting
 
 
+def _log_print(*args, **kwargs) -> None:
+    """``print`` for pymatting's incomplete Cholesky: its lines go to the debug log, never to stdout."""
+    text = " ".join(str(a) for a in args).strip()
+    if text:
+        logger.debug("pymatting ichol: %s", text)
+
+
 def _preconditioner(matrix, ichol, jacobi):
-    """Incomplete Cholesky (pymatting prints its retries with larger diagonal shifts: kept out of stdout)."""
-    sink = io.StringIO()
+    """Incomplete Cholesky, or Jacobi where it fails."""
     try:
-        with contextlib.redirect_stdout(sink):
-            return ichol(matrix.tocsc(), max_nnz=60 * matrix.shape[0] + 1024)
+        return ichol(matrix.tocsc(), max_nnz=60 * matrix.shape[0] + 1024)
     except ValueError:
         logger.debug("incomplete Cholesky failed, Jacobi preconditioner used instead")
         return jacobi(matrix)
-    finally:
-        if sink.getvalue():
-            logger.debug("pymatting ichol: %s", sink.getvalue().strip().replace("\n", " "))
 
 
 def matte_from_constraints(rgb: np.ndarray, values: np.ndarray, known: np.ndarray, *, epsilon: float = 1e-7,

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 typer.echo(summary_json(run.to_dict()))
             typer.echo(f"{run.processed - run.failed} image(s) done, {run.failed} failed, {run.skipped} skipped "
-                       f"(done before); table {run.table} (model: {run.model})", err=True)
+                       f"(done before); table {run.table or 'not written (no row)'} (model: {run.model})", err=True)
             if run.failed or not (run.processed or run.skipped):
                 raise typer.Exit(1)
             return

@@ -207,6 +207,7 @@ def stored_upright(path) -> bool:
     """Whether the file's pixels are stored the way they are displayed (no EXIF rotation or mirroring), so that
     a reader that ignores EXIF, as the dataset loader does, sees what was labelled."""
     with Image.open(path) as im:
+        im.load()  # a PNG's EXIF may follow its pixel data
         return imageio.exif_orientation(im) == 1
 
 

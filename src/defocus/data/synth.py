@@ -925,7 +925,9 @@ def _foreground_mask(path) -> Image.Image:
 
     arr, full = read_stored(path)
     full = mask_full_scale(arr, full)
-    soft = np.asarray(arr, np.float64) if full is None else np.asarray(arr, np.float64) / full
+    if full == 255 and arr.dtype == np.uint8:  # the usual 8-bit mask: as stored
+        return Image.fromarray(arr, "L")
+    soft = np.asarray(arr, np.float32) if full is None else np.asarray(arr, np.float32) / np.float32(full)
     return Image.fromarray(np.clip(np.rint(soft * 255.0), 0, 255).astype(np.uint8), "L")
 
 

@@ -570,7 +570,8 @@ LOCK_NAME = ".lock"
 def folder_lock(folder: Path):
     """Hold an exclusive lock on ``folder`` (its :data:`LOCK_NAME` file) while a run writes into it, so that a
     second run into the same folder is refused (``ValueError``) instead of interleaving with it. Where the system
-    has no advisory file locks (Windows) nothing is locked."""
+    has no advisory file locks (Windows, some network file systems) nothing is locked (with a warning on the
+    latter)."""
     try:
         import fcntl
     except ImportError:
@@ -581,6 +582,11 @@ def folder_lock(folder: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"{folder}: another run is training into this folder") from None
+        except OSError as e:  # a file system without locks (some network mounts): train unlocked
+            log.warning("%s: cannot lock the run folder (%s); a second run into it would not be refused",
+                        folder, e.strerror or e)
+            yield
+            return
         try:
             yield
         finally:

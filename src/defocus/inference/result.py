@@ -354,8 +354,8 @@ def write_output(pred: Prediction, kind: str, path: Path, png_compress_level: in
             if large:
                 _LARGE_OVERLAY.release()
     text = {imageio.OUTPUT_TAG: kind}
-    if pred.source and not pred.source.startswith("<"):  # a file's map records its name (not an array's)
-        text[imageio.OUTPUT_SOURCE_TAG] = imageio.source_name(pred.source)
+    if pred.source and not pred.source.startswith("<"):  # a file's map records it (an array's cannot)
+        text[imageio.OUTPUT_SOURCE_TAG] = imageio.source_id(pred.source)
     return imageio.write_png_strips(path, width, height, bands, text, png_compress_level)
 
 
