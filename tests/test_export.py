@@ -187,8 +187,24 @@ def test_benchmark_of_a_classical_method_times_an_image_with_a_focus_contrast():
     img = focus_contrast_image(64, np.random.default_rng(0))
     prob = predict_map("lbp", img)     # the matting and the inference have something to solve (noise has not)
     assert prob[:, :28].mean() > 0.8 and prob[:, 36:].mean() < 0.2
-    row = benchmark(method="lbp", size=64, runs=1, warmup=0, isolate=False)["results"][0]
-    assert row["backend"] == "numpy" and row["size"] == 64 and row["batch"] == 1
+    rows = benchmark(method="lbp", size=64, runs=1, warmup=0, isolate=False)["results"]
+    assert len(rows) == 1 and rows[0]["backend"] == "numpy" and rows[0]["size"] == 64 and rows[0]["batch"] == 1
+    for bad in (dict(backends=("torch-baseline",)), dict(backends=("torch", "onnx")), dict(batch_sizes=(8,)),
+                dict(threads=1)):
+        with pytest.raises(ValueError, match="apply to networks"):
+            benchmark(method="lbp", size=64, runs=1, warmup=0, isolate=False, **bad)
+    from defocus import Predictor
+
+    for bad in (dict(precision="bf16"), dict(compile=True), dict(device="cuda")):
+        with pytest.raises(ValueError, match="apply to networks"):
+            Predictor(method="hifst", **bad)
+
+
+def test_benchmark_of_an_onnx_file_names_the_backend_it_runs_on(tmp_path):
+    from defocus.bench import benchmark
+
+    with pytest.raises(ValueError, match="runs on ONNX Runtime: --backend onnx"):
+        benchmark(model=str(tmp_path / "model.onnx"), runs=1, isolate=False)
 
 
 @pytest.mark.parametrize("args, message", [(["--batch-size", "a"], "positive integers"),

@@ -128,6 +128,8 @@ def run_config(model="default", size: int | None = None, batch: int = 1, backend
     an ONNX-only deployment)."""
     from .inference import Predictor
 
+    if method is not None and backend != "torch":
+        raise ValueError(f"backend {backend!r} applies to networks; a classical method runs in NumPy")
     onnx_file = str(model).lower().endswith(".onnx")
     if onnx_file and backend == "torch-baseline":
         raise ValueError("an exported .onnx model runs on ONNX Runtime only (backend 'onnx')")
@@ -201,15 +203,29 @@ def _run_isolated(kwargs: dict) -> dict:
         return pool.apply(run_config, kwds=kwargs)
 
 
-def benchmark(model="default", size: int | None = None, batch_sizes=(1, 8), backends=("torch",), runs: int = 10,
+#: Batch sizes a network is timed at unless told otherwise.
+DEFAULT_BATCH_SIZES = (1, 8)
+
+
+def benchmark(model="default", size: int | None = None, batch_sizes=None, backends=("torch",), runs: int = 10,
               warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None,
               isolate: bool = True) -> dict:
-    """Measure every (backend, batch size) combination at input side ``size`` (``None``: the model's own);
+    """Measure every (backend, batch size) combination at input side ``size`` (``None``: the model's own;
+    ``batch_sizes=None``: :data:`DEFAULT_BATCH_SIZES`; a classical ``method`` is timed once, and refuses network
+    options);
     returns ``{"machine": ..., "results": [rows]}`` (rows: images/s, p50/p90 latency per batch, RSS before
     loading and peak RSS in MB)."""
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    if method is not None:  # one row: a classical method computes one image per call, in NumPy
+        if tuple(backends) != ("torch",) or (batch_sizes is not None and tuple(batch_sizes) != (1,)) or threads:
+            raise ValueError("backends, batch sizes and threads apply to networks; a classical method is timed "
+                             "once, one image per call, in NumPy")
+        batch_sizes = (1,)
+    elif str(model).lower().endswith(".onnx") and "torch" in backends:
+        raise ValueError(f"{model}: an exported .onnx model runs on ONNX Runtime: --backend onnx")
+    batch_sizes = DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes
     rows = []
     for backend in backends:
         for batch in batch_sizes:
@@ -217,8 +233,6 @@ def benchmark(model="default", size: int | None = None, batch_sizes=(1, 8), back
                           threads=threads, device=device, method=method)
             log.info("benchmark: %s", kwargs)
             rows.append(_run_isolated(kwargs) if isolate else run_config(**kwargs))
-            if method is not None:
-                break
     machine = machine_info()
     if threads:
         machine["torch_threads"] = int(threads)

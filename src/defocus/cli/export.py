@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         method: Optional[str] = typer.Option(None, "--method", help="Time a training-free baseline instead."),
         size: Optional[int] = typer.Option(None, "--size", min=32, help="Input side (default: the model's own: "
                                            "512 for the bundled model, 320 for most others)."),
-        batch_size: str = typer.Option("1,8", "--batch-size", help="Comma-separated batch sizes."),
+        batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma-separated batch sizes "
+                                                 "(default: 1,8)."),
         backend: str = typer.Option("torch", "--backend", help="Comma-separated: torch, onnx, torch-baseline "
                                     "(the unoptimised eval model)."),
         runs: int = typer.Option(10, "--runs", min=1, help="Timed runs per configuration."),
@@ -94,7 +95,8 @@ def register(app: typer.Typer) -> None:
         from ..bench import benchmark, format_table
 
         try:
-            report = benchmark(model=model, size=size, batch_sizes=_batch_sizes(batch_size),
+            report = benchmark(model=model, size=size,
+                               batch_sizes=None if batch_size is None else _batch_sizes(batch_size),
                                backends=_csv(backend, "--backend"), runs=runs, warmup=warmup, threads=threads,
                                device=device, method=method)
         except (ValueError, OSError, ImportError) as e:

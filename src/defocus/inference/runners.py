@@ -311,6 +311,9 @@ def make_runner(model="default", method: str | None = None, backend: str = "auto
     if method is not None:
         if model not in ("default", None):
             raise ValueError("give either a model or a method, not both")
+        if options.precision != "fp32" or options.compile or str(device) not in ("auto", "cpu"):
+            raise ValueError("precision, compile and device apply to networks; classical methods run in NumPy "
+                             "on the CPU")
         return classical_runner(method, backend)
     if onnx_file:
         if backend == "torch":
