@@ -235,3 +235,16 @@ def test_predictor_method_options():
         with pytest.raises(ValueError, match="networks"):
             hifst.with_options(**bad)
     assert hifst.with_options(threshold=0.3).options.threshold == 0.3
+
+
+@pytest.mark.parametrize("method, kwargs, words", [
+    ("lbp", dict(matting_scale=0), "matting_scale"), ("lbp", dict(fast=True, work_pixels=0), "work_pixels"),
+    ("lbp", dict(windows=()), "odd positive"), ("lbp", dict(windows=(10,)), "odd positive"),
+    ("hifst", dict(entropy_bins=1), "entropy_bins"), ("hifst", dict(n_layers=0), "n_layers"),
+    ("hifst", dict(patch_sizes=()), "odd positive"),
+])
+def test_parameters_that_cannot_give_a_map_are_refused(method, kwargs, words):
+    from defocus.classical import predict_map
+
+    with pytest.raises(ValueError, match=words):
+        predict_map(method, np.zeros((20, 24, 3), np.uint8), **kwargs)

@@ -181,12 +181,14 @@ def hifst_map(image, *, patch_sizes=PAPER_PATCH_SIZES, n_layers: int | None = No
         pixel) and the map is brought back with a guided upsampling; ``None`` never shrinks.
     """
     patch_sizes = tuple(int(m) for m in patch_sizes)
-    if any(m < 1 or m % 2 == 0 for m in patch_sizes):
+    if not patch_sizes or any(m < 1 or m % 2 == 0 for m in patch_sizes):
         raise ValueError(f"HiFST patch sizes must be odd positive sizes, got {patch_sizes}")
     strides = tuple(max(1, (m + 1) // 8) for m in patch_sizes) if strides is None else tuple(int(s) for s in strides)
     if len(strides) != len(patch_sizes) or min(strides) < 1:
         raise ValueError(f"need one positive stride per patch size, got {strides}")
     n_layers = sum(patch_sizes) if n_layers is None else int(n_layers)
+    if n_layers < 1 or int(entropy_bins) < 2:
+        raise ValueError(f"HiFST needs n_layers >= 1 and entropy_bins >= 2, got {n_layers} and {entropy_bins}")
     gray_full = to_gray(image)
     h_full, w_full = gray_full.shape
     gray = gray_full

@@ -195,6 +195,12 @@ def lbp_map(image, *, windows=PAPER_WINDOWS, threshold: float = PAPER_LBP_THRESH
         brought back with a guided upsampling; the cost then hardly grows with the image.
     """
     windows = tuple(int(w) for w in windows)
+    if not windows or any(w < 1 or w % 2 == 0 for w in windows):
+        raise ValueError(f"LBP windows must be one or more odd positive sizes, got {windows}")
+    if not 0 < matting_scale <= 1:
+        raise ValueError(f"matting_scale must be in (0, 1], got {matting_scale}")
+    if fast and work_pixels < 1:
+        raise ValueError(f"work_pixels must be positive, got {work_pixels}")
     gray = to_gray(image)
     metrics = _sharpness_stack(gray, windows, threshold, comparison)
     if normalise:
