@@ -274,6 +274,11 @@ def test_a_folder_that_cannot_be_locked_trains_unlocked_with_a_warning(tmp_path,
     with caplog.at_level("WARNING", logger="defocus.engine.trainer"):
         assert Trainer(make_cfg(tmp_path, "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(4)).fit().step == 1
     assert "cannot lock the run folder" in caplog.text
+    from defocus.engine.trainer import folder_lock
+
+    with pytest.raises(KeyError) as err, folder_lock(tmp_path):   # an error of the run is not chained to it
+        raise KeyError("x")
+    assert err.value.__context__ is None
 
 
 def test_a_resume_that_changes_the_validation_metric_keeps_the_best_model_by_the_new_one(tmp_path):

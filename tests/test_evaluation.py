@@ -147,6 +147,14 @@ def test_read_map_formats_and_polarity(tmp_path):
         read_map(save(tmp_path / "g.tif", f32 * 3))
 
 
+def test_decode_mask_binarises_at_half_scale_for_integer_and_float_values():
+    from defocus.maps import decode_mask
+
+    assert decode_mask(np.array([127, 128], np.uint8), 255).tolist() == [False, True]
+    assert decode_mask(np.array([127.4, 127.6]), 255).tolist() == [False, True]
+    assert decode_mask(np.array([32767, 32768], np.uint16), 65535).tolist() == [False, True]
+
+
 def test_read_mask_binarises_at_half_and_reads_01_masks(tmp_path):
     raw = np.array([[0, 127, 128, 255]], np.uint8)
     assert read_mask(save(tmp_path / "m.png", raw)).tolist() == [[False, False, True, True]]

@@ -226,6 +226,9 @@ def test_every_format_is_turned_upright_once(tmp_path):
         img, native = imageio.decode_rgb(tmp_path / name)
         assert native == img.size == (30, 50), name
         np.testing.assert_array_equal(np.asarray(img), upright, err_msg=name)
+        from defocus.data.pairs import stored_upright
+
+        assert not stored_upright(tmp_path / name), name        # its stored pixels are not as displayed
 
 
 def test_predict_many_keeps_order_batches_and_reports_errors(bright, tmp_path):

@@ -62,6 +62,7 @@ def test_bad_inputs_one_line_each_batch_goes_on(tmp_path, tiny_ckpt):
             assert (out / (files[key].stem + suffix)).is_file(), (key, suffix)
     assert Image.open(out / (files["one"].stem + "_prob.png")).size == (1, 1)
     assert Image.open(out / "grey16_mask.png").size == (30, 20)
+    assert "defocus-source" not in Image.open(out / "grey16_mask.png").info     # maps name no input path
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_images"] == len(files) and summary["failed"] == len(BAD)

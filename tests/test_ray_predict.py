@@ -251,6 +251,16 @@ def test_a_rerun_predicts_a_photo_whose_output_names_another_photo_wrote(tmp_pat
 
 
 @needs_ray
+def test_network_options_with_a_method_are_refused_before_ray_starts(tmp_path, monkeypatch):
+    from defocus import distributed
+
+    monkeypatch.setattr(distributed, "_connect", lambda *a: pytest.fail("Ray started"))
+    for options in (dict(precision="bf16"), dict(compile=True)):
+        with pytest.raises(ValueError, match="apply to networks"):
+            distributed.predict_dataset([tmp_path], tmp_path / "out", model="default", method="lbp", **options)
+
+
+@needs_ray
 def test_maps_another_input_left_behind_are_never_taken_for_a_new_one(tmp_path, ray_address, tiny_ckpt):
     """a.jpg and a.png give a and a-2; once a.jpg is gone a.png becomes a, and a new a.webp, now a-2, is
     predicted rather than given the a-2 maps a.png left behind (each mask records its input's file name)."""

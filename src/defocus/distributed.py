@@ -216,7 +216,7 @@ class PredictBatch:
             if not res.ok:
                 rows.append(_row(path, stem, self.model, error=res.error, seconds=res.seconds))
                 continue
-            res.source = path  # the maps record the input, also one read as bytes
+            res.source_tag = path  # the maps record their input, so that a rerun never gives them to another
             pending.append((path, stem, self.writer.submit(write_entry, res, self.out_dir, stem, self.save)))
             while len(pending) > self.predictor.workers:  # bounded: each pending image holds full-size maps
                 rows.append(self._finish(*pending.pop(0)))
@@ -431,12 +431,16 @@ def predict_dataset(inputs, out_dir="outputs", *, model="default", save=SAVE_CHO
     report = on_error or (lambda path, reason: log.error("%s: %s", path, reason))
     out_dir = imageio.check_writable_dir(out_dir)
     options = {"model": model, **predictor_options}
-    if num_gpus > 0 and options.get("device", "auto") in ("auto", "cpu"):
+    classical = options.get("method") is not None
+    if num_gpus > 0 and options.get("device", "auto") in ("auto", "cpu") and not classical:
         options["device"] = "cuda"
     elif num_gpus <= 0 and options.get("device", "auto") == "auto":
         options["device"] = "cpu"
-    # one Predictor on the driver checks the model and settings before any cluster work and names the model
-    probe = Predictor(**{**options, "device": "cpu", "precision": "fp32", "compile": False})
+    # one Predictor on the driver checks the model and settings before any cluster work and names the model (a
+    # network's run options on the CPU, where the driver may have no GPU; a classical method's as given, which
+    # refuses those that apply to networks)
+    probe = Predictor(**(options if classical else {**options, "device": "cpu", "precision": "fp32",
+                                                    "compile": False}))
     model_name = str(probe.info)
     del probe
     done = prediction_table.done_outputs(out_dir) if resume else {}

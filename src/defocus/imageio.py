@@ -193,7 +193,7 @@ def exif_orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _size_already_oriented(im: Image.Image) -> bool:
+def size_already_oriented(im: Image.Image) -> bool:
     """Whether Pillow reports ``im.size`` with the orientation applied (TIFF from Pillow 12 on, which also turns
     the pixels upright when loading): the stored width and height tags then read swapped."""
     tags = getattr(im, "tag_v2", None) if im.format == "TIFF" else None
@@ -223,7 +223,7 @@ def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int
     """(width, height) of ``im`` as displayed, i.e. after its EXIF orientation is applied."""
     orientation = exif_orientation(im) if orientation is None else orientation
     w, h = im.size
-    if orientation in _TRANSPOSING_ORIENTATIONS and not _size_already_oriented(im):
+    if orientation in _TRANSPOSING_ORIENTATIONS and not size_already_oriented(im):
         return h, w
     return w, h
 
@@ -429,12 +429,10 @@ def output_save_params(kind: str) -> dict:
 
 
 def source_id(source) -> str:
-    """An input as a map records it (a local path made absolute, a URI as given), percent-encoded as PNG text
-    must be Latin-1: a later run never takes the map for another input's."""
-    source = str(source)
-    if "://" not in source:
-        source = os.path.abspath(source)
-    return urllib.parse.quote(source.encode("utf-8", "surrogateescape"))
+    """An input as a map records it (:attr:`~defocus.inference.Prediction.source_tag`: Ray batch prediction's row
+    path, absolute for local files, ``bucket/key`` for remote ones), percent-encoded as PNG text must be Latin-1: a
+    later run never takes the map for another input's."""
+    return urllib.parse.quote(str(source).encode("utf-8", "surrogateescape"))
 
 
 def is_tagged_output(path) -> bool:

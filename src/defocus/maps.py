@@ -175,7 +175,8 @@ def decode_mask(arr: np.ndarray, full_scale: int | None, polarity: str = IN_FOCU
     if full_scale is None:
         white = arr > 0.5
     else:
-        white = arr > full_scale // 2  # 2v > full, for integers, without a widened copy
+        # 2v > full: for integers v > full // 2 (no widened copy)
+        white = arr > full_scale // 2 if np.issubdtype(arr.dtype, np.integer) else 2 * arr > full_scale
     return ~white if polarity == BLUR else white
 
 

@@ -207,8 +207,9 @@ def stored_upright(path) -> bool:
     """Whether the file's pixels are stored the way they are displayed (no EXIF rotation or mirroring), so that
     a reader that ignores EXIF, as the dataset loader does, sees what was labelled."""
     with Image.open(path) as im:
-        im.load()  # a PNG's EXIF may follow its pixel data
-        return imageio.exif_orientation(im) == 1
+        if im.format == "PNG":  # its EXIF may follow the pixel data (any other format's is in its header)
+            im.load()
+        return imageio.exif_orientation(im) == 1 and not imageio.size_already_oriented(im)
 
 
 def luma(img_u8: np.ndarray) -> np.ndarray:

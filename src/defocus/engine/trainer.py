@@ -580,17 +580,18 @@ def folder_lock(folder: Path):
     with open(Path(folder) / LOCK_NAME, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             raise ValueError(f"{folder}: another run is training into this folder") from None
         except OSError as e:  # a file system without locks (some network mounts): train unlocked
             log.warning("%s: cannot lock the run folder (%s); a second run into it would not be refused",
                         folder, e.strerror or e)
-            yield
-            return
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def same_folder(a: Path, b: Path) -> bool:

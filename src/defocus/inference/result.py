@@ -210,6 +210,8 @@ class Prediction:
         prob_lowres: the model-resolution probability map (before resizing back).
         seconds: processing time of this image (decode + its share of the batch + resizing).
         model: :class:`ModelInfo` of the model that produced it.
+        source_tag: the input as the written maps record it (``None``, the default: not recorded), for a caller
+            that resumes from maps (Ray batch prediction: the path or URI of its row).
     """
 
     ok = True
@@ -225,6 +227,7 @@ class Prediction:
         self._image, self._loader = image, loader
         self._prob = self._mask = self._resizer = self._in_focus = None
         self._lock = threading.Lock()
+        self.source_tag: str | None = None
 
     @property
     def prob(self) -> np.ndarray:
@@ -354,8 +357,8 @@ def write_output(pred: Prediction, kind: str, path: Path, png_compress_level: in
             if large:
                 _LARGE_OVERLAY.release()
     text = {imageio.OUTPUT_TAG: kind}
-    if pred.source and not pred.source.startswith("<"):  # a file's map records it (an array's cannot)
-        text[imageio.OUTPUT_SOURCE_TAG] = imageio.source_id(pred.source)
+    if pred.source_tag is not None:
+        text[imageio.OUTPUT_SOURCE_TAG] = imageio.source_id(pred.source_tag)
     return imageio.write_png_strips(path, width, height, bands, text, png_compress_level)
 
 
