@@ -29,7 +29,7 @@ from PIL import Image
 
 from . import imageio, prediction_table
 from .inference.batch import outputs_done, plan_batch, sigterm_interrupts, write_entry
-from .inference.result import OUTPUT_SUFFIXES, SAVE_CHOICES, check_save, expected_outputs
+from .inference.result import SAVE_CHOICES, check_save, expected_outputs
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class PredictBatch:
         data, images = _column(batch, "bytes"), _column(batch, "image")
         rows, todo = [], []
         for i, (path, stem) in enumerate(zip(paths, stems)):
-            if data is not None and _is_output_bytes(path, data[i]):
+            if data is not None and imageio.is_output_file(path.rsplit("/", 1)[-1], BytesIO(bytes(data[i]))):
                 rows.append(_row(path, stem, self.model, status=AN_OUTPUT))
                 continue
             if not _inside(stem):
@@ -227,15 +227,6 @@ class PredictBatch:
         e = fut.result()  # write_entry returns a write failure as the entry's error
         return _row(path, stem, self.model, e.get("width"), e.get("height"), e.get("in_focus_fraction"),
                     e.get("error"), e.get("seconds", 0.0))
-
-
-def _is_output_bytes(path: str, data) -> bool:
-    """Whether a file read as bytes is an output of this tool (its name and its tag, as a listing of local
-    files checks them)."""
-    name = str(path).rsplit("/", 1)[-1]
-    if not any(name.endswith(s) for s in OUTPUT_SUFFIXES.values()):
-        return False
-    return imageio.is_tagged_output(BytesIO(bytes(data)))
 
 
 def _string_array(values):

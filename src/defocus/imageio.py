@@ -184,10 +184,9 @@ def exif_orientation(im: Image.Image) -> int:
 
     Never decodes pixel data: a PNG whose EXIF chunk follows its pixel data reads as 1 until it is loaded (Pillow
     would decode the whole image to reach that chunk, before any size check, and hide a decoding error)."""
-    if im.format == "PNG" and im.tile:
-        return _png_header_orientation(im)
     try:
-        value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+        exif = _png_header_exif(im) if im.format == "PNG" and im.tile else im.getexif()
+        value = int(exif.get(_EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block must not make the image unusable
         return 1
     return value if 1 <= value <= 8 else 1
@@ -202,21 +201,16 @@ def size_already_oriented(im: Image.Image) -> bool:
     return (tags[256], tags[257]) != im.size
 
 
-def _png_header_orientation(im: Image.Image) -> int:
-    """The orientation a PNG's EXIF gives before its pixels are loaded: an eXIf chunk or ImageMagick's "Raw
-    profile type exif" text ahead of the pixel data (Pillow's own ``getexif`` would decode the pixels first)."""
+def _png_header_exif(im: Image.Image) -> Image.Exif:
+    """The EXIF a PNG holds ahead of its pixel data (an eXIf chunk, or ImageMagick's "Raw profile type exif"
+    text), read without decoding the pixels as Pillow's own ``getexif`` would."""
     raw = im.info.get("exif")
-    try:
-        if raw is None and "Raw profile type exif" in im.info:
-            raw = bytes.fromhex("".join(str(im.info["Raw profile type exif"]).split("\n")[3:]))
-        if raw is None:
-            return 1
-        exif = Image.Exif()
+    if raw is None and "Raw profile type exif" in im.info:
+        raw = bytes.fromhex("".join(str(im.info["Raw profile type exif"]).split("\n")[3:]))
+    exif = Image.Exif()
+    if raw is not None:
         exif.load(raw)
-        value = int(exif.get(_EXIF_ORIENTATION, 1))
-    except Exception:  # a broken EXIF block must not make the image unusable
-        return 1
-    return value if 1 <= value <= 8 else 1
+    return exif
 
 
 def displayed_size(im: Image.Image, orientation: int | None = None) -> tuple[int, int]:
@@ -482,10 +476,16 @@ def is_batch_summary(path) -> bool:
     return isinstance(summary, dict) and isinstance(summary.get("images"), list) and "n_images" in summary
 
 
+def is_output_file(name: str, fp) -> bool:
+    """Whether a file named ``name`` (its contents ``fp``: a path or a binary file) is an image output of this
+    tool: an output's name and its tag."""
+    return any(name.endswith(s) for s in OUTPUT_SUFFIXES.values()) and is_tagged_output(fp)
+
+
 def _is_our_output(p: Path) -> bool:
     if p.name == SUMMARY_NAME:
         return is_batch_summary(p)
-    return any(p.name.endswith(s) for s in OUTPUT_SUFFIXES.values()) and is_tagged_output(p)
+    return is_output_file(p.name, p)
 
 
 def _wanted(p: Path) -> bool:

@@ -67,11 +67,6 @@ class UniformCrop:
     purity: float
 
 
-def _read_binary(path: Path) -> np.ndarray:
-    """True where the mask file is white, read as every mask is (0/1, 16-bit and alpha-channel masks too)."""
-    return read_mask(path)
-
-
 def _window_sums(a: np.ndarray, ys: list[int], xs: list[int], side: int) -> np.ndarray:
     """Sum of ``a`` over every side x side window with top-left corner (y, x), y in ``ys``, x in ``xs``."""
     s = np.zeros((a.shape[0] + 1, a.shape[1] + 1), np.int64)
@@ -189,7 +184,7 @@ def uniform_crops(set_dir, stems, out, side: float = SIDE, stride: float = STRID
     pending = []
     for stem in stems:
         image_path, mask_path, ignore_path = _set_files(set_dir, stem)
-        in_focus, undetermined = _read_binary(mask_path), _read_binary(ignore_path)
+        in_focus, undetermined = read_mask(mask_path), read_mask(ignore_path)  # white = True
         with Image.open(image_path) as im:
             size = im.size
         if (size[1], size[0]) != in_focus.shape or in_focus.shape != undetermined.shape:

@@ -22,11 +22,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from .backbones import load_torch_file
+from .backbones import load_safetensors_file, load_torch_file
 from .registry import MODELS, create_model, list_models
 from .state_dicts import compare_state_dicts
 
@@ -114,18 +113,6 @@ def unwrap_state_dict(obj) -> dict:
     return tensors
 
 
-def _load_safetensors(path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: cannot read as safetensors ({e})") from None
-
-
 def read_authors_checkpoint(path) -> dict:
     """Read an authors' ``.pth`` with ``torch.load(weights_only=True)`` (their tensors saved as ``.safetensors``
     with safetensors) and return its plain state dict.
@@ -135,7 +122,7 @@ def read_authors_checkpoint(path) -> dict:
             a ``defocus train`` checkpoint (``checkpoint.pt``).
     """
     try:
-        obj = _load_safetensors(path) if str(path).lower().endswith(".safetensors") else load_torch_file(path)
+        obj = load_safetensors_file(path) if str(path).lower().endswith(".safetensors") else load_torch_file(path)
     except (FileNotFoundError, ValueError) as e:
         raise CheckpointMismatchError(str(e)) from None
     if isinstance(obj, dict) and "format_version" in obj and "optimizers" in obj:

@@ -46,21 +46,27 @@ def load_torch_file(path):
                          f"{type(e).__name__}: {first_line(e)}") from None
 
 
+def load_safetensors_file(path) -> dict:
+    """The tensors of a ``.safetensors`` file on the CPU; a missing file is a ``FileNotFoundError``, an unreadable
+    one a ``ValueError``, each naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: cannot read as safetensors ({e})") from None
+
+
 def read_state_dict(path) -> dict:
     """Read a plain state dict from ``.safetensors`` or a ``.pth``/``.pt`` file (``weights_only=True``),
     unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` containers. Raises ``FileNotFoundError`` or
     ``ValueError`` (an unreadable file) naming the file."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path}: cannot read as safetensors ({e})") from None
+        return load_safetensors_file(path)
     obj = load_torch_file(path)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
