@@ -360,3 +360,31 @@ def test_a_mask_of_another_size_is_resized_to_its_image_as_the_warning_says(tmp_
     assert "resized to the image" in caplog.text
     assert item["image"].shape == (48, 64, 3) and item["target"].shape == item["valid"].shape == (48, 64)
     assert item["target"][:, :32].all() and not item["target"][:, 32:].any()
+
+
+def test_full_frame_entries_keep_their_whole_resized_frame_where_the_others_are_cut_to_windows(tmp_path):
+    from defocus.config import load_config
+    from defocus.engine.data import build_train_dataset
+
+    for name, size in (("wide", (80, 60)), ("small", (20, 16))):
+        (tmp_path / name / "im").mkdir(parents=True)
+        (tmp_path / name / "gt").mkdir()
+        Image.new("RGB", size, (90, 120, 30)).save(tmp_path / name / "im" / "a.png")
+        Image.new("L", size, 255).save(tmp_path / name / "gt" / "a.png")
+
+    def entry(name, full):
+        return (f"{{name: folder, image_dir: {tmp_path / name / 'im'}, mask_dir: {tmp_path / name / 'gt'}, "
+                f"full_frame: {str(full).lower()}}}")
+
+    train = f"data.train=[{entry('wide', True)}, {entry('wide', False)}, {entry('small', True)}]"
+    cfg = load_config(None, [train, "data.size=64", "data.crop=32", "data.upscale=false"])
+    ds = build_train_dataset(cfg.data, IMAGENET_MEAN, IMAGENET_STD)
+    shapes = [tuple(ds[i]["image"].shape) for i in range(3)]
+    # 80x60 squashed to at most 64 a side without enlarging: the whole 64x60 frame; cut: a 32x32 window; a 20x16 photo,
+    # smaller than the window, mirrored out to the window only
+    assert shapes == [(3, 60, 64), (3, 32, 32), (3, 32, 32)]
+    assert tuple(ds[0]["target"].shape) == (1, 60, 64) and (ds[0]["target"] == 1).all()
+    with pytest.raises(ValueError, match="full_frame .* set data.crop"):
+        load_config(None, [train, "data.size=64", "data.upscale=false"])
+    with pytest.raises(ValueError, match="pad_to .* needs upscale=False and no crop"):
+        train_transform(size=64, crop=32, upscale=False, pad_to=32)

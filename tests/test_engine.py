@@ -40,6 +40,17 @@ class ToyDefocus(torch.utils.data.Dataset):
         return dict(image=img, target=target, stem=f"toy{i}")
 
 
+class TwoShapes(ToyDefocus):
+    """ToyDefocus whose odd items are 32 rows taller (their image and target mirrored out at the bottom)."""
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        if i % 2:
+            item["image"] = torch.cat([item["image"], item["image"].flip(1)[:, :32]], 1)
+            item["target"] = torch.cat([item["target"], item["target"][:, :32]], 1)
+        return item
+
+
 def make_cfg(tmp_path, stage="stage1", extra=()):
     sets = [f"stage={stage}", "backbone=resnet18", "pretrained=false", "batch_size=2", "num_workers=0",
             f"output_dir={tmp_path}", "progress=false", "log_every=1", "tensorboard=false",
@@ -329,6 +340,24 @@ class SmallPhotos(torch.utils.data.Dataset):
     def __getitem__(self, i):
         h, w = self.sizes[i]
         return {k: (v[..., :h, :w] if torch.is_tensor(v) else v) for k, v in ToyDefocus(3)[i].items()}
+
+
+def test_batches_of_items_of_two_shapes_take_one_step_weighted_by_samples(tmp_path):
+    from defocus.engine.data import batch_items, collate_by_shape
+
+    ds = TwoShapes(4)
+    mixed = collate_by_shape([ds[0], ds[1], ds[2]])
+    assert [tuple(g["image"].shape) for g in mixed] == [(2, 3, 64, 64), (1, 3, 96, 64)] and batch_items(mixed) == 3
+    assert isinstance(collate_by_shape([ds[0], ds[2]]), dict)            # one shape: a plain batch
+    trainer = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=2", "batch_size=3"]), train_dataset=TwoShapes(6))
+    torch.manual_seed(0)
+    one, two = (trainer.stage.compute(trainer.forward, group, 1, 0)[0].item() for group in mixed)
+    torch.manual_seed(0)
+    parts = trainer.train_step(mixed)
+    assert parts["loss"] == pytest.approx((2 * one + two) / 3, rel=1e-5)
+    result = Trainer(make_cfg(tmp_path / "fit", "stage1", ["max_iters=2", "batch_size=3"]),
+                     train_dataset=TwoShapes(6)).fit()
+    assert result.step == 2 and load_checkpoint(tmp_path / "fit" / "checkpoint.pt")["sample_in_epoch"] == 0
 
 
 def test_trained_without_enlarging_the_model_records_it_and_validates_photos_at_their_own_size(tmp_path):

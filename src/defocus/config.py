@@ -93,6 +93,7 @@ class DatasetEntry:
     strict: bool = True                           # unpaired files or missing listed stems are errors
     ignore_dir: Optional[str] = None              # "folder": ignore masks, white = undetermined
     blur_everywhere: Optional[tuple[float, float]] = None   # not in the paper: disk-blur [low, high] px, all blurred
+    full_frame: bool = False                      # not in the paper: whole resized frames, not data.crop windows
 
     def __post_init__(self):
         from .data.registry import get_spec
@@ -119,6 +120,7 @@ class DatasetEntry:
     def dataset_kwargs(self, data_root: Optional[str], list_file: Optional[str]) -> dict:
         """Keyword arguments of ``build_dataset``: this entry, unset ``root``/``list_file`` from the section."""
         kwargs = dataclasses.asdict(self)
+        del kwargs["full_frame"]                      # how the entry is transformed, not what it holds
         kwargs["root"] = self.root if self.root is not None else data_root
         kwargs["list_file"] = self.list_file if self.list_file is not None else list_file
         return kwargs
@@ -190,6 +192,9 @@ class DataConfig:
             raise FieldError("zoom_prob", f"expected a probability, got {self.zoom_prob}")
         if self.crop is not None and not 0 < self.crop <= self.size:
             raise FieldError("crop", f"expected a window side in [1, size = {self.size}], got {self.crop}")
+        if self.crop is None and any(e.full_frame for e in self.train):
+            raise FieldError("train", "full_frame keeps a dataset's frames whole where the others are cut to "
+                                      "data.crop windows: set data.crop")
         if self.synthetic is not None and self.synthetic.cfg.size != self.size:   # frames are rendered at `size`
             cfg = dataclasses.replace(self.synthetic.cfg, size=self.size)
             object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, cfg=cfg))

@@ -162,7 +162,8 @@ def _tail(mean, std) -> list:
 
 def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: float = 0.5,
                     jitter: float = 0.1, zoom: Optional[tuple[float, float]] = None,
-                    zoom_prob: float = 0.5, upscale: bool = True, crop: Optional[int] = None) -> PairTransform:
+                    zoom_prob: float = 0.5, upscale: bool = True, crop: Optional[int] = None,
+                    pad_to: Optional[int] = None) -> PairTransform:
     """The paper's training recipe (method.md §3.1): horizontal flip (p = ``hflip``), resize to ``size`` x ``size``
     (image bilinear, mask nearest, aspect not kept), ColorJitter(``jitter``, ``jitter``, ``jitter``, 0) on the
     image, then to float and normalise with ``mean``/``std`` (ImageNet; pass the backbone's, e.g. 0.5/0.5 for
@@ -172,7 +173,12 @@ def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip
     sample is mirrored out to ``size`` instead (:class:`MirrorPad`), so the network learns sharpness at the scale
     ``Predictor(upscale=False)`` shows it small photos. ``crop`` (not in the paper): after the resize, a random
     ``crop`` x ``crop`` window is cut (a smaller sample is mirrored out to ``crop``, not to ``size``), so the
-    network learns at the scale of a ``size`` input while a step costs a ``crop`` one."""
+    network learns at the scale of a ``size`` input while a step costs a ``crop`` one. ``pad_to`` (not in the paper,
+    with ``upscale=False`` and no ``crop``): a side shorter than ``pad_to`` is mirrored out to it and a longer one
+    is left as the resize made it, so samples keep their own shape (a whole 512x432 frame at ``size`` 512)."""
+    if pad_to is not None and (upscale or crop is not None):
+        raise ValueError("pad_to mirrors out photos that are not enlarged and not cropped: "
+                         "it needs upscale=False and no crop")
     ops = []
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(p=hflip))
@@ -181,7 +187,7 @@ def train_transform(size: int = 320, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip
     if size is not None:
         ops.append(PairedResize(size, upscale=upscale))
         if not upscale or crop is not None:
-            ops.append(MirrorPad(size if crop is None else crop))
+            ops.append(MirrorPad(pad_to or (size if crop is None else crop)))
     if crop is not None:
         ops.append(v2.RandomCrop(crop))
     if jitter > 0:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, default_collate
 
 from ..config import DataConfig, SyntheticData
 
@@ -18,13 +18,20 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
     """The training set: synthetic pairs rendered on the fly (``data.synthetic``), the concatenation of the
     registered datasets in ``data.train``, or both (synthetic first),
     with the paper's training transform (flip, resize, jitter, normalise; ``data.zoom`` adds a random crop,
-    ``data.upscale: false`` mirrors small photos out to the size instead of enlarging them). ``with_depth``: every item carries
+    ``data.upscale: false`` mirrors small photos out to the size instead of enlarging them; an entry with
+    ``full_frame`` keeps its whole resized frames where ``data.crop`` cuts the others, so items differ in shape and
+    batch with :func:`collate_by_shape`). ``with_depth``: every item carries
     ``depth`` (the synthetic scenes' depth, 0 = unknown; all 0 for the registered datasets)."""
     from ..data import transforms
 
-    tf = transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter,
-                                    zoom=data.zoom, zoom_prob=data.zoom_prob, upscale=data.upscale,
-                                    crop=data.crop)
+    def transform(full_frame: bool = False):
+        crop = None if full_frame else data.crop
+        pad_to = data.crop if full_frame and not data.upscale else None
+        return transforms.train_transform(data.size, mean=mean, std=std, hflip=data.hflip, jitter=data.jitter,
+                                          zoom=data.zoom, zoom_prob=data.zoom_prob, upscale=data.upscale,
+                                          crop=crop, pad_to=pad_to)
+
+    tf = transform()
     if with_depth and data.synthetic is None:
         raise ValueError("a scene-depth target needs rendered scenes: set data.synthetic")
     if data.synthetic is not None and not data.train:
@@ -33,12 +40,29 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
         raise ValueError("no training data: set data.train (registered datasets) or data.synthetic")
     from ..data import build_dataset
 
-    sets = [build_dataset(transform=tf, **e.dataset_kwargs(data.data_root, data.list_file)) for e in data.train]
+    sets = [build_dataset(transform=transform(e.full_frame), **e.dataset_kwargs(data.data_root, data.list_file))
+            for e in data.train]
     if with_depth:
         sets = [UnknownDepth(s) for s in sets]
     if data.synthetic is not None:  # a mix: registered items always carry ``valid``, so synthetic ones must too
         sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True, with_depth=with_depth))
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
+def collate_by_shape(items: list):
+    """Collate a batch whose items may differ in image shape: a plain batch (a dict) when all share one shape, else
+    a list of such batches, one per shape in order of first appearance (the trainer takes one step over them)."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(tuple(item["image"].shape), []).append(item)
+    batches = [default_collate(g) for g in groups.values()]
+    return batches[0] if len(batches) == 1 else batches
+
+
+def batch_items(batch) -> int:
+    """The number of samples in a batch from :func:`collate_by_shape`."""
+    groups = batch if isinstance(batch, list) else [batch]
+    return sum(len(g["image"]) for g in groups)
 
 
 class UnknownDepth(Dataset):

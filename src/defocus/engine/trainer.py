@@ -30,7 +30,7 @@ from ..errors import first_line
 from ..models.io import read_metadata
 from ..models.predict import predict_probs
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import build_train_dataset, build_val_dataset
+from .data import batch_items, build_train_dataset, build_val_dataset, collate_by_shape
 from .distributed import any_true, barrier, init_distributed, local_rank_from_env
 from .logs import CSVLog, TensorBoardLog
 from .sampling import ResumableSampler, SeededDataset
@@ -136,6 +136,9 @@ class Trainer:
             module = DDP(module, device_ids=ids)
         self.forward = torch.compile(module) if eng.compile else module
 
+        if self.dist.enabled and any(e.full_frame for e in cfg.data.train):
+            raise ValueError("data.train entries with full_frame batch items of several shapes, one step over "
+                             "each shape's items: train them in one process")
         base = train_dataset if train_dataset is not None else build_train_dataset(
             cfg.data, self.stage.mean, self.stage.std, cfg.seed,
             with_depth=getattr(self.stage, "uses_scene_depth", False))
@@ -150,7 +153,7 @@ class Trainer:
                              f"samples than one batch ({bs})")
         self.loader = DataLoader(self.dataset, batch_size=bs, sampler=self.sampler, drop_last=cfg.data.drop_last,
                                  num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=False)
+                                 persistent_workers=False, collate_fn=collate_by_shape)
         self.total_steps = total_steps(cfg.optim, self.batches_per_epoch)
         self._val_dataset = val_dataset
 
@@ -217,30 +220,41 @@ class Trainer:
         return {k: (v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def train_step(self, batch: dict) -> dict:
-        """One optimisation step on ``batch``; returns the loss and its parts as floats.
+        """One optimisation step on ``batch`` (a list of batches of one shape each: their losses weighted by their
+        share of the samples, one update); returns the loss and its parts as floats.
 
         Raises :class:`NonFiniteLossError` (naming the step) before any update if the loss is NaN/inf.
         """
         self.trainable.train()
         lr = self.set_learning_rates()
-        batch = self._to_device(batch)
+        groups = [self._to_device(g) for g in (batch if isinstance(batch, list) else [batch])]
+        count = sum(len(g["image"]) for g in groups)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss, parts = self.stage.compute(self.forward, batch, self.running_epoch, self.step)
-        value = float(loss.detach())
-        if any_true(not math.isfinite(value), self.dist, self.device):
-            raise NonFiniteLossError(
-                f"non-finite loss ({value}) at step {self.step + 1} (epoch {self.running_epoch}, batch "
-                f"{self.batch_in_epoch + 1}/{self.batches_per_epoch}); stopped before the update. Parts: "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-                + (f". Last checkpoint: {self.checkpoint_path}" if self.checkpoint_path.exists() else ""))
+        value, parts = 0.0, {}
+        for group in groups:   # items of one shape each; the step's loss is their mean weighted by samples
+            share = len(group["image"]) / count
+            with self.autocast():
+                loss, group_parts = self.stage.compute(self.forward, group, self.running_epoch, self.step)
+            group_value = float(loss.detach())
+            if any_true(not math.isfinite(group_value), self.dist, self.device):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({group_value}) at step {self.step + 1} (epoch {self.running_epoch}, batch "
+                    f"{self.batch_in_epoch + 1}/{self.batches_per_epoch}); stopped before the update. Parts: "
+                    + ", ".join(f"{k}={float(v):.4g}" for k, v in group_parts.items())
+                    + (f". Last checkpoint: {self.checkpoint_path}" if self.checkpoint_path.exists() else ""))
+            if share != 1:
+                loss = loss * share
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            value += share * group_value
+            for k, v in group_parts.items():
+                parts[k] = parts.get(k, 0.0) + share * float(v)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             for opt in self.optimizers.values():
                 self.scaler.unscale_(opt)
-        else:
-            loss.backward()
         o = self.cfg.optim
         if o.grad_clamp is not None:
             torch.nn.utils.clip_grad_value_(self.stage.clamp_params, o.grad_clamp)
@@ -255,7 +269,7 @@ class Trainer:
             self.scaler.update()
         self.last_loss = value
         out = {"loss": value, "lr": lr}
-        out.update({k: float(v) for k, v in parts.items()})
+        out.update(parts)
         return out
 
     # ------------------------------------------------------------------------------------------------ the loop
@@ -324,7 +338,7 @@ class Trainer:
                 parts = self.train_step(batch)
                 self.step += 1
                 self.batch_in_epoch += 1
-                self.sample_in_epoch += len(batch["image"])
+                self.sample_in_epoch += batch_items(batch)
                 for k, v in parts.items():
                     window.setdefault(k, []).append(v)
                 bar.update(1)
