@@ -383,6 +383,10 @@ def test_full_frame_entries_keep_their_whole_resized_frame_where_the_others_are_
     # 80x60 squashed to at most 64 a side without enlarging: the whole 64x60 frame; cut: a 32x32 window; a 20x16 photo,
     # smaller than the window, mirrored out to the window only
     assert shapes == [(3, 60, 64), (3, 32, 32), (3, 32, 32)]
+    from defocus.engine.data import shape_keys
+
+    keys = shape_keys(cfg.data, ds)                  # read from headers: equal where the shapes are equal
+    assert keys[1] == keys[2] != keys[0] == (60, 64)
     assert tuple(ds[0]["target"].shape) == (1, 60, 64) and (ds[0]["target"] == 1).all()
     with pytest.raises(ValueError, match="full_frame .* set data.crop"):
         load_config(None, [train, "data.size=64", "data.upscale=false"])

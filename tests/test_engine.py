@@ -360,6 +360,31 @@ def test_batches_of_items_of_two_shapes_take_one_step_weighted_by_samples(tmp_pa
     assert result.step == 2 and load_checkpoint(tmp_path / "fit" / "checkpoint.pt")["sample_in_epoch"] == 0
 
 
+def test_full_frame_entries_train_in_batches_of_one_shape(tmp_path):
+    from PIL import Image
+
+    entries = []
+    for name, size, full in (("frames", (80, 60), True), ("windows", (48, 48), False)):
+        for k in range(6):
+            for sub, mode in (("im", "RGB"), ("gt", "L")):
+                (tmp_path / name / sub).mkdir(parents=True, exist_ok=True)
+                Image.effect_noise(size, 40 + k).convert(mode).save(tmp_path / name / sub / f"{k}.png")
+        entries.append(f"{{name: folder, image_dir: {tmp_path / name / 'im'}, mask_dir: {tmp_path / name / 'gt'}, "
+                       f"full_frame: {str(full).lower()}}}")
+    cfg = make_cfg(tmp_path / "run", "stage1", [f"data.train=[{', '.join(entries)}]", "data.crop=32",
+                                                "data.upscale=false", "max_iters=6"])
+    trainer = Trainer(cfg)
+    shapes, step = [], trainer.train_step
+
+    def recording(batch):
+        shapes.append(sorted({tuple(g["image"].shape) for g in (batch if isinstance(batch, list) else [batch])}))
+        return step(batch)
+
+    trainer.train_step = recording
+    assert trainer.fit().step == 6
+    assert sorted(map(tuple, shapes)) == [((2, 3, 32, 32),)] * 3 + [((2, 3, 60, 64),)] * 3
+
+
 def test_trained_without_enlarging_the_model_records_it_and_validates_photos_at_their_own_size(tmp_path):
     cfg = make_cfg(tmp_path, "stage1", ["epochs=1", "data.upscale=false", "val_every=1", "skip_last_epoch=false"])
     result = Trainer(cfg, train_dataset=ToyDefocus(2), val_dataset=SmallPhotos()).fit()

@@ -62,6 +62,25 @@ def test_sampler_resumes_mid_epoch_and_shards_disjointly():
     assert len(shards[0]) == len(shards[1]) == 5 and not set(shards[0]) & set(shards[1])
 
 
+def test_batches_grouped_by_shape_hold_one_shape_each_and_resume_mid_epoch():
+    from defocus.engine.sampling import group_in_batches
+
+    keys = ["a", "b", "a", "b", "b", "a", "b", "a", "a", "b", "a"]
+    assert group_in_batches(range(11), keys, 2) == [0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9]   # 9 (b) left alone, last
+    data = list(range(11))
+    full = ResumableSampler(data, seed=42, shape_keys=keys, batch_size=3)
+    full.set_position(1)
+    order = [i for _, i in full]
+    assert sorted(order) == data                                          # every item once
+    runs = [order[k:k + 3] for k in range(0, 9, 3)]
+    assert all(len({keys[i] for i in run}) == 1 for run in runs)          # full batches: one shape each
+    part = ResumableSampler(data, seed=42, shape_keys=keys, batch_size=3)
+    part.set_position(1, start=3)
+    assert [i for _, i in part] == order[3:]
+    with pytest.raises(ValueError, match="one key per item"):
+        ResumableSampler(data, shape_keys=keys[:5], batch_size=3)
+
+
 class RandomItems(torch.utils.data.Dataset):
     """Items made only of global random draws (as random augmentation would be)."""
 

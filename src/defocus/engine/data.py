@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, default_collate
 
 from ..config import DataConfig, SyntheticData
@@ -47,6 +48,29 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
     if data.synthetic is not None:  # a mix: registered items always carry ``valid``, so synthetic ones must too
         sets.insert(0, build_synthetic(data.synthetic, data.size, tf, seed, with_valid=True, with_depth=with_depth))
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
+def shape_keys(data: DataConfig, dataset) -> Optional[list]:
+    """For each item of ``build_train_dataset(data, ...)``, a key that items coming out of the transform in one
+    shape share (a ``data.crop`` window, or a ``full_frame`` entry's frame size read from its image header); None
+    when no entry is ``full_frame`` (every item has one shape)."""
+    if not any(e.full_frame for e in data.train):
+        return None
+    sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    entries = ([None] if data.synthetic is not None else []) + list(data.train)
+    keys = []
+    for entry, ds in zip(entries, sets):
+        if entry is None or not entry.full_frame:
+            keys += [(data.crop, data.crop)] * len(ds)
+            continue
+        for pair in (ds.base if isinstance(ds, UnknownDepth) else ds).pairs:
+            with Image.open(pair.image) as im:
+                width, height = im.size
+            if data.upscale:
+                keys.append((data.size, data.size))
+            else:
+                keys.append((max(min(height, data.size), data.crop), max(min(width, data.size), data.crop)))
+    return keys
 
 
 def collate_by_shape(items: list):

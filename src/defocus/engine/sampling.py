@@ -1,7 +1,8 @@
 """Reproducible, resumable data order.
 
 * :class:`ResumableSampler` - a :class:`~torch.utils.data.DistributedSampler` (seeded permutation per epoch,
-  sharded across processes) that can start part-way through an epoch and yields ``(epoch, index)`` keys.
+  sharded across processes) that can start part-way through an epoch and yields ``(epoch, index)`` keys; given
+  each item's shape key, it orders the epoch so that each batch holds items of one shape (:func:`group_in_batches`).
 * :class:`SeededDataset` - seeds Python's, NumPy's and torch's random generators from ``(seed, epoch, index)``
   around each ``__getitem__`` so that random augmentation depends only on the sample, not on worker count,
   worker assignment or interruptions.
@@ -9,7 +10,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Hashable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,12 +19,18 @@ from torch.utils.data import Dataset, DistributedSampler
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler whose iteration starts at sample ``start`` of this process's share of the epoch and which
-    yields ``(epoch, index)`` pairs (read by :class:`SeededDataset`). With one process it is a seeded shuffle."""
+    yields ``(epoch, index)`` pairs (read by :class:`SeededDataset`). With one process it is a seeded shuffle.
+    ``shape_keys`` (one per item, equal for items of one shape) and ``batch_size``: the epoch's order is regrouped
+    so that every ``batch_size`` consecutive items share a key (:func:`group_in_batches`)."""
 
     def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = True):
+                 drop_last: bool = True, shape_keys: Optional[Sequence[Hashable]] = None,
+                 batch_size: Optional[int] = None):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)
+        if shape_keys is not None and (batch_size is None or len(shape_keys) != len(dataset)):
+            raise ValueError("shape_keys needs one key per item and the batch_size to group them in")
+        self.shape_keys, self.batch_size = shape_keys, batch_size
         self.start = 0
 
     def set_position(self, epoch: int, start: int = 0) -> None:
@@ -32,11 +39,28 @@ class ResumableSampler(DistributedSampler):
         self.start = int(start)
 
     def __iter__(self) -> Iterator:
-        indices = list(super().__iter__())[self.start:]
+        indices = list(super().__iter__())
+        if self.shape_keys is not None:
+            indices = group_in_batches(indices, self.shape_keys, self.batch_size)
+        indices = indices[self.start:]
         return iter([(self.epoch, i) for i in indices])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
+
+
+def group_in_batches(indices: Sequence[int], keys: Sequence[Hashable], batch_size: int) -> list[int]:
+    """``indices`` reordered into runs of ``batch_size`` items of one key each, in the order the runs fill up
+    (items keep their order within a key); the items of runs left unfilled come last, in their order."""
+    full, open_runs = [], {}
+    for i in indices:
+        run = open_runs.setdefault(keys[i], [])
+        run.append(i)
+        if len(run) == batch_size:
+            full += run
+            open_runs[keys[i]] = []
+    left = [i for run in open_runs.values() for i in run]
+    return full + sorted(left, key=list(indices).index)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

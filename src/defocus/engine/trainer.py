@@ -30,7 +30,7 @@ from ..errors import first_line
 from ..models.io import read_metadata
 from ..models.predict import predict_probs
 from .checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import batch_items, build_train_dataset, build_val_dataset, collate_by_shape
+from .data import batch_items, build_train_dataset, build_val_dataset, collate_by_shape, shape_keys
 from .distributed import any_true, barrier, init_distributed, local_rank_from_env
 from .logs import CSVLog, TensorBoardLog
 from .sampling import ResumableSampler, SeededDataset
@@ -143,9 +143,11 @@ class Trainer:
             cfg.data, self.stage.mean, self.stage.std, cfg.seed,
             with_depth=getattr(self.stage, "uses_scene_depth", False))
         self.dataset = SeededDataset(base, cfg.seed)
-        self.sampler = ResumableSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
-                                        shuffle=cfg.data.shuffle, seed=cfg.seed, drop_last=cfg.data.drop_last)
         bs = cfg.data.batch_size
+        keys = shape_keys(cfg.data, base) if train_dataset is None else None
+        self.sampler = ResumableSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
+                                        shuffle=cfg.data.shuffle, seed=cfg.seed, drop_last=cfg.data.drop_last,
+                                        shape_keys=keys, batch_size=bs)
         per_rank = self.sampler.num_samples
         self.batches_per_epoch = per_rank // bs if cfg.data.drop_last else math.ceil(per_rank / bs)
         if self.batches_per_epoch == 0:
@@ -519,6 +521,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         # a new batch size goes on from the same sample of the epoch
+        if self.sampler.shape_keys is not None and state["batch_size"] != self.cfg.data.batch_size \
+                and state["batch_in_epoch"]:
+            log.warning("resuming mid-epoch with another batch size (%s -> %s) in a run whose batches are grouped "
+                        "by shape: the rest of the epoch is grouped anew, so some of its samples may repeat or be "
+                        "left out", state["batch_size"], self.cfg.data.batch_size)
         self.sample_in_epoch = state.get("sample_in_epoch", state["batch_in_epoch"] * state["batch_size"])
         self.elapsed = state.get("elapsed", 0.0)
         self.best = state.get("best")
