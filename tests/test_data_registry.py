@@ -390,5 +390,7 @@ def test_full_frame_entries_keep_their_whole_resized_frame_where_the_others_are_
     assert tuple(ds[0]["target"].shape) == (1, 60, 64) and (ds[0]["target"] == 1).all()
     with pytest.raises(ValueError, match="full_frame .* set data.crop"):
         load_config(None, [train, "data.size=64", "data.upscale=false"])
+    with pytest.raises(ValueError, match="does not take data.zoom"):
+        load_config(None, [train, "data.size=64", "data.crop=32", "data.zoom=[0.5,1]"])
     with pytest.raises(ValueError, match="pad_to .* needs upscale=False and no crop"):
         train_transform(size=64, crop=32, upscale=False, pad_to=32)

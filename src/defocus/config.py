@@ -195,6 +195,8 @@ class DataConfig:
         if self.crop is None and any(e.full_frame for e in self.train):
             raise FieldError("train", "full_frame keeps a dataset's frames whole where the others are cut to "
                                       "data.crop windows: set data.crop")
+        if self.zoom is not None and any(e.full_frame for e in self.train):
+            raise FieldError("train", "full_frame keeps a dataset's frames whole: it does not take data.zoom windows")
         if self.synthetic is not None and self.synthetic.cfg.size != self.size:   # frames are rendered at `size`
             cfg = dataclasses.replace(self.synthetic.cfg, size=self.size)
             object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, cfg=cfg))

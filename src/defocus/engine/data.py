@@ -20,8 +20,8 @@ def build_train_dataset(data: DataConfig, mean: Sequence[float], std: Sequence[f
     registered datasets in ``data.train``, or both (synthetic first),
     with the paper's training transform (flip, resize, jitter, normalise; ``data.zoom`` adds a random crop,
     ``data.upscale: false`` mirrors small photos out to the size instead of enlarging them; an entry with
-    ``full_frame`` keeps its whole resized frames where ``data.crop`` cuts the others, so items differ in shape and
-    batch with :func:`collate_by_shape`). ``with_depth``: every item carries
+    ``full_frame`` keeps its whole resized frames where ``data.crop`` cuts the others, so items differ in shape:
+    :func:`shape_keys` tells them apart for batching). ``with_depth``: every item carries
     ``depth`` (the synthetic scenes' depth, 0 = unknown; all 0 for the registered datasets)."""
     from ..data import transforms
 
