@@ -360,7 +360,8 @@ def test_batches_of_items_of_two_shapes_take_one_step_weighted_by_samples(tmp_pa
     assert result.step == 2 and load_checkpoint(tmp_path / "fit" / "checkpoint.pt")["sample_in_epoch"] == 0
 
 
-def test_full_frame_entries_train_in_batches_of_one_shape(tmp_path):
+def frames_and_windows(tmp_path) -> list:
+    """Settings training on six 80x60 photos kept whole (full_frame) and six 48x48 photos cut to 32x32 windows."""
     from PIL import Image
 
     entries = []
@@ -371,9 +372,11 @@ def test_full_frame_entries_train_in_batches_of_one_shape(tmp_path):
                 Image.effect_noise(size, 40 + k).convert(mode).save(tmp_path / name / sub / f"{k}.png")
         entries.append(f"{{name: folder, image_dir: {tmp_path / name / 'im'}, mask_dir: {tmp_path / name / 'gt'}, "
                        f"full_frame: {str(full).lower()}}}")
-    cfg = make_cfg(tmp_path / "run", "stage1", [f"data.train=[{', '.join(entries)}]", "data.crop=32",
-                                                "data.upscale=false", "max_iters=6"])
-    trainer = Trainer(cfg)
+    return [f"data.train=[{', '.join(entries)}]", "data.crop=32", "data.upscale=false"]
+
+
+def test_full_frame_entries_train_in_batches_of_one_shape(tmp_path, caplog):
+    trainer = Trainer(make_cfg(tmp_path / "run", "stage1", frames_and_windows(tmp_path) + ["max_iters=6"]))
     shapes, step = [], trainer.train_step
 
     def recording(batch):
@@ -383,6 +386,14 @@ def test_full_frame_entries_train_in_batches_of_one_shape(tmp_path):
     trainer.train_step = recording
     assert trainer.fit().step == 6
     assert sorted(map(tuple, shapes)) == [((2, 3, 32, 32),)] * 3 + [((2, 3, 60, 64),)] * 3
+    resumed = Trainer(make_cfg(tmp_path / "run", "stage1", frames_and_windows(tmp_path)
+                               + ["max_iters=8", "batch_size=3", "resume=auto"]))
+    assert "grouped anew" not in caplog.text                 # the epoch had ended: nothing to regroup
+    Trainer(make_cfg(tmp_path / "mid", "stage1", frames_and_windows(tmp_path) + ["max_iters=1"])).fit()
+    Trainer(make_cfg(tmp_path / "mid", "stage1", frames_and_windows(tmp_path)
+                     + ["max_iters=2", "batch_size=3", "resume=auto"]))
+    assert "grouped anew" in caplog.text                     # mid-epoch: some samples may repeat, and it says so
+    assert resumed.step == 6
 
 
 def test_trained_without_enlarging_the_model_records_it_and_validates_photos_at_their_own_size(tmp_path):
