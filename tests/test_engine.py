@@ -360,6 +360,22 @@ def test_batches_of_items_of_two_shapes_take_one_step_weighted_by_samples(tmp_pa
     assert result.step == 2 and load_checkpoint(tmp_path / "fit" / "checkpoint.pt")["sample_in_epoch"] == 0
 
 
+def test_frozen_batchnorm_keeps_its_statistics_while_the_weights_train(tmp_path):
+    def batchnorm_state(trainer):
+        bn = [m for m in trainer.stage.student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        return [(m.running_mean.clone(), int(m.num_batches_tracked), m.weight.detach().clone()) for m in bn]
+
+    for freeze in (True, False):
+        trainer = Trainer(make_cfg(tmp_path / str(freeze), "stage1", ["max_iters=2", f"model.freeze_bn={freeze}"]),
+                          train_dataset=ToyDefocus(4))
+        before = batchnorm_state(trainer)
+        trainer.fit()
+        after = batchnorm_state(trainer)
+        assert any(not torch.equal(b[2], a[2]) for b, a in zip(before, after))        # scales train either way
+        kept = all(torch.equal(b[0], a[0]) and b[1] == a[1] for b, a in zip(before, after))
+        assert kept == freeze
+
+
 def frames_and_windows(tmp_path) -> list:
     """Settings training on six 80x60 photos kept whole (full_frame) and six 48x48 photos cut to 32x32 windows."""
     from PIL import Image

@@ -76,6 +76,7 @@ class ModelConfig:
     pretrained: Union[bool, str] = True            # ImageNet backbone (paper); False = random init; or a file path
     model_kwargs: DecoderOptions = field(default_factory=DecoderOptions)
     init: Optional[str] = None                     # fine-tune: start from a saved network (.safetensors, checkpoint, 'default')
+    freeze_bn: bool = False                        # not in the paper: BatchNorm normalises by its running statistics
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def hold_batchnorm_statistics(module: torch.nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode: it normalises by its running statistics and does not
+    update them (its scale and shift still train), so small or one-shape batches train as the network will run."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 class Trainer:
     """Train the stage named by ``cfg.stage``.
 
@@ -228,6 +236,8 @@ class Trainer:
         Raises :class:`NonFiniteLossError` (naming the step) before any update if the loss is NaN/inf.
         """
         self.trainable.train()
+        if self.cfg.model.freeze_bn:
+            hold_batchnorm_statistics(self.stage.student)
         lr = self.set_learning_rates()
         groups = [self._to_device(g) for g in (batch if isinstance(batch, list) else [batch])]
         count = sum(len(g["image"]) for g in groups)
