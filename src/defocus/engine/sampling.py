@@ -59,8 +59,8 @@ def group_in_batches(indices: Sequence[int], keys: Sequence[Hashable], batch_siz
         if len(run) == batch_size:
             full += run
             open_runs[keys[i]] = []
-    left = [i for run in open_runs.values() for i in run]
-    return full + sorted(left, key=list(indices).index)
+    left = {i for run in open_runs.values() for i in run}
+    return full + [i for i in indices if i in left]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
