@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 import defocus
 from defocus.config import load_config
+from defocus.defaults import INPUT_DEFAULT_KEYS
 from defocus.engine import NonFiniteLossError, Trainer
 from defocus.engine.checkpoint import load_checkpoint
 from defocus.models import create_model, save_model
@@ -420,5 +421,12 @@ def test_trained_without_enlarging_the_model_records_it_and_validates_photos_at_
     for path in (result.model_path, tmp_path / "model_best.safetensors"):
         assert defocus.load_model(path).config["upscale"] is False
         assert defocus.Predictor(path, backend="torch", device="cpu").options.upscale is False
-    paper = Trainer(make_cfg(tmp_path / "paper", "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(2)).fit()
-    assert "upscale" not in defocus.load_model(paper.model_path).config   # the paper's default: nothing recorded
+    paper = Trainer(make_cfg(tmp_path / "paper", "stage1", ["max_iters=1", "size=320"]),
+                    train_dataset=ToyDefocus(2)).fit()
+    assert not set(INPUT_DEFAULT_KEYS) & set(defocus.load_model(paper.model_path).config)  # the paper's: none
+
+
+def test_trained_at_another_size_the_model_records_it_and_predicts_at_it(tmp_path):
+    result = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(2)).fit()
+    assert defocus.load_model(result.model_path).config["input_size"] == SIZE != 320
+    assert defocus.Predictor(result.model_path, backend="torch", device="cpu").options.size == SIZE

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
+from ..defaults import PAPER_SIZE
 from ..losses import DBDLoss, depth_loss, depth_target, resize_to, scene_depth_target
 from ..models.predict import normalization
 from ..models.registry import is_depth_head
@@ -35,17 +36,17 @@ SCENE_DEPTH = "scene"
 
 def build_student(cfg: TrainConfig, name: str | None = None) -> nn.Module:
     """The student network from the ``model`` section (``create_model(name, backbone, pretrained, **kwargs)``).
-    Trained without enlarging small photos (``data.upscale: false``), it records that input default in its config,
-    so its checkpoints and model files run small photos at their own size
-    (:func:`~defocus.models.with_input_defaults`)."""
+    Trained at another size than the paper's 320 (``data.size``) or without enlarging small photos
+    (``data.upscale: false``), it records those input defaults in its config, so its checkpoints and model files
+    run at the size and in the way it was trained (:func:`~defocus.models.with_input_defaults`)."""
     from ..models import create_model, with_input_defaults
 
     m = cfg.model
     model = create_model(name or m.name, backbone=m.backbone, pretrained=m.pretrained, **m.model_kwargs.as_kwargs())
     if m.init:
         load_init_weights(model, m.init)
-    if not cfg.data.upscale:
-        with_input_defaults(model, upscale=False)
+    with_input_defaults(model, size=cfg.data.size if cfg.data.size != PAPER_SIZE else None,
+                        upscale=False if not cfg.data.upscale else None)
     return model
 
 
