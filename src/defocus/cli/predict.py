@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
                                              "lbp or hifst."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
         size: Optional[int] = typer.Option(None, "--size", min=1, help="Network input size. Default: the model's "
-                                           "own (the bundled model: 512; other models: the paper's 320)."),
+                                           "own (the bundled model: 512; a trained model: its data.size; others: the paper's 320)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                                   help="Mask threshold on the in-focus probability (default 0.5; "
                                                        "with --method, the method's own: LBP 0.3, HiFST Otsu's)."),
