@@ -172,3 +172,33 @@ def test_refine_box_predicts_the_photos_again_with_refined_maps(page, server_url
     refined.wait_for(timeout=60_000)
     assert float(refined.get_attribute("data-fraction")) == pytest.approx(f_refined, abs=1e-6)
     assert page.locator(".card").count() == 1
+
+
+def test_a_new_api_key_keeps_the_threshold_and_refine_the_user_chose(tmp_path, server_url):
+    """The server's defaults fill the controls once; entering the key again (or another one) after the user
+    moved the slider keeps the slider, and the cards stay drawn at what it shows."""
+    predictor = Predictor(device="cpu", workers=1)
+    with running_server(create_app(ServeSettings(device="cpu", api_key="s3cret"), predictor)) as url, \
+            sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        pg = browser.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(url + "/")
+        pg.locator("#key-box").wait_for(state="visible")
+        pg.fill("#api-key", "s3cret")
+        pg.dispatch_event("#api-key", "change")
+        pg.wait_for_function("document.querySelector('#model-info').textContent.includes('dffnet')")
+        pg.set_input_files("#file-input", str(PHOTO))
+        card = pg.locator(".card[data-state=done]")
+        card.wait_for(timeout=60_000)
+        pg.eval_on_selector("#threshold", "el => { el.value = 0.8; el.dispatchEvent(new Event('input')); }")
+        at_08 = float(card.get_attribute("data-fraction"))
+        pg.evaluate("document.querySelector('#model-info').textContent = ''")
+        pg.dispatch_event("#api-key", "change")
+        pg.wait_for_function("document.querySelector('#model-info').textContent.includes('dffnet')")
+        assert float(pg.input_value("#threshold")) == pytest.approx(0.8)
+        assert pg.locator("#threshold-value").inner_text() == "0.80"
+        assert float(card.get_attribute("data-fraction")) == pytest.approx(at_08)
+        browser.close()
+    assert errors == []

@@ -12,6 +12,7 @@ const $ = (sel) => document.querySelector(sel);
 const photos = [];                  // {card, file, name, hist, total, mapUrl, map, original, width, height, error}
 const waiting = [];
 let running = 0;
+let defaultsShown = false;          // the server's defaults fill the controls once, not over the user's choice
 
 function apiHeaders() {
   const key = $("#api-key").value;
@@ -38,9 +39,12 @@ async function loadModelInfo() {
   }
   const m = body.models[0];
   $("#model-info").textContent = `model: ${m.name}${m.backbone ? " (" + m.backbone + ")" : ""}, ${m.source}`;
-  $("#threshold").value = body.defaults.threshold;
-  $("#refine").checked = Boolean(body.defaults.refine);
-  showSliderValues();
+  if (!defaultsShown) {
+    defaultsShown = true;
+    $("#threshold").value = body.defaults.threshold;
+    $("#refine").checked = Boolean(body.defaults.refine);
+    rerenderAll();
+  }
 }
 
 function showSliderValues() {
