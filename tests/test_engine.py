@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -161,16 +162,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_processes(procs, timeout: float) -> list:
+    """Start ``procs``, wait up to ``timeout`` seconds in all, kill those still running (a collective that waits
+    for ever); returns their exit codes (None: killed)."""
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return codes
+
+
 def test_ddp_two_gloo_processes_keep_identical_replicas(tmp_path):
     seen = {}
     port = _free_port()
     ctx = mp.get_context("fork")   # children inherit the imported modules (fast start)
     procs = [ctx.Process(target=_ddp_rank_dump, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    assert run_processes(procs, 120) == [0, 0]
     for r in range(2):
         seen[r] = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
     assert seen[0]["step"] == seen[1]["step"] == 2
@@ -377,13 +390,14 @@ def test_frozen_batchnorm_keeps_its_statistics_while_the_weights_train(tmp_path)
         assert kept == freeze
 
 
-def frames_and_windows(tmp_path) -> list:
-    """Settings training on six 80x60 photos kept whole (full_frame) and six 48x48 photos cut to 32x32 windows."""
+def frames_and_windows(tmp_path, frames: int = 6, windows: int = 6) -> list:
+    """Settings training on ``frames`` 80x60 photos kept whole (full_frame) and ``windows`` 48x48 photos cut to
+    32x32 windows."""
     from PIL import Image
 
     entries = []
-    for name, size, full in (("frames", (80, 60), True), ("windows", (48, 48), False)):
-        for k in range(6):
+    for name, size, full, count in (("frames", (80, 60), True, frames), ("windows", (48, 48), False, windows)):
+        for k in range(count):
             for sub, mode in (("im", "RGB"), ("gt", "L")):
                 (tmp_path / name / sub).mkdir(parents=True, exist_ok=True)
                 Image.effect_noise(size, 40 + k).convert(mode).save(tmp_path / name / sub / f"{k}.png")
@@ -430,3 +444,41 @@ def test_trained_at_another_size_the_model_records_it_and_predicts_at_it(tmp_pat
     result = Trainer(make_cfg(tmp_path, "stage1", ["max_iters=1"]), train_dataset=ToyDefocus(2)).fit()
     assert defocus.load_model(result.model_path).config["input_size"] == SIZE != 320
     assert defocus.Predictor(result.model_path, backend="torch", device="cpu").options.size == SIZE
+
+
+def test_full_frame_entries_train_in_two_gloo_processes_with_identical_replicas(tmp_path):
+    """Each process groups its share of the epoch by shape; a batch that mixes shapes on one process and not on
+    the other still takes one gradient exchange a step, so the replicas stay identical and nothing waits."""
+    settings = frames_and_windows(tmp_path, frames=2, windows=10) + ["max_iters=4", "batch_size=6",
+                                                                      "model.freeze_bn=true"]
+    port = _free_port()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_ddp_frames_rank, args=(r, 2, port, str(tmp_path / "run"), settings))
+             for r in range(2)]
+    assert run_processes(procs, 180) == [0, 0]
+    seen = [torch.load(tmp_path / "run" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert seen[0]["step"] == seen[1]["step"] == 4
+    # a step at which one process's batch held both shapes and the other's one
+    assert any(len(a) != len(b) for a, b in zip(seen[0]["shapes"], seen[1]["shapes"]))
+    diff = [k for k in seen[0]["params"] if not torch.equal(seen[0]["params"][k], seen[1]["params"][k])]
+    assert not diff, diff[:5]
+
+
+def _ddp_frames_rank(rank, world, port, out_dir, settings):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    trainer = Trainer(make_cfg(out_dir, "stage1", settings + ["device=cpu"]))
+    shapes, step = [], trainer.train_step
+
+    def recording(batch):
+        shapes.append(sorted({tuple(g["image"].shape[2:]) for g in (batch if isinstance(batch, list) else [batch])}))
+        return step(batch)
+
+    trainer.train_step = recording
+    trainer.fit()
+    torch.save({"step": trainer.step, "shapes": shapes, "params": trainer.stage.student.state_dict()},
+               f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()

@@ -137,16 +137,14 @@ class Trainer:
 
         self._setup_precision()
         module = self.trainable
+        self.ddp = None
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DDP(module, device_ids=ids)
+            module = self.ddp = DDP(module, device_ids=ids)
         self.forward = torch.compile(module) if eng.compile else module
 
-        if self.dist.enabled and any(e.full_frame for e in cfg.data.train):
-            raise ValueError("data.train entries with full_frame batch items of several shapes, one step over "
-                             "each shape's items: train them in one process")
         base = train_dataset if train_dataset is not None else build_train_dataset(
             cfg.data, self.stage.mean, self.stage.std, cfg.seed,
             with_depth=getattr(self.stage, "uses_scene_depth", False))
@@ -231,7 +229,8 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict:
         """One optimisation step on ``batch`` (a list of batches of one shape each: their losses weighted by their
-        share of the samples, one update); returns the loss and its parts as floats.
+        share of the samples, one update; with several processes, gradients are exchanged once, after the last
+        shape's backward pass); returns the loss and its parts as floats.
 
         Raises :class:`NonFiniteLossError` (naming the step) before any update if the loss is NaN/inf.
         """
@@ -243,27 +242,33 @@ class Trainer:
         count = sum(len(g["image"]) for g in groups)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        value, parts = 0.0, {}
-        for group in groups:   # items of one shape each; the step's loss is their mean weighted by samples
+        value, parts, bad = 0.0, {}, None
+        for n, group in enumerate(groups):  # items of one shape each; the step's loss is their mean weighted by samples
             share = len(group["image"]) / count
-            with self.autocast():
-                loss, group_parts = self.stage.compute(self.forward, group, self.running_epoch, self.step)
-            group_value = float(loss.detach())
-            if any_true(not math.isfinite(group_value), self.dist, self.device):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({group_value}) at step {self.step + 1} (epoch {self.running_epoch}, batch "
-                    f"{self.batch_in_epoch + 1}/{self.batches_per_epoch}); stopped before the update. Parts: "
-                    + ", ".join(f"{k}={float(v):.4g}" for k, v in group_parts.items())
-                    + (f". Last checkpoint: {self.checkpoint_path}" if self.checkpoint_path.exists() else ""))
-            if share != 1:
-                loss = loss * share
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
+            # several processes: one gradient exchange a step, whatever number of shapes each process's batch holds
+            last = n == len(groups) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+                with self.autocast():
+                    loss, group_parts = self.stage.compute(self.forward, group, self.running_epoch, self.step)
+                group_value = float(loss.detach())
+                if bad is None and not math.isfinite(group_value):
+                    bad = (group_value, group_parts)
+                if share != 1:
+                    loss = loss * share
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             value += share * group_value
             for k, v in group_parts.items():
                 parts[k] = parts.get(k, 0.0) + share * float(v)
+        if any_true(bad is not None, self.dist, self.device):
+            bad_value, bad_parts = bad or (float("nan"), {})   # (the non-finite loss was another process's)
+            raise NonFiniteLossError(
+                f"non-finite loss ({bad_value}) at step {self.step + 1} (epoch {self.running_epoch}, batch "
+                f"{self.batch_in_epoch + 1}/{self.batches_per_epoch}); stopped before the update. Parts: "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in bad_parts.items())
+                + (f". Last checkpoint: {self.checkpoint_path}" if self.checkpoint_path.exists() else ""))
         if self.scaler is not None:
             for opt in self.optimizers.values():
                 self.scaler.unscale_(opt)
