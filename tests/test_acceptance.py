@@ -133,4 +133,8 @@ def test_release_check_script_checks_the_refined_maps_with_refine(shared_dir, tm
         rows = list(csv.DictReader((tmp_path / name / "per_image.csv").open()))
         assert len(rows) == 5
         mae[name] = np.mean([float(r["mae"]) for r in rows])
-    assert abs(mae["plain"] - mae["refined"]) > 1e-3
+    assert mae["refined"] != mae["plain"]
+    for plain in sorted((tmp_path / "plain" / "maps" / "model").glob("*_prob.png")):  # the maps scored are refined
+        refined = tmp_path / "refined" / "maps" / "model" / plain.name
+        diff = np.abs(np.asarray(Image.open(plain), float) - np.asarray(Image.open(refined), float)) / 255
+        assert diff.mean() > 0.005  # measured 0.009-0.028 a photo with the fifth bundled model
