@@ -131,3 +131,56 @@ def test_fill_flat_needs_a_filler(tmp_path):
     with pytest.raises(ValueError, match="fill_undetermined"):
         Stage1(load_config(REPO / "configs" / "smoke_stage1.yaml",
                            [f"output_dir={tmp_path}", "progress=false", "loss.fill_flat=2.0"]), torch.device("cpu"))
+
+
+class PositionBias(nn.Module):
+    """A stand-in network whose logit at column j is ``bias[j]``, whatever the image: not mirror-symmetric."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = torch.tensor(bias)
+
+    def forward(self, x):
+        return DBDOutput(self.bias.view(1, 1, 1, -1).expand(x.shape[0], 1, x.shape[-2], -1).clone(), [], [])
+
+
+@pytest.mark.parametrize("bias, plain_row, flipped_row", [
+    # column 0: sigmoid(1) + sigmoid(-3) = 0.78 < 1, so the mean probability is below 0.5; likewise column 3
+    ([1.0, 0.0, 0.0, -3.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]),
+    # sigmoid(3) + sigmoid(-1) = 1.22 > 1: the surer call wins at both ends
+    ([3.0, 0.0, 0.0, -1.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]),
+])
+def test_fill_flip_averages_the_fillers_calls_on_the_image_and_its_mirror(bias, plain_row, flipped_row):
+    images = torch.zeros(1, 3, 2, 4)
+    target = torch.full((1, 1, 2, 4), 0.5)
+    undetermined = torch.zeros_like(target)
+    plain = fill_undetermined(PositionBias(bias), images, target, undetermined)
+    flipped = fill_undetermined(PositionBias(bias), images, target, undetermined, flip=True)
+    assert plain[0, 0].tolist() == [plain_row] * 2
+    assert flipped[0, 0].tolist() == [flipped_row] * 2
+
+
+def test_fill_flip_is_read_from_the_config_and_needs_a_filler(tmp_path):
+    torch.manual_seed(0)
+    filler = create_model("dffnet", backbone="resnet18", pretrained=False).eval()
+    path = save_model(filler, tmp_path / "filler.safetensors")
+    stage = Stage1(load_config(REPO / "configs" / "smoke_stage1.yaml",
+                               [f"output_dir={tmp_path}", "progress=false", f"loss.fill_undetermined={path}",
+                                "loss.fill_flip=true"]), torch.device("cpu"))
+    assert stage.filler is not None
+    stage.filler = PositionBias(torch.linspace(3.0, -1.0, 64).tolist())   # in focus on the left 48 columns
+    stage.student.eval()
+    images = torch.randn(1, 3, 64, 64)
+    target = torch.zeros(1, 1, 64, 64)
+    batch = dict(image=images, target=target, valid=torch.zeros_like(target))
+    loss = stage.compute(stage.student, batch, 0, 0)[0]
+    with torch.no_grad():
+        out = stage.student(images)
+    expected_target = fill_undetermined(stage.filler, images, target, torch.zeros_like(target), flip=True)
+    one_view = fill_undetermined(stage.filler, images, target, torch.zeros_like(target))
+    assert float(expected_target.mean()) == 1.0 and float(one_view.mean()) == 0.75
+    assert torch.allclose(loss, stage.loss(out.logit, out.sides, expected_target)[0])
+    assert not torch.allclose(loss, stage.loss(out.logit, out.sides, one_view)[0])
+    with pytest.raises(ValueError, match="fill_undetermined"):
+        Stage1(load_config(REPO / "configs" / "smoke_stage1.yaml",
+                           [f"output_dir={tmp_path}", "progress=false", "loss.fill_flip=true"]), torch.device("cpu"))

@@ -251,6 +251,7 @@ class LossConfig:
     depth_weight: float = 1.0
     fill_undetermined: Optional[str] = None       # null = ignore undetermined pixels | a model whose calls label them
     fill_flat: Optional[float] = None             # also fill in-focus labels where RMS luma gradient < this
+    fill_flip: bool = False                       # filler's calls averaged with its calls on the mirrored image
 
     def __post_init__(self):
         _check_choice("edge_reduction", self.edge_reduction, ("sum", "mean"))

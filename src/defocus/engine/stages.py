@@ -166,8 +166,9 @@ def build_label_filler(cfg: TrainConfig, student: nn.Module, device: torch.devic
     must take the student's input normalisation: it sees the same normalised crops."""
     path = cfg.loss.fill_undetermined
     if not path:
-        if cfg.loss.fill_flat:
-            raise ValueError("loss.fill_flat needs loss.fill_undetermined (the model whose calls fill the pixels)")
+        for option in ("fill_flat", "fill_flip"):
+            if getattr(cfg.loss, option):
+                raise ValueError(f"loss.{option} needs loss.fill_undetermined (the model whose calls fill the pixels)")
         return None
     from ..models.io import load_model
 
@@ -198,10 +199,15 @@ def local_gradient_rms(images01: torch.Tensor, sigma: float = FLAT_SIGMA) -> tor
 
 @torch.no_grad()
 def fill_undetermined(filler: nn.Module, images: torch.Tensor, target: torch.Tensor,
-                      valid: torch.Tensor) -> torch.Tensor:
+                      valid: torch.Tensor, flip: bool = False) -> torch.Tensor:
     """``target`` where ``valid`` (1 = determined), elsewhere ``filler``'s thresholded prediction (1 = in focus)
-    of the same ``images``."""
-    guess = (resize_to(filler(images).logit.float(), target.shape[-2:]) > 0).to(target.dtype)
+    of the same ``images``; with ``flip`` its in-focus probability averaged with that of the images mirrored left
+    to right (mapped back), as ``--flip-tta`` predicts."""
+    score = filler(images).logit.float()                 # > 0 where in focus
+    if flip:
+        mirrored = filler(images.flip(-1)).logit.float().flip(-1)
+        score = (torch.sigmoid(score) + torch.sigmoid(mirrored)) * 0.5 - 0.5
+    guess = (resize_to(score, target.shape[-2:]) > 0).to(target.dtype)
     return torch.where(valid > 0.5, target, guess)
 
 
@@ -209,8 +215,9 @@ class Stage1(TrainingStage):
     """Stage 1 (method.md §3): ``L = L_dbd(Z) + sum_k L_dbd(up(S_k))``.
 
     With ``loss.fill_undetermined`` (off by default) the undetermined pixels are not left out of the loss but
-    labelled by a frozen network's thresholded prediction (:func:`fill_undetermined`); ``loss.fill_flat`` hands it
-    the pixels labelled in focus where the crop is flat (:func:`local_gradient_rms` below that value) as well."""
+    labelled by a frozen network's thresholded prediction (:func:`fill_undetermined`, averaged over the crop and its
+    mirror image with ``loss.fill_flip``); ``loss.fill_flat`` hands it the pixels labelled in focus where the crop
+    is flat (:func:`local_gradient_rms` below that value) as well."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device):
         super().__init__(cfg, build_student(cfg).to(device))
@@ -225,7 +232,7 @@ class Stage1(TrainingStage):
             keep = 1.0 - (flat & (target > 0.5)).to(target.dtype)
             valid = keep if valid is None else valid * keep
         if self.filler is not None and valid is not None:
-            target, valid = fill_undetermined(self.filler, batch["image"], target, valid), None
+            target, valid = fill_undetermined(self.filler, batch["image"], target, valid, self.cfg.loss.fill_flip), None
         return self.loss(out.logit, out.sides, target, valid)
 
 
