@@ -204,7 +204,26 @@ def test_benchmark_of_an_onnx_file_names_the_backend_it_runs_on(tmp_path):
     from defocus.bench import benchmark
 
     with pytest.raises(ValueError, match="runs on ONNX Runtime: --backend onnx"):
-        benchmark(model=str(tmp_path / "model.onnx"), runs=1, isolate=False)
+        benchmark(model=str(tmp_path / "model.onnx"), backends=("torch",), runs=1, isolate=False)
+
+
+def test_benchmark_times_by_default_the_backend_predict_runs(tiny, tiny_ckpt, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from defocus.bench import benchmark
+    from defocus.export import export_onnx
+    from defocus.inference import bundled_weights
+
+    export_onnx(tiny, tmp_path / "m.onnx", check=False)
+    expected = [(str(tmp_path / "m.onnx"), "onnx"), (tiny_ckpt, "torch")]
+    if bundled_weights() is not None:
+        expected.append(("default", Predictor("default", device="cpu").backend))
+    for model, backend in expected:
+        row, = benchmark(model=model, size=64, batch_sizes=(1,), runs=1, warmup=0, isolate=False)["results"]
+        assert row["backend"] == backend == Predictor(model, device="cpu").backend, model
+    r = CliRunner().invoke(app, ["benchmark", "--model", str(tmp_path / "m.onnx"), "--size", "64", "--batch-size",
+                                 "1", "--runs", "1", "--warmup", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [row["backend"] for row in json.loads(r.stdout)["results"]] == ["onnx"]
 
 
 @pytest.mark.parametrize("args, message", [(["--batch-size", "a"], "positive integers"),

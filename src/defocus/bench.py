@@ -1,9 +1,10 @@
 """Inference throughput, latency and peak memory, with the machine they were measured on.
 
 Each configuration runs in a fresh process (``isolate=True``) so that its peak resident memory (Linux
-``VmHWM``) is its own. Backends: ``torch`` (the optimised path of :class:`~defocus.inference.Predictor`:
-folded conv + BN, channels-last, ``inference_mode``), ``onnx`` (ONNX Runtime on the exported graph) and
-``torch-baseline`` (the plain eval model under ``torch.no_grad``: the reference point).
+``VmHWM``) is its own. Backends: ``auto`` (the one ``defocus predict`` runs the model on: ONNX Runtime for the
+bundled model and ``.onnx`` files, PyTorch for other models), ``torch`` (the optimised path of
+:class:`~defocus.inference.Predictor`: folded conv + BN, channels-last, ``inference_mode``), ``onnx`` (ONNX Runtime
+on the exported graph) and ``torch-baseline`` (the plain eval model under ``torch.no_grad``: the reference point).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .defaults import PAPER_SIZE
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "torch-baseline")
+BACKENDS = ("auto", "torch", "onnx", "torch-baseline")
 
 
 def machine_info() -> dict:
@@ -119,7 +120,7 @@ def latency_stats(seconds: list[float], batch: int) -> dict:
     return {"images_per_s": round(batch / p50, 3), "p50_ms": round(1000 * p50, 2), "p90_ms": round(1000 * p90, 2)}
 
 
-def run_config(model="default", size: int | None = None, batch: int = 1, backend: str = "torch", runs: int = 10,
+def run_config(model="default", size: int | None = None, batch: int = 1, backend: str = "auto", runs: int = 10,
                warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None) -> dict:
     """Measure one configuration in this process: build the model, time ``runs`` forward passes of a random
     ``batch`` x 3 x ``size`` x ``size`` input (classical methods: one ``size`` x ``size`` image per call).
@@ -128,7 +129,7 @@ def run_config(model="default", size: int | None = None, batch: int = 1, backend
     an ONNX-only deployment)."""
     from .inference import Predictor
 
-    if method is not None and backend != "torch":
+    if method is not None and backend not in ("auto", "torch"):
         raise ValueError(f"backend {backend!r} applies to networks; a classical method runs in NumPy")
     onnx_file = str(model).lower().endswith(".onnx")
     if onnx_file and backend == "torch-baseline":
@@ -207,19 +208,19 @@ def _run_isolated(kwargs: dict) -> dict:
 DEFAULT_BATCH_SIZES = (1, 8)
 
 
-def benchmark(model="default", size: int | None = None, batch_sizes=None, backends=("torch",), runs: int = 10,
+def benchmark(model="default", size: int | None = None, batch_sizes=None, backends=("auto",), runs: int = 10,
               warmup: int = 2, threads: int | None = None, device: str = "cpu", method: str | None = None,
               isolate: bool = True) -> dict:
     """Measure every (backend, batch size) combination at input side ``size`` (``None``: the model's own;
-    ``batch_sizes=None``: :data:`DEFAULT_BATCH_SIZES`; a classical ``method`` is timed once, and refuses network
-    options);
+    ``batch_sizes=None``: :data:`DEFAULT_BATCH_SIZES`; ``backends=("auto",)``: the backend ``defocus predict`` runs
+    the model on; a classical ``method`` is timed once, and refuses network options);
     returns ``{"machine": ..., "results": [rows]}`` (rows: images/s, p50/p90 latency per batch, RSS before
     loading and peak RSS in MB)."""
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
     if method is not None:  # one row: a classical method computes one image per call, in NumPy
-        if tuple(backends) != ("torch",) or (batch_sizes is not None and tuple(batch_sizes) != (1,)) or threads:
+        if tuple(backends) not in (("auto",), ("torch",)) or (batch_sizes is not None and tuple(batch_sizes) != (1,)) or threads:
             raise ValueError("backends, batch sizes and threads apply to networks; a classical method is timed "
                              "once, one image per call, in NumPy")
         batch_sizes = (1,)

@@ -79,8 +79,8 @@ def register(app: typer.Typer) -> None:
                                            "512 for the bundled model, 320 for most others)."),
         batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma-separated batch sizes "
                                                  "(default: 1,8)."),
-        backend: str = typer.Option("torch", "--backend", help="Comma-separated: torch, onnx, torch-baseline "
-                                    "(the unoptimised eval model)."),
+        backend: str = typer.Option("auto", "--backend", help="Comma-separated: auto (the backend predict runs "
+                                    "the model on), torch, onnx, torch-baseline (the unoptimised eval model)."),
         runs: int = typer.Option(10, "--runs", min=1, help="Timed runs per configuration."),
         warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs first."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads (default: "
