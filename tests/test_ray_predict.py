@@ -102,6 +102,17 @@ def test_table_parts_resume_and_compaction(tmp_path):
     assert not pt.compact_table(tmp_path / "never").exists()   # a run that never started leaves no empty table
 
 
+def test_compaction_removes_the_temporary_file_of_a_part_write_cut_short(tmp_path):
+    from defocus import prediction_table as pt
+    from defocus.atomic import temp_path
+
+    pt.write_part(pt.rows_to_table([{"path": "a", "error": None, "width": 5}]), tmp_path)
+    parts = tmp_path / pt.PARTS_DIR
+    temp_path(parts / "part-00000000000000000001-deadbeef.parquet").write_bytes(b"")  # a worker killed mid-write
+    pt.compact_table(tmp_path)
+    assert [r["path"] for r in read_rows(tmp_path)] == ["a"] and not parts.exists()
+
+
 def test_cli_without_ray_is_one_clear_line(tmp_path, monkeypatch):
     for name in ("ray", "ray.data"):
         monkeypatch.setitem(sys.modules, name, None)  # import ray -> ImportError, as when it is not installed

@@ -119,7 +119,7 @@ def done_outputs(out_dir) -> dict[str, str]:
 def compact_table(out_dir) -> Path:
     """Merge the table and its parts into ``out_dir/predictions.parquet`` (one row per path, the newest kept,
     sorted by path; a row whose maps another path's later row wrote over is dropped, :func:`latest_rows`), written
-    atomically, then remove the parts. Returns the table's path (not written when there are no rows at all)."""
+    atomically, then remove the parts (and the temporary files of part writes a kill cut short). Returns the table's path (not written when there are no rows at all)."""
     import pyarrow.parquet as pq
 
     parts = _part_files(out_dir)
@@ -131,6 +131,8 @@ def compact_table(out_dir) -> Path:
     path = imageio.write_bytes_atomic(buf.getvalue(), Path(out_dir) / TABLE_NAME)
     for part in parts:  # only after the merged table is in place: a kill here leaves duplicates, never losses
         os.unlink(part)
+    for temp in (Path(out_dir) / PARTS_DIR).glob(".part-*.tmp"):  # part writes of a killed worker, never complete
+        temp.unlink(missing_ok=True)
     try:
         (Path(out_dir) / PARTS_DIR).rmdir()
     except OSError:
