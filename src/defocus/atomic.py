@@ -32,6 +32,12 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
+def leftover_temp_files(folder, pattern: str = "*") -> list[Path]:
+    """The temporary files (:func:`temp_path`) in ``folder`` whose target name matches ``pattern``: what a process
+    killed in the middle of an atomic write leaves behind; never a complete file."""
+    return sorted(Path(folder).glob(f".{pattern}.*.tmp"))
+
+
 def atomic_create(path, create: Callable[[Path], object]) -> Path:
     """Create ``path`` atomically: ``create(tmp)`` makes the file at the temporary path ``tmp`` (any way it likes:
     a library's ``save(tmp)``, a copy, a link), which then replaces ``path``. Returns ``path``."""

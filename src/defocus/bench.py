@@ -220,7 +220,8 @@ def benchmark(model="default", size: int | None = None, batch_sizes=None, backen
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
     if method is not None:  # one row: a classical method computes one image per call, in NumPy
-        if tuple(backends) not in (("auto",), ("torch",)) or (batch_sizes is not None and tuple(batch_sizes) != (1,)) or threads:
+        one_image = batch_sizes is None or tuple(batch_sizes) == (1,)
+        if tuple(backends) not in (("auto",), ("torch",)) or not one_image or threads:
             raise ValueError("backends, batch sizes and threads apply to networks; a classical method is timed "
                              "once, one image per call, in NumPy")
         batch_sizes = (1,)

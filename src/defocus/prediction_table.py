@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from . import imageio
+from .atomic import leftover_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def done_outputs(out_dir) -> dict[str, str]:
 def compact_table(out_dir) -> Path:
     """Merge the table and its parts into ``out_dir/predictions.parquet`` (one row per path, the newest kept,
     sorted by path; a row whose maps another path's later row wrote over is dropped, :func:`latest_rows`), written
-    atomically, then remove the parts (and the temporary files of part writes a kill cut short). Returns the table's path (not written when there are no rows at all)."""
+    atomically, then remove the parts (and the temporary files of part writes a kill cut short). Returns the
+    table's path (not written when there are no rows at all)."""
     import pyarrow.parquet as pq
 
     parts = _part_files(out_dir)
@@ -131,7 +133,7 @@ def compact_table(out_dir) -> Path:
     path = imageio.write_bytes_atomic(buf.getvalue(), Path(out_dir) / TABLE_NAME)
     for part in parts:  # only after the merged table is in place: a kill here leaves duplicates, never losses
         os.unlink(part)
-    for temp in (Path(out_dir) / PARTS_DIR).glob(".part-*.tmp"):  # part writes of a killed worker, never complete
+    for temp in leftover_temp_files(Path(out_dir) / PARTS_DIR, "part-*.parquet"):
         temp.unlink(missing_ok=True)
     try:
         (Path(out_dir) / PARTS_DIR).rmdir()
