@@ -59,12 +59,17 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def cache_folder(label: str, kwargs: dict) -> str:
-    """The cache folder of a method: its label, and for a network the first 10 hex digits of its weights' SHA-256."""
+    """The cache folder of a method: its label, and for a network the first 10 hex digits of the SHA-256 of its
+    files: the weights, and for ``default`` also the bundled ONNX file that ``defocus predict`` runs where ONNX
+    Runtime is installed (so maps of an earlier export are never read back as the current model's)."""
     if "model" not in kwargs:
         return label
-    from defocus.bundled import resolve_default
+    from defocus.bundled import bundled_onnx, resolve_default
 
-    digest = hashlib.sha256(Path(resolve_default(kwargs["model"])).read_bytes()).hexdigest()
+    files = [Path(resolve_default(kwargs["model"]))]
+    if str(kwargs["model"]) == "default" and bundled_onnx() is not None:
+        files.append(bundled_onnx())
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
     return f"{label}-{digest[:10]}"
 
 

@@ -47,7 +47,7 @@ def test_bundled_model_separates_sharp_subject_from_blurred_background(shared_di
         blur_pred, blur_gt = result.prob < 0.5, ~gt_in_focus
         inter += np.logical_and(blur_pred, blur_gt).sum()
         union += np.logical_or(blur_pred, blur_gt).sum()
-    assert inter / union > 0.9  # measured 0.92 (pooled blur IoU, the sixth bundled model); a random or untrained network gives ~0.5
+    assert inter / union > 0.9  # measured 0.92 (pooled blur IoU, the seventh bundled model); a random or untrained network gives ~0.5
 
 
 def test_default_names_the_bundled_weights_everywhere_a_model_is_named():

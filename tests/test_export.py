@@ -144,7 +144,7 @@ def test_shipped_onnx_model_matches_the_bundled_weights(examples_dir):
     assert torch_p.backend == "torch" and onnx_p.info.backbone == torch_p.info.backbone
     image = examples_dir / "dahlia_flower.jpg"
     a, b = onnx_p.predict(image).prob_lowres, torch_p.predict(image).prob_lowres
-    assert b.std() > 0.1 and np.abs(a - b).max() <= 5e-4  # measured 2.9e-4 over the example photos (the sixth bundled model)
+    assert b.std() > 0.1 and np.abs(a - b).max() <= 5e-4  # measured 2.3e-4 here, 5.6e-4 at most over the example photos (the seventh bundled model)
 
 
 def test_export_cli(tiny_ckpt, tmp_path):
