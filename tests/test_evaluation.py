@@ -678,13 +678,13 @@ def test_cli_model_mode_refine_scores_the_maps_predict_refine_writes(tmp_path, s
     common = ["--model", "default", "--images", data / "images", "--gt", data / "masks", "--device", "cpu",
               "--inference", "model", "--size", "96", "--json"]
     plain, refined = (json.loads(run_cli(*common, *extra).stdout)["mae"] for extra in ([], ["--refine"]))
-    assert abs(plain - refined) > 1e-3
+    assert abs(plain - refined) > 3e-4  # measured 8.8e-4 (the seventh bundled model); the same maps would give 0
     r = CliRunner().invoke(app, ["predict", str(data / "images"), "-o", str(tmp_path / "maps"), "--save", "prob",
                                  "--size", "96", "--refine", "--no-progress", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     written = json.loads(run_cli("--pred", tmp_path / "maps", "--pred-suffix", "_prob", "--gt", data / "masks",
                                  "--json").stdout)["mae"]
-    assert written == pytest.approx(refined, abs=2e-3)
+    assert written == pytest.approx(refined, abs=2e-4)  # measured 7e-5 (8-bit rounding), closer than the plain maps
     res = run_cli("--model", "default", "--images", data / "images", "--gt", data / "masks", "--refine")
     assert res.exit_code == 2 and "--inference model" in res.output
 
@@ -695,7 +695,7 @@ def test_cli_model_mode_default_and_missing_checkpoint(tmp_path, shared_dir):
                   "--json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
-    assert d["n"] == 5 and d["mae"] < 0.1  # the bundled model: 0.081; an untrained network is near 0.5
+    assert d["n"] == 5 and d["mae"] < 0.1  # the bundled model: 0.055 (the seventh); an untrained network is near 0.5
     res = run_cli("--model", tmp_path / "missing.safetensors", "--images", data / "images", "--gt", data / "masks")
     assert res.exit_code == 1 and "missing.safetensors: no such checkpoint file" in res.output
     assert "Traceback" not in res.output
