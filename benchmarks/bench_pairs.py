@@ -66,11 +66,11 @@ def cache_folder(label: str, kwargs: dict) -> str:
         return label
     from defocus.bundled import bundled_onnx, resolve_default
 
-    files = [Path(resolve_default(kwargs["model"]))]
-    if str(kwargs["model"]) == "default" and bundled_onnx() is not None:
-        files.append(bundled_onnx())
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
-    return f"{label}-{digest[:10]}"
+    digest = hashlib.sha256(Path(resolve_default(kwargs["model"])).read_bytes())
+    onnx_path = bundled_onnx() if str(kwargs["model"]) == "default" else None
+    if onnx_path is not None:
+        digest.update(onnx_path.read_bytes())
+    return f"{label}-{digest.hexdigest()[:10]}"
 
 
 def network_modes(modes, sizes, flip_tta: bool = False, refine: bool = False) -> dict:
